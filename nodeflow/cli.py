@@ -1,0 +1,278 @@
+"""The ``nodeflow`` command line: run, validate and inspect workflows without a server.
+
+Exit codes: 0 success, 1 a node failed, 2 the workflow (or the command line) is invalid,
+130 the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from nodeflow import events as ev
+from nodeflow.context import Environment
+from nodeflow.errors import Issue, WorkflowInvalid
+from nodeflow.plugins import Catalog, call_each, load_catalog
+from nodeflow.runtime.device import DTYPES
+from nodeflow.validate import validate
+from nodeflow.workflow import Workflow, json_schema
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    _add_plugin_options(pre)
+    early, _ = pre.parse_known_args(argv)
+    catalog = _load(early)
+
+    parser = _parser(catalog)
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_INVALID
+    args.catalog = catalog
+    try:
+        return int(args.func(args) or 0)
+    except WorkflowInvalid as exc:
+        _print_issues(exc.issues, exc.source)
+        return EXIT_INVALID
+
+
+def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--disable-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not load this plugin (repeatable; also NODEFLOW_DISABLE_PLUGINS=a,b)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Catalog:
+    disabled = set(args.disable_plugin)
+    disabled |= {n.strip() for n in os.environ.get("NODEFLOW_DISABLE_PLUGINS", "").split(",")}
+    return load_catalog(disabled=disabled - {""})
+
+
+def _parser(catalog: Catalog) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodeflow", description=__doc__.split("\n")[0])
+    _add_plugin_options(parser)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a workflow file")
+    run.add_argument("workflow", type=Path)
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override an input (VALUE is parsed as JSON, else taken as text)",
+    )
+    run.add_argument("--target", action="append", help="run only this node and what it needs")
+    _add_env_options(run)
+    run.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1")
+    run.add_argument("--dtype", default="auto", choices=DTYPES)
+    run.add_argument("--quiet", action="store_true", help="print only where outputs went")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("validate", help="check a workflow file without running it")
+    check.add_argument("workflow", type=Path)
+    check.add_argument("--json", action="store_true", help="print the errors as JSON")
+    check.set_defaults(func=cmd_validate)
+
+    nodes = sub.add_parser("nodes", help="list node types, by plugin and category")
+    nodes.add_argument("--json", action="store_true")
+    nodes.set_defaults(func=cmd_nodes)
+
+    plugins = sub.add_parser("plugins", help="list loaded plugins and the ones that failed")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+
+    schema = sub.add_parser("schema", help="print the workflow file's JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+
+    if catalog.manager is not None:
+        for _plugin, _ in call_each(catalog.manager, catalog, "nodeflow_cli", subparsers=sub):
+            pass
+    return parser
+
+
+def _add_env_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", type=Path, help="default: ./models")
+    parser.add_argument("--output-dir", type=Path, help="default: ./output")
+    parser.add_argument("--input-dir", type=Path, help="default: ./input")
+
+
+def environment(args: argparse.Namespace) -> Environment:
+    return Environment.from_dirs(args.models_dir, args.output_dir, args.input_dir)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nodeflow.executor import Executor
+    from nodeflow.runtime import Runtime
+
+    workflow = Workflow.load(args.workflow)
+    if args.sets:
+        workflow = workflow.with_values(dict(_parse_set(s) for s in args.sets))
+    executor = Executor(
+        args.catalog, env=environment(args), runtime=Runtime(args.device, args.dtype)
+    )
+    if not args.quiet:
+        executor.subscribe(ProgressPrinter(sys.stderr))
+    try:
+        result = executor.run(workflow, targets=args.target)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if result.status == "failed" and result.error:
+        err = result.error
+        print(f"error in node {err.node!r} ({err.node_type}): {err.message}", file=sys.stderr)
+        if os.environ.get("NODEFLOW_TRACEBACK"):
+            print(err.traceback, file=sys.stderr)
+        return EXIT_FAILED
+    if result.status == "cancelled":
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for node_id, report in result.outputs.items():
+        for path in report.get("files", []):
+            print(f"{node_id}: {path}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        workflow = Workflow.load(args.workflow)
+        _, issues = validate(workflow, args.catalog)
+    except WorkflowInvalid as exc:
+        issues = exc.issues
+    if args.json:
+        print(json.dumps({"ok": not issues, "errors": [i.to_json() for i in issues]}, indent=2))
+    elif issues:
+        _print_issues(issues, str(args.workflow))
+    else:
+        print(f"{args.workflow}: ok")
+    return EXIT_INVALID if issues else EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    catalog: Catalog = args.catalog
+    data = catalog.to_json()["nodes"]
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for spec in data.values():
+        groups.setdefault((spec["plugin"], spec["category"]), []).append(spec)
+    for (plugin, category), specs in sorted(groups.items()):
+        print(f"{plugin} / {category}")
+        for spec in specs:
+            summary = spec["description"].split("\n")[0]
+            print(f"  {spec['type']:<24} {summary}")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    catalog: Catalog = args.catalog
+    if args.json:
+        data = catalog.to_json()
+        print(json.dumps({"plugins": data["plugins"], "failures": data["failures"]}, indent=2))
+        return EXIT_OK
+    for plugin in catalog.plugins:
+        count = sum(1 for owner in catalog.node_plugins.values() if owner == plugin.name)
+        origin = f"{plugin.distribution} {plugin.version}" if plugin.distribution else plugin.module
+        print(f"ok      {plugin.name:<20} {count:>3} nodes  ({origin})")
+    for failure in catalog.failures:
+        print(f"FAILED  {failure.plugin:<20} in {failure.stage}: {failure.error}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _parse_set(text: str) -> tuple[tuple[str, str], Any]:
+    target, sep, raw = text.partition("=")
+    node_id, dot, name = target.partition(".")
+    if not sep or not dot or not node_id or not name:
+        raise WorkflowInvalid(
+            [Issue(None, None, "bad_set", f"--set {text!r}: expected NODE.INPUT=VALUE")]
+        )
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return (node_id, name), value
+
+
+def _print_issues(issues: list[Issue], source: str | None) -> None:
+    head = f"{source}: " if source else ""
+    print(f"{head}invalid workflow ({len(issues)} problem(s)):", file=sys.stderr)
+    for issue in issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
+class ProgressPrinter:
+    """Per-node lines, and a progress bar for nodes that report steps."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self.total = 0
+        self.done = 0
+        self.last_bar: tuple[str, int] | None = None
+
+    def __call__(self, event: ev.Event) -> None:
+        write = self.stream.write
+        match event:
+            case ev.RunStarted(nodes=nodes):
+                self.total = len(nodes)
+            case ev.NodeCached(node=node, node_type=node_type):
+                self.done += 1
+                write(f"[{self.done}/{self.total}] {node} ({node_type}): cached\n")
+            case ev.NodeStarted(node=node, node_type=node_type):
+                self.done += 1
+                write(f"[{self.done}/{self.total}] {node} ({node_type})\n")
+            case ev.NodeProgress(node=node, value=value, max=maximum):
+                self._bar(node, value, maximum)
+            case ev.NodeFinished(node=node, seconds=seconds):
+                if self.tty and self.last_bar:
+                    write("\n")
+                self.last_bar = None
+                write(f"      {node} done in {seconds:.2f}s\n")
+            case ev.RunFinished(seconds=seconds, executed=executed, cached=cached):
+                write(f"finished in {seconds:.2f}s: {len(executed)} ran, {len(cached)} cached\n")
+        self.stream.flush()
+
+    def _bar(self, node: str, value: float, maximum: float) -> None:
+        fraction = value / maximum if maximum else 1.0
+        filled = int(self.width * fraction)
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = f"      [{bar}] {value:g}/{maximum:g}"
+        if self.tty:
+            self.stream.write("\r" + line)
+            self.last_bar = (node, int(value))
+        else:
+            # in a log, a line per quarter is enough
+            quarter = int(4 * fraction)
+            if self.last_bar is None or self.last_bar[1] != quarter:
+                self.stream.write(line + "\n")
+                self.last_bar = (node, quarter)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

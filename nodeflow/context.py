@@ -1,0 +1,80 @@
+"""What a running node may ask of the engine, and nothing more.
+
+A node gets a ``Context`` when its function declares a ``ctx: Context`` parameter. It reports
+progress and previews through it (each report is also an interrupt point), and reaches the device,
+the model manager and the run's folders without importing the executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Interrupted(Exception):
+    """Raised inside a run when an interrupt was requested; the executor turns it into
+    ``run.cancelled``. Nodes should let it propagate."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The folders a run reads and writes; relative node paths resolve against these."""
+
+    models_dir: Path = Path("models")
+    output_dir: Path = Path("output")
+    input_dir: Path = Path("input")
+
+    @classmethod
+    def from_dirs(
+        cls,
+        models_dir: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        input_dir: str | Path | None = None,
+    ) -> Environment:
+        default = cls()
+        return cls(
+            models_dir=Path(models_dir or default.models_dir).resolve(),
+            output_dir=Path(output_dir or default.output_dir).resolve(),
+            input_dir=Path(input_dir or default.input_dir).resolve(),
+        )
+
+
+@dataclass
+class Context:
+    node_id: str
+    node_type: str
+    run_id: str
+    env: Environment
+    runtime: Any = None
+    """The executor's ``nodeflow.runtime.Runtime``: device, dtype policy and model manager."""
+    workflow: dict[str, Any] | None = None
+    """The workflow document being run, as JSON (SaveImage embeds it in the PNG)."""
+    _emit_progress: Callable[[float, float], None] = field(default=lambda v, m: None, repr=False)
+    _emit_preview: Callable[[Any, int], None] = field(default=lambda i, s: None, repr=False)
+    _interrupted: Callable[[], bool] = field(default=lambda: False, repr=False)
+
+    @property
+    def device(self) -> Any:
+        """The torch device this run computes on."""
+        return self.runtime.device
+
+    @property
+    def models(self) -> Any:
+        """The model manager: loaded models are shared across nodes and runs."""
+        return self.runtime.models
+
+    def check_interrupted(self) -> None:
+        """Raise ``Interrupted`` if the run was asked to stop."""
+        if self._interrupted():
+            raise Interrupted(self.node_id)
+
+    def progress(self, value: float, max: float) -> None:
+        """Report progress (and give the run a chance to stop here)."""
+        self.check_interrupted()
+        self._emit_progress(value, max)
+
+    def preview(self, image: Any, step: int = 0) -> None:
+        """Publish a cheap picture of work in progress (a PIL image)."""
+        self._emit_preview(image, step)

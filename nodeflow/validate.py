@@ -1,0 +1,221 @@
+"""Whole-graph validation: every problem at once, each located at its node and input.
+
+Validation binds a workflow to the catalog: it resolves each node's spec, coerces widget values
+through pydantic and builds the link graph. The result (a ``BoundWorkflow``) is what planning and
+execution use, so nothing is looked up or coerced twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from nodeflow.errors import Issue, WorkflowInvalid
+from nodeflow.node import MISSING, NodeSpec
+from nodeflow.plugins import Catalog
+from nodeflow.workflow import Link, Workflow
+
+
+@dataclass
+class BoundNode:
+    id: str
+    spec: NodeSpec
+    values: dict[str, Any]
+    """Coerced widget values (defaults filled in) and None for absent optional sockets."""
+    links: dict[str, Link]
+
+
+@dataclass
+class BoundWorkflow:
+    workflow: Workflow
+    nodes: dict[str, BoundNode]
+    graph: nx.DiGraph = field(repr=False)
+    """Edges run from a link's source node to the node it feeds."""
+
+    @property
+    def output_nodes(self) -> list[str]:
+        return [nid for nid, n in self.nodes.items() if n.spec.output_node]
+
+
+def validate(
+    workflow: Workflow, catalog: Catalog, targets: Iterable[str] | None = None
+) -> tuple[BoundWorkflow | None, list[Issue]]:
+    """Check the whole workflow; returns the bound workflow (None if any issue) and the issues."""
+    issues: list[Issue] = []
+    nodes: dict[str, BoundNode] = {}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(workflow.nodes)
+
+    for node_id, entry in workflow.nodes.items():
+        spec = catalog.spec(entry.type)
+        if spec is None:
+            issues.append(
+                Issue(node_id, None, "unknown_node_type", f"unknown node type {entry.type!r}")
+            )
+            for link in entry.links().values():
+                if link.node in workflow.nodes:
+                    graph.add_edge(link.node, node_id)
+            continue
+        values, links = _check_inputs(node_id, entry.inputs, spec, workflow, catalog, issues)
+        for link in links.values():
+            if link.node in workflow.nodes:
+                graph.add_edge(link.node, node_id)
+        nodes[node_id] = BoundNode(node_id, spec, values, links)
+
+    issues.extend(_cycle_issues(graph))
+
+    target_list = list(targets) if targets is not None else None
+    if target_list is not None:
+        for target in target_list:
+            if target not in workflow.nodes:
+                issues.append(Issue(target, None, "unknown_target", f"no node {target!r} to run"))
+        if not target_list:
+            issues.append(Issue(None, None, "no_output", "no targets were given"))
+    elif not any(n.spec.output_node for n in nodes.values()) and not any(
+        i.code == "unknown_node_type" for i in issues
+    ):
+        issues.append(
+            Issue(
+                None,
+                None,
+                "no_output",
+                "the workflow has no output node (such as SaveImage), so nothing would run",
+            )
+        )
+    if issues:
+        return None, issues
+    return BoundWorkflow(workflow, nodes, graph), []
+
+
+def bind(
+    workflow: Workflow, catalog: Catalog, targets: Iterable[str] | None = None
+) -> BoundWorkflow:
+    """Like ``validate`` but raises ``WorkflowInvalid`` listing every issue."""
+    bound, issues = validate(workflow, catalog, targets)
+    if bound is None:
+        raise WorkflowInvalid(issues)
+    return bound
+
+
+def _check_inputs(
+    node_id: str,
+    inputs: dict[str, Any],
+    spec: NodeSpec,
+    workflow: Workflow,
+    catalog: Catalog,
+    issues: list[Issue],
+) -> tuple[dict[str, Any], dict[str, Link]]:
+    values: dict[str, Any] = {}
+    links: dict[str, Link] = {}
+    for name, value in inputs.items():
+        input_spec = spec.inputs.get(name)
+        if input_spec is None:
+            known = ", ".join(spec.inputs) or "none"
+            issues.append(
+                Issue(
+                    node_id,
+                    name,
+                    "unknown_input",
+                    f"{spec.type} has no input {name!r} (its inputs: {known})",
+                )
+            )
+            continue
+        if isinstance(value, Link):
+            issue = _check_link(node_id, name, value, input_spec.type, workflow, catalog)
+            if issue is None:
+                links[name] = value
+            else:
+                issues.append(issue)
+            continue
+        if input_spec.kind == "socket":
+            issues.append(
+                Issue(
+                    node_id,
+                    name,
+                    "value_for_socket",
+                    f"input {name!r} takes a link from a {input_spec.type} output, not a value",
+                )
+            )
+            continue
+        try:
+            values[name] = input_spec.coerce(value)
+        except ValidationError as exc:
+            message = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+            issues.append(
+                Issue(node_id, name, "invalid_value", f"invalid value {value!r}: {message}")
+            )
+
+    for name, input_spec in spec.inputs.items():
+        if name in values or name in links or name in inputs:
+            continue
+        if input_spec.required:
+            kind = "link" if input_spec.kind == "socket" else "value"
+            issues.append(
+                Issue(
+                    node_id,
+                    name,
+                    "missing_input",
+                    f"required input {name!r} ({input_spec.type}) has no {kind}",
+                )
+            )
+        elif input_spec.default is not MISSING:
+            values[name] = input_spec.default
+    return values, links
+
+
+def _check_link(
+    node_id: str, name: str, link: Link, input_type: str, workflow: Workflow, catalog: Catalog
+) -> Issue | None:
+    source = workflow.nodes.get(link.node)
+    if source is None:
+        return Issue(
+            node_id,
+            name,
+            "missing_node",
+            f"link from {link.source!r}: there is no node {link.node!r}",
+        )
+    source_spec = catalog.spec(source.type)
+    if source_spec is None:
+        return None  # already reported as an unknown node type at the source
+    output = next((o for o in source_spec.outputs if o.name == link.output), None)
+    if output is None:
+        known = ", ".join(source_spec.output_names) or "none"
+        return Issue(
+            node_id,
+            name,
+            "missing_output",
+            f"link from {link.source!r}: {source.type} has no output "
+            f"{link.output!r} (its outputs: {known})",
+        )
+    if not catalog.types.compatible(output.type, input_type):
+        return Issue(
+            node_id,
+            name,
+            "type_mismatch",
+            f"link from {link.source!r}: a {output.type} output cannot feed a {input_type} input",
+        )
+    return None
+
+
+def _cycle_issues(graph: nx.DiGraph) -> list[Issue]:
+    issues = []
+    for component in nx.strongly_connected_components(graph):
+        member = next(iter(component))
+        if len(component) == 1 and not graph.has_edge(member, member):
+            continue
+        edges = nx.find_cycle(graph.subgraph(component))
+        path = [u for u, _ in edges] + [edges[0][0]]
+        members = ", ".join(sorted(component))
+        issues.append(
+            Issue(
+                sorted(component)[0],
+                None,
+                "cycle",
+                f"cycle: {' -> '.join(path)} (nodes: {members})",
+            )
+        )
+    return issues

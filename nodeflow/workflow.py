@@ -1,0 +1,168 @@
+"""The workflow file, version 1: one JSON format for the editor, the CLI and the API.
+
+A link is ``{"from": "<node id>.<output>"}``; any other input value is a widget value. Unknown
+keys are an error, never silently dropped, so a typo in a hand-written file is reported rather
+than ignored. The editor's layout rides along under ``ui`` untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    ValidationError,
+)
+
+from nodeflow.errors import Issue, WorkflowInvalid
+
+NODE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+LINK_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$"
+
+NodeId = Annotated[str, Field(pattern=NODE_ID_PATTERN, min_length=1, max_length=200)]
+
+
+class Link(BaseModel):
+    """A connection from another node's output into this input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = Field(alias="from", pattern=LINK_PATTERN, description="<node id>.<output>")
+
+    @property
+    def node(self) -> str:
+        return self.source.split(".", 1)[0]
+
+    @property
+    def output(self) -> str:
+        return self.source.split(".", 1)[1]
+
+    @classmethod
+    def to(cls, node: str, output: str) -> Link:
+        return cls(source=f"{node}.{output}")
+
+
+def _input_kind(value: Any) -> str:
+    if isinstance(value, Link) or (isinstance(value, dict) and "from" in value):
+        return "link"
+    return "value"
+
+
+InputValue = Annotated[
+    Annotated[Link, Tag("link")] | Annotated[JsonValue, Tag("value")],
+    Discriminator(_input_kind),
+]
+
+
+class NodeEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, description="The node type, e.g. TextEncode")
+    inputs: dict[str, InputValue] = Field(default_factory=dict)
+
+    def links(self) -> dict[str, Link]:
+        return {name: v for name, v in self.inputs.items() if isinstance(v, Link)}
+
+
+class Workflow(BaseModel):
+    """A DAG of nodes. ``nodes`` maps node ids to their type and inputs."""
+
+    model_config = ConfigDict(extra="forbid", title="nodeflow workflow")
+
+    version: Literal[1] = 1
+    nodes: dict[NodeId, NodeEntry] = Field(default_factory=dict)
+    ui: dict[str, JsonValue] | None = None
+
+    # --- reading -------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, data: Any, source: str | None = None) -> Workflow:
+        """Validate a parsed JSON document; raises WorkflowInvalid with located issues."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise WorkflowInvalid(_issues_from_pydantic(exc), source) from None
+
+    @classmethod
+    def loads(cls, text: str | bytes, source: str | None = None) -> Workflow:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno}, column {exc.colno}"
+            raise WorkflowInvalid(
+                [Issue(None, None, "json_syntax", f"malformed JSON at {where}: {exc.msg}")],
+                source,
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise WorkflowInvalid(
+                [Issue(None, None, "json_syntax", f"not UTF-8 text: {exc}")], source
+            ) from None
+        return cls.from_json(data, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Workflow:
+        path = Path(path)
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise WorkflowInvalid(
+                [Issue(None, None, "file", f"cannot read {path}: {exc.strerror or exc}")],
+                str(path),
+            ) from None
+        return cls.loads(text, str(path))
+
+    # --- writing -------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", by_alias=True)
+        if data.get("ui") is None:
+            data.pop("ui", None)
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.dumps(), encoding="utf-8")
+
+    # --- editing -------------------------------------------------------------------------
+
+    def with_values(self, values: dict[tuple[str, str], Any]) -> Workflow:
+        """A copy with some inputs set: ``{(node, input): value}`` (what ``--set`` does)."""
+        data = self.to_json()
+        for (node_id, name), value in values.items():
+            if node_id not in data["nodes"]:
+                raise WorkflowInvalid(
+                    [Issue(node_id, name, "missing_node", f"no node {node_id!r} to set")]
+                )
+            data["nodes"][node_id]["inputs"][name] = value
+        return Workflow.from_json(data)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the workflow file (``nodeflow schema``)."""
+    schema = Workflow.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def _issues_from_pydantic(exc: ValidationError) -> list[Issue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        node = loc[1] if len(loc) >= 2 and loc[0] == "nodes" else None
+        name = loc[3] if node and len(loc) >= 4 and loc[2] == "inputs" else None
+        code = "unknown_key" if error["type"] == "extra_forbidden" else "format"
+        path = ".".join(p for p in loc if p not in ("link", "value")) or "document"
+        message = f"{path}: {error['msg']}"
+        if error["type"] == "extra_forbidden":
+            message = f"{path}: unknown key {loc[-1]!r}"
+        issues.append(Issue(node, name, code, message))
+    return issues

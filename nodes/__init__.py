@@ -1,0 +1,1 @@
+"""nodeflow's built-in diffusion node pack."""

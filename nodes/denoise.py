@@ -1,0 +1,126 @@
+"""The sampling loop: seeded noise in, denoised latents out, diffusers' numerics throughout.
+
+Noise is drawn as diffusers draws it (one CPU ``torch.Generator`` seeded with the seed, through
+``randn_tensor``; the same generator then feeds any posterior sample and each stochastic step),
+so a seed gives the same picture here and in a diffusers pipeline with the same components.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from nodeflow import Context, Widget, node
+from nodes.guidance import predict_noise
+from nodes.preview import latent_preview
+from nodes.types import Guider, Latent, Scheduler
+
+Seed = Annotated[int, Field(ge=0, le=2**64 - 1), Widget(seed=True)]
+
+
+def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def _timesteps(scheduler: Any, steps: int, strength: float, device: Any) -> Any:
+    """The timesteps to run; below strength 1 only the last ``strength`` share (img2img)."""
+    scheduler.set_timesteps(steps, device=device)
+    if strength >= 1.0:
+        return scheduler.timesteps
+    start = max(steps - min(int(steps * strength), steps), 0) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+def _initial_latents(
+    latent: Latent, guider: Guider, scheduler: Any, timesteps: Any, strength: float, generator: Any
+) -> Any:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    unet = guider.unet
+    device, dtype = unet.model.device, unet.model.dtype
+    if strength >= 1.0:
+        factor = unet.latent_scale
+        if latent.width % factor or latent.height % factor:
+            raise ValueError(
+                f"{latent.width}x{latent.height} is not a multiple of "
+                f"this model's latent scale {factor}"
+            )
+        shape = (
+            latent.batch_size,
+            unet.latent_channels,
+            latent.height // factor,
+            latent.width // factor,
+        )
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        return noise * scheduler.init_noise_sigma
+
+    if len(timesteps) == 0:
+        raise ValueError(f"strength {strength} leaves no steps to run; raise strength or steps")
+    if latent.posterior is not None:
+        mean, std = latent.posterior
+        sample = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        init = latent.scaling_factor * (mean + std * sample)
+    elif latent.samples is not None:
+        init = latent.samples
+    else:
+        raise ValueError(
+            "img2img (strength below 1) needs a latent with content, e.g. from VAEEncode"
+        )
+    init = init.to(device=device, dtype=dtype)
+    noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
+    return scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0]))
+
+
+def sample(
+    guider: Guider,
+    scheduler_recipe: Scheduler,
+    latent: Latent,
+    seed: int,
+    strength: float = 1.0,
+    ctx: Context | None = None,
+) -> Any:
+    import torch
+
+    scheduler = scheduler_recipe.create()
+    device = guider.unet.model.device
+    generator = torch.Generator("cpu").manual_seed(seed)
+    timesteps = _timesteps(scheduler, scheduler_recipe.steps, strength, device)
+    latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
+    step_kwargs = _step_kwargs(scheduler, generator)
+    total = len(timesteps)
+    with torch.inference_mode():
+        for index, timestep in enumerate(timesteps):
+            noise_pred = predict_noise(guider, latents, timestep, scheduler)
+            result = scheduler.step(noise_pred, timestep, latents, **step_kwargs)
+            latents = result.prev_sample
+            if ctx is not None:
+                ctx.progress(index + 1, total)  # also where an interrupt stops the loop
+                preview = getattr(result, "pred_original_sample", None)
+                ctx.preview(latent_preview(preview if preview is not None else latents), index + 1)
+    return latents
+
+
+@node("Denoise", category="sampling")
+def denoise(
+    ctx: Context,
+    guider: Guider,
+    scheduler: Scheduler,
+    latent: Latent,
+    seed: Seed = 0,
+    strength: Annotated[float, Field(ge=0, le=1)] = 1.0,
+) -> Latent:
+    """Denoise from seeded noise (strength 1) or from the given latent (img2img, strength < 1)."""
+    latents = sample(guider, scheduler, latent, seed, strength, ctx)
+    return Latent(
+        samples=latents, width=latent.width, height=latent.height, batch_size=latents.shape[0]
+    )

@@ -1,0 +1,87 @@
+"""Schedulers by name: each one the diffusers scheduler, built from the model's own config.
+
+Building from the model's scheduler config keeps what the model was trained with (its beta
+schedule, its prediction type, epsilon or v_prediction, its timestep spacing); the name only
+chooses the sampling algorithm, as diffusers' ``Scheduler.from_config(pipe.scheduler.config)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from nodeflow import node
+from nodes.types import Scheduler, UNet
+
+SchedulerName = Literal[
+    "ddpm",
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "unipc",
+    "lcm",
+]
+BetaSchedule = Literal["default", "linear", "scaled_linear", "squaredcos_cap_v2"]
+
+# name -> (diffusers class name, config overrides)
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+    ),
+    "dpmpp_2m_sde": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+    ),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+
+
+def make_scheduler(
+    name: str,
+    model_config: dict[str, Any],
+    steps: int,
+    beta_schedule: str = "default",
+    karras: bool = False,
+) -> Scheduler:
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    cls = getattr(diffusers, class_name)
+    config = {k: v for k, v in model_config.items() if not k.startswith("_")}
+    config.update(overrides)
+    if beta_schedule != "default":
+        config["beta_schedule"] = beta_schedule
+    if karras:
+        if "use_karras_sigmas" not in inspect.signature(cls.__init__).parameters:
+            raise ValueError(f"scheduler {name!r} ({class_name}) has no Karras sigmas option")
+        config["use_karras_sigmas"] = True
+    config = dict(cls.from_config(config).config)  # normalised: unknown keys kept, defaults filled
+    return Scheduler(name=name, cls=cls, config=config, steps=steps)
+
+
+@node("Scheduler", category="sampling")
+def scheduler(
+    unet: UNet,
+    name: SchedulerName = "euler",
+    steps: Annotated[int, Field(ge=1, le=1000)] = 20,
+    beta_schedule: BetaSchedule = "default",
+    karras: bool = False,
+) -> Scheduler:
+    """Choose the sampling algorithm and step count; the noise schedule comes from the model."""
+    return make_scheduler(name, unet.scheduler_config, steps, beta_schedule, karras)

@@ -1,0 +1,135 @@
+"""The diffusion pack's socket types: what flows between Stable Diffusion nodes.
+
+Model-holding types (UNet, TextEncoder, VAE) report ~0 bytes to the output cache: the weights
+belong to the model manager, and a cached LoadCheckpoint result is only a handle to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nodeflow import socket_type
+
+if TYPE_CHECKING:
+    import torch
+
+
+class _ModelHandle:
+    def __nodeflow_nbytes__(self) -> int:
+        return 0
+
+
+@socket_type(color="#7e57c2")
+@dataclass(frozen=True, eq=False)
+class UNet(_ModelHandle):
+    """A denoiser with its model config, its default scheduler config and any patches."""
+
+    model: Any
+    scheduler_config: dict[str, Any]
+    latent_scale: int = 8
+    """The pixel-to-latent downsampling factor of the VAE this denoiser was trained with."""
+    patches: tuple[Any, ...] = ()
+    source: str = ""
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.model.config.in_channels)
+
+
+@socket_type(color="#fdd835")
+@dataclass(frozen=True, eq=False)
+class TextEncoder(_ModelHandle):
+    """A CLIP tokenizer and text encoder."""
+
+    tokenizer: Any
+    model: Any
+    patches: tuple[Any, ...] = ()
+    source: str = ""
+
+
+@socket_type(color="#ef5350")
+@dataclass(frozen=True, eq=False)
+class VAE(_ModelHandle):
+    """An autoencoder between pixels and latents."""
+
+    model: Any
+    source: str = ""
+
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent cell, read from the model (2 for the tiny test VAE, 8 for SD)."""
+        return 2 ** (len(self.model.config.block_out_channels) - 1)
+
+
+@socket_type(color="#ffa726")
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """Prompt embeddings (and pooled embeddings where a model has them)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+
+@socket_type(color="#ec407a")
+@dataclass(frozen=True, eq=False)
+class Latent:
+    """Latents as the denoiser sees them (already multiplied by the VAE's scaling factor).
+
+    An empty latent (``samples is None``) only fixes the picture size and batch: the denoiser
+    makes its noise in the shape its own model needs. A latent from VAEEncode also carries the
+    encoder's posterior, so that Denoise can sample it with the run's seed exactly as diffusers'
+    img2img does; everything else uses ``samples`` (the posterior mean).
+    """
+
+    samples: torch.Tensor | None
+    width: int
+    height: int
+    batch_size: int = 1
+    posterior: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    """(mean, std) of the VAE posterior, before scaling."""
+    scaling_factor: float = 1.0
+
+
+@socket_type(color="#42a5f5")
+@dataclass(frozen=True, eq=False)
+class Image:
+    """A batch of RGB pictures: a float tensor [batch, height, width, 3] in [0, 1] on the CPU."""
+
+    pixels: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+@socket_type(color="#26a69a")
+@dataclass(frozen=True, eq=False)
+class Scheduler:
+    """A diffusers scheduler class and its config, and the number of steps to take.
+
+    Schedulers keep per-run state, so this holds the recipe, and every Denoise makes a fresh one.
+    """
+
+    name: str
+    cls: type
+    config: dict[str, Any]
+    steps: int
+
+    def create(self) -> Any:
+        return self.cls.from_config(self.config)
+
+
+@socket_type(color="#8d6e63")
+@dataclass(frozen=True, eq=False)
+class Guider:
+    """What CFG makes: a noise predictor combining the positive and negative conditioning."""
+
+    unet: UNet
+    positive: Conditioning
+    negative: Conditioning
+    scale: float = 7.5
+    rescale: float = 0.0
+
+
+SOCKET_TYPES = [UNet, TextEncoder, VAE, Conditioning, Latent, Image, Scheduler, Guider]

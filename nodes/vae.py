@@ -1,0 +1,74 @@
+"""Between pixels and latents, with diffusers' scaling and normalisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow import node
+from nodes.types import VAE, Image, Latent
+
+
+def _latent_tensor(vae: VAE, latent: Latent) -> Any:
+    import torch
+
+    if latent.samples is not None:
+        return latent.samples
+    factor = vae.scale_factor
+    shape = (
+        latent.batch_size,
+        vae.model.config.latent_channels,
+        latent.height // factor,
+        latent.width // factor,
+    )
+    return torch.zeros(shape, device=vae.model.device, dtype=vae.model.dtype)
+
+
+def decode(vae: VAE, latent: Latent) -> Image:
+    import torch
+
+    model = vae.model
+    latents = _latent_tensor(vae, latent).to(device=model.device, dtype=model.dtype)
+    latents = latents / model.config.scaling_factor
+    shift = getattr(model.config, "shift_factor", None)
+    if shift is not None:
+        latents = latents + shift
+    with torch.inference_mode():
+        decoded = model.decode(latents, return_dict=False)[0]
+    pixels = (decoded / 2 + 0.5).clamp(0, 1)
+    return Image(pixels.cpu().permute(0, 2, 3, 1).float())
+
+
+def encode(vae: VAE, image: Image) -> Latent:
+    import torch
+
+    model = vae.model
+    factor = vae.scale_factor
+    batch, height, width, _ = image.pixels.shape
+    if height % factor or width % factor:
+        raise ValueError(
+            f"image size {width}x{height} is not a multiple of the VAE's factor {factor}"
+        )
+    pixels = image.pixels.permute(0, 3, 1, 2).to(device=model.device, dtype=model.dtype) * 2 - 1
+    with torch.inference_mode():
+        posterior = model.encode(pixels).latent_dist
+    scaling = model.config.scaling_factor
+    return Latent(
+        samples=posterior.mean * scaling,
+        width=width,
+        height=height,
+        batch_size=batch,
+        posterior=(posterior.mean, posterior.std),
+        scaling_factor=scaling,
+    )
+
+
+@node("VAEDecode", category="latent")
+def vae_decode(vae: VAE, latent: Latent) -> Image:
+    """Turn latents into pictures."""
+    return decode(vae, latent)
+
+
+@node("VAEEncode", category="latent")
+def vae_encode(vae: VAE, image: Image) -> Latent:
+    """Turn pictures into latents (for img2img); Denoise samples the posterior with its seed."""
+    return encode(vae, image)

@@ -1,0 +1,94 @@
+from testnodes import make_workflow
+
+from nodeflow.validate import bind, validate
+
+
+def located(issues):
+    return sorted((i.node, i.input, i.code) for i in issues)
+
+
+def test_every_fault_is_reported_at_once(catalog):
+    workflow = make_workflow(
+        {
+            "c": ("Constant", {"value": 5000}),  # invalid: le=1000
+            "u": ("Nope", {}),  # unknown type
+            "s": ("Scale", {"factor": 2, "speed": 3}),  # unknown input, missing x
+            "a": ("Add", {"a": "@ghost.integer", "b": "@c.nothing"}),  # missing node, output
+            "l": ("Label", {"text": "hi"}),
+            "m": ("Add", {"a": "@l.string"}),  # STRING into Number
+            "v": ("Add", {"a": 3}),  # a value where a link belongs
+            "o": (
+                "Show",
+                {"x": "@s.number", "title": "@c.integer"},
+            ),  # Integer into a STRING widget
+        }
+    )
+    bound, issues = validate(workflow, catalog)
+    assert bound is None
+    assert located(issues) == sorted(
+        [
+            ("c", "value", "invalid_value"),
+            ("u", None, "unknown_node_type"),
+            ("s", "speed", "unknown_input"),
+            ("s", "x", "missing_input"),
+            ("a", "a", "missing_node"),
+            ("a", "b", "missing_output"),
+            ("m", "a", "type_mismatch"),
+            ("v", "a", "value_for_socket"),
+            ("o", "title", "type_mismatch"),
+        ]
+    )
+    messages = {(i.node, i.input): i.message for i in issues}
+    assert "less than or equal to 1000" in messages[("c", "value")]
+    assert "'Nope'" in messages[("u", None)]
+    assert "its inputs: x, factor, mode" in messages[("s", "speed")]
+    assert "its outputs: integer" in messages[("a", "b")]
+    assert "STRING output cannot feed a Number input" in messages[("m", "a")]
+
+
+def test_a_cycle_is_reported_with_its_members(catalog):
+    workflow = make_workflow(
+        {
+            "a": ("Add", {"a": "@c.number"}),
+            "b": ("Add", {"a": "@a.number"}),
+            "c": ("Add", {"a": "@b.number"}),
+            "self": ("Add", {"a": "@self.number"}),
+            "ok": ("Constant", {}),
+            "o": ("Show", {"x": "@ok.integer"}),
+        }
+    )
+    _, issues = validate(workflow, catalog)
+    cycles = [i for i in issues if i.code == "cycle"]
+    assert len(cycles) == 2
+    assert {i.node for i in cycles} == {"a", "self"}
+    big = next(i for i in cycles if i.node == "a")
+    assert "(nodes: a, b, c)" in big.message
+    assert len(issues) == 2
+
+
+def test_no_output_node_is_an_error_unless_targets_are_given(catalog):
+    workflow = make_workflow({"c": ("Constant", {"value": 1})})
+    _, issues = validate(workflow, catalog)
+    assert located(issues) == [(None, None, "no_output")]
+    assert validate(workflow, catalog, targets=["c"])[1] == []
+    assert located(validate(workflow, catalog, targets=["zz"])[1]) == [
+        ("zz", None, "unknown_target")
+    ]
+
+
+def test_subtypes_primitive_links_and_defaults_bind(catalog):
+    workflow = make_workflow(
+        {
+            "c": ("Constant", {"value": "7"}),
+            "i": ("ToInt", {"x": "@c.integer"}),
+            "k": ("Constant", {"value": "@i.int"}),  # a widget fed by an INT output
+            "s": ("Scale", {"x": "@k.integer", "factor": "@i.int"}),  # INT into FLOAT widget
+            "o": ("Show", {"x": "@s.number"}),
+        }
+    )
+    bound = bind(workflow, catalog)
+    assert bound.nodes["c"].values == {"value": 7}  # coerced
+    assert bound.nodes["s"].values == {"mode": "mul"}  # defaults filled, linked widgets left out
+    assert set(bound.nodes["s"].links) == {"x", "factor"}
+    assert bound.nodes["o"].values == {"title": ""}
+    assert sorted(bound.graph.edges) == [("c", "i"), ("i", "k"), ("i", "s"), ("k", "s"), ("s", "o")]

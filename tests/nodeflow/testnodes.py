@@ -1,0 +1,158 @@
+"""A pure-Python test plugin: tiny nodes that record their calls, registered like any plugin."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import Field
+
+from nodeflow import Context, Widget, hookimpl, node, socket_type
+from nodeflow.workflow import Workflow
+
+CALLS: list[str] = []
+"""Every executed node id, in order (tests clear it)."""
+MADE: dict[str, weakref.ref] = {}
+"""A weak reference to the last value each Constant or Scale node made (to observe freeing)."""
+
+
+def _made(ctx: Context, value: Number) -> Number:
+    MADE[ctx.node_id] = weakref.ref(value)
+    return value
+
+
+@socket_type(color="#2196f3")
+class Number:
+    """A number wrapped so it only travels along links."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Number({self.value})"
+
+
+@socket_type(color="#e91e63", parents=("Number",))
+class Integer(Number):
+    """A whole number; can feed any Number input."""
+
+
+class Halves(NamedTuple):
+    low: Number
+    high: Number
+
+
+@node("Constant", category="math")
+def constant(ctx: Context, value: Annotated[int, Field(ge=-1000, le=1000)] = 0) -> Integer:
+    """A constant number."""
+    CALLS.append(ctx.node_id)
+    return _made(ctx, Integer(value))
+
+
+@node("Add", category="math")
+def add(ctx: Context, a: Number, b: Number | None = None) -> Number:
+    """a + b (b defaults to 0)."""
+    CALLS.append(ctx.node_id)
+    return Number(a.value + (b.value if b else 0))
+
+
+@node("Scale", category="math", version=2)
+def scale(
+    ctx: Context,
+    x: Number,
+    factor: Annotated[float, Field(ge=-10, le=10, multiple_of=0.5)] = 1.0,
+    mode: Literal["mul", "div"] = "mul",
+) -> Number:
+    """x * factor (or x / factor)."""
+    CALLS.append(ctx.node_id)
+    return _made(ctx, Number(x.value * factor if mode == "mul" else x.value / factor))
+
+
+@node("Split", category="math")
+def split(ctx: Context, x: Number) -> Halves:
+    """Two halves of x."""
+    CALLS.append(ctx.node_id)
+    return Halves(Number(x.value / 2), Number(x.value / 2))
+
+
+@node("ToInt", category="math")
+def to_int(ctx: Context, x: Number) -> int:
+    """x as a plain INT, which can feed a widget turned into an input."""
+    CALLS.append(ctx.node_id)
+    return int(x.value)
+
+
+@node("Label", category="text")
+def label(ctx: Context, text: Annotated[str, Widget(multiline=True)] = "") -> str:
+    """Some text."""
+    CALLS.append(ctx.node_id)
+    return text
+
+
+@node("Show", category="output", output_node=True)
+def show(ctx: Context, x: Number, title: str = "") -> dict:
+    """Report a number."""
+    CALLS.append(ctx.node_id)
+    return {"value": x.value, "title": title}
+
+
+@node("Slow", category="math")
+def slow(ctx: Context, x: Number, steps: int = 10, delay: float = 0.0) -> Number:
+    """Count to ``steps``, reporting progress (an interrupt point) at each."""
+    CALLS.append(ctx.node_id)
+    for step in range(steps):
+        time.sleep(delay)
+        ctx.progress(step + 1, steps)
+    return Number(x.value)
+
+
+@node("Fail", category="debug")
+def fail(ctx: Context, x: Number, message: str = "boom") -> Number:
+    """Always raises."""
+    CALLS.append(ctx.node_id)
+    raise RuntimeError(message)
+
+
+@node("Volatile", category="debug", cache="never")
+def volatile(ctx: Context) -> Integer:
+    """Never cached: runs every time."""
+    CALLS.append(ctx.node_id)
+    return Integer(len(CALLS))
+
+
+def _file_state(values, env) -> list:
+    stat = Path(values["path"]).stat()
+    return [values["path"], stat.st_size, stat.st_mtime_ns]
+
+
+@node("ReadNumber", category="io", fingerprint=_file_state)
+def read_number(ctx: Context, path: Annotated[str, Widget(files="input")]) -> Number:
+    """A number read from a text file; editing the file re-runs it."""
+    CALLS.append(ctx.node_id)
+    return Number(float(Path(path).read_text()))
+
+
+@hookimpl
+def nodeflow_types():
+    return [Number, Integer]
+
+
+@hookimpl
+def nodeflow_nodes():
+    return [constant, add, scale, split, to_int, label, show, slow, fail, volatile, read_number]
+
+
+def make_workflow(nodes: dict[str, Any]) -> Workflow:
+    """``{"id": ("Type", {inputs})}`` with ``"@node.output"`` strings standing for links."""
+    document: dict[str, Any] = {"version": 1, "nodes": {}}
+    for node_id, (node_type, inputs) in nodes.items():
+        document["nodes"][node_id] = {
+            "type": node_type,
+            "inputs": {
+                k: {"from": v[1:]} if isinstance(v, str) and v.startswith("@") else v
+                for k, v in inputs.items()
+            },
+        }
+    return Workflow.from_json(document)
