@@ -104,6 +104,10 @@ class Workflow(BaseModel):
             raise WorkflowInvalid(
                 [Issue(None, None, "json_syntax", f"not UTF-8 text: {exc}")], source
             ) from None
+        except (ValueError, RecursionError) as exc:  # an int past 4300 digits; too deep nesting
+            raise WorkflowInvalid(
+                [Issue(None, None, "json_syntax", f"unreadable JSON: {exc}")], source
+            ) from None
         return cls.from_json(data, source)
 
     @classmethod

@@ -100,6 +100,8 @@ def sample(
     total = len(timesteps)
     with torch.inference_mode():
         for index, timestep in enumerate(timesteps):
+            if ctx is not None:
+                ctx.check_interrupted()
             noise_pred = predict_noise(guider, latents, timestep, scheduler)
             result = scheduler.step(noise_pred, timestep, latents, **step_kwargs)
             latents = result.prev_sample

@@ -46,7 +46,8 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[
 
     def install(dist: str, module: str, source: str, entry_name: str | None = None) -> None:
         (site / f"{module}.py").write_text(textwrap.dedent(source))
-        info = site / f"{dist}-1.0.dist-info"
+        # as in real wheels: "-" becomes "_" in the folder name (the name ends at the first "-")
+        info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
         (info / "entry_points.txt").write_text(f"[nodeflow]\n{entry_name or dist} = {module}\n")

@@ -1,0 +1,136 @@
+"""The command line, end to end through ``main()``, with the test nodes installed as a plugin."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nodeflow.cli import main
+
+GOOD = {
+    "version": 1,
+    "nodes": {
+        "c": {"type": "Constant", "inputs": {"value": 3}},
+        "w": {"type": "Slow", "inputs": {"x": {"from": "c.integer"}, "steps": 8}},
+        "o": {"type": "Show", "inputs": {"x": {"from": "w.number"}, "title": "t"}},
+    },
+}
+BAD = {
+    "version": 1,
+    "nodes": {
+        "c": {"type": "Constant", "inputs": {"value": "many"}},
+        "o": {"type": "Show", "inputs": {"x": {"from": "gone.integer"}}},
+        "x": {"type": "Nope"},
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def test_plugin(install_plugin):
+    install_plugin(
+        "nodeflow-testnodes",
+        "cli_testnodes",
+        "from testnodes import nodeflow_nodes, nodeflow_types\n",
+        entry_name="testnodes",
+    )
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(document, name="w.json"):
+        path = tmp_path / name
+        path.write_text(json.dumps(document))
+        return str(path)
+
+    return write
+
+
+def test_run_shows_progress_and_sets_inputs(write, capsys, tmp_path):
+    code = main(
+        [
+            "run",
+            write(GOOD),
+            "--set",
+            "c.value=5",
+            "--set",
+            "o.title=five",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "[1/3] c (Constant)" in err and "[2/3] w (Slow)" in err
+    assert "[##############################] 8/8" in err
+    assert "finished in" in err and "3 ran, 0 cached" in err
+
+
+def test_run_reports_a_failing_node_and_exits_1(write, capsys):
+    failing = {
+        "version": 1,
+        "nodes": {
+            "c": {"type": "Constant"},
+            "f": {"type": "Fail", "inputs": {"x": {"from": "c.integer"}, "message": "nope"}},
+            "o": {"type": "Show", "inputs": {"x": {"from": "f.number"}}},
+        },
+    }
+    assert main(["run", write(failing), "--quiet"]) == 1
+    assert "error in node 'f' (Fail): nope" in capsys.readouterr().err
+
+
+def test_run_and_validate_refuse_bad_workflows_with_every_error(write, capsys):
+    path = write(BAD)
+    assert main(["run", path]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err
+    assert "c.value:" in err and "o.x:" in err and "x: unknown node type 'Nope'" in err
+
+    assert main(["validate", path, "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert sorted((e["node"], e["input"], e["code"]) for e in report["errors"]) == [
+        ("c", "value", "invalid_value"),
+        ("o", "x", "missing_node"),
+        ("x", None, "unknown_node_type"),
+    ]
+    assert main(["validate", write(GOOD, "good.json")]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_malformed_json_and_bad_set_syntax(write, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"version": 1,\n"nodes": }')
+    assert main(["validate", str(broken)]) == 2
+    assert "line 2, column 10" in capsys.readouterr().err
+    assert main(["run", write(GOOD), "--set", "novalue"]) == 2
+    assert "expected NODE.INPUT=VALUE" in capsys.readouterr().err
+
+
+def test_nodes_plugins_and_schema(capsys):
+    assert main(["nodes"]) == 0
+    out = capsys.readouterr().out
+    assert "testnodes / math" in out and "Constant" in out and "nodes / sampling" in out
+    assert main(["nodes", "--json"]) == 0
+    catalog = json.loads(capsys.readouterr().out)
+    assert catalog["Scale"]["plugin"] == "testnodes"
+    assert catalog["Scale"]["inputs"]["factor"]["schema"]["maximum"] == 10
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "ok      testnodes" in out and "ok      nodes" in out
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "nodeflow workflow"
+
+
+def test_failed_plugins_are_listed_and_can_be_disabled(install_plugin, capsys, monkeypatch):
+    install_plugin(
+        "bad-pack", "bad_pack", "raise ImportError('missing dependency xyz')\n", entry_name="bad"
+    )
+    assert main(["plugins"]) == 0
+    assert "FAILED  bad" in capsys.readouterr().out
+    assert main(["plugins", "--json"]) == 0
+    failures = json.loads(capsys.readouterr().out)["failures"]
+    assert failures[0]["plugin"] == "bad" and "missing dependency xyz" in failures[0]["error"]
+    monkeypatch.setenv("NODEFLOW_DISABLE_PLUGINS", "bad")
+    assert main(["plugins"]) == 0
+    assert "bad" not in capsys.readouterr().out

@@ -1,0 +1,45 @@
+"""The example workflows run as shipped, through the command users type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nodeflow.cli import main
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@pytest.mark.parametrize("name", ["txt2img.json", "img2img.json"])
+def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            str(WORKFLOWS / name),
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+            "--models-dir",
+            str(tmp_path / "models"),
+            "--set",
+            "sched.steps=3",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("save: ")
+    path = Path(printed[0].removeprefix("save: "))
+    assert path.parent == out and path.suffix == ".png"
+    with Image.open(path) as png:
+        assert png.size == (64, 64)
+        assert json.loads(png.text["workflow"])["nodes"]["sched"]["inputs"]["steps"] == 3
+
+
+def test_every_example_workflow_validates(capsys):
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        assert main(["validate", str(path)]) == 0, capsys.readouterr().err
