@@ -60,9 +60,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("scheduler", list(REFERENCE_SCHEDULERS))
-def test_txt2img_equals_the_diffusers_pipeline_for_every_scheduler(pipe, make_executor, scheduler):
-    prompt, negative, seed, width, height = CASES[hash(scheduler) % len(CASES)]
+@pytest.mark.parametrize(
+    "scheduler, case",
+    [(name, CASES[i % len(CASES)]) for i, name in enumerate(REFERENCE_SCHEDULERS)],
+)
+def test_txt2img_equals_the_diffusers_pipeline_for_every_scheduler(
+    pipe, make_executor, scheduler, case
+):
+    prompt, negative, seed, width, height = case
     steps = 4
     pipe.scheduler = reference_scheduler(pipe, scheduler)
     expected = diffusers_image(
