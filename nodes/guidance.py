@@ -33,6 +33,8 @@ def predict_noise(guider: Guider, latents: Any, timestep: Any, scheduler: Any) -
 
     At scale 1 the negative pass would cancel out, so it is skipped (half the U-Net work).
     """
+    import torch
+
     batch = latents.shape[0]
     unet = guider.unet.model
     positive = _repeat_to(guider.positive.embeds, batch)
@@ -40,11 +42,7 @@ def predict_noise(guider: Guider, latents: Any, timestep: Any, scheduler: Any) -
         model_input = scheduler.scale_model_input(latents, timestep)
         return unet(model_input, timestep, encoder_hidden_states=positive, return_dict=False)[0]
     negative = _repeat_to(guider.negative.embeds, batch)
-    model_input = scheduler.scale_model_input(
-        latents.repeat(2, *[1] * (latents.ndim - 1)), timestep
-    )
-    import torch
-
+    model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
     embeds = torch.cat([negative, positive])
     output = unet(model_input, timestep, encoder_hidden_states=embeds, return_dict=False)[0]
     uncond, cond = output.chunk(2)
