@@ -2,7 +2,8 @@
 
 The plan is the requested targets (by default every output node) and their ancestors, nothing
 else: an unused branch is never executed. One reverse breadth-first walk finds the ancestors of
-all targets together, so planning is linear in the graph size, not in depth times targets.
+all targets together, so planning is linear in the graph size, not in depth times targets. The
+order is deterministic: networkx follows the workflow's node order where the links allow.
 """
 
 from __future__ import annotations
@@ -33,5 +34,7 @@ def plan(bound: BoundWorkflow, targets: Iterable[str] | None = None) -> Plan:
             if parent not in needed:
                 needed.add(parent)
                 queue.append(parent)
-    order = list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
+    # Filtering a topological order of the whole graph keeps it topological, and is several
+    # times cheaper than sorting a networkx subgraph view (whose lookups are all filtered).
+    order = [node for node in nx.topological_sort(graph) if node in needed]
     return Plan(order=order, targets=wanted)

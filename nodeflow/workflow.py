@@ -8,6 +8,7 @@ than ignored. The editor's layout rides along under ``ui`` untouched.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,8 @@ from pydantic import (
     JsonValue,
     Tag,
     ValidationError,
+    field_validator,
+    model_validator,
 )
 
 from nodeflow.errors import Issue, WorkflowInvalid
@@ -80,6 +83,22 @@ class Workflow(BaseModel):
     nodes: dict[NodeId, NodeEntry] = Field(default_factory=dict)
     ui: dict[str, JsonValue] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _only_what_json_files_hold(cls, data: Any) -> Any:
+        """Refuse what a saved file could not carry, so every loaded workflow can be saved."""
+        problem = _not_json(data, "")
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _exactly_an_integer(cls, value: Any) -> Any:
+        if type(value) is not int:  # not true, not 1.0: the file format is exact
+            raise ValueError(f"version must be the integer 1, not {value!r}")
+        return value
+
     # --- reading -------------------------------------------------------------------------
 
     @classmethod
@@ -89,11 +108,15 @@ class Workflow(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise WorkflowInvalid(_issues_from_pydantic(exc), source) from None
+        except RecursionError:
+            raise WorkflowInvalid(
+                [Issue(None, None, "format", "the document is nested too deeply")], source
+            ) from None
 
     @classmethod
     def loads(cls, text: str | bytes, source: str | None = None) -> Workflow:
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno}, column {exc.colno}"
             raise WorkflowInvalid(
@@ -148,6 +171,43 @@ class Workflow(BaseModel):
                 )
             data["nodes"][node_id]["inputs"][name] = value
         return Workflow.from_json(data)
+
+
+def _not_json(value: Any, path: str) -> str | None:
+    """Where a JSON-like value holds something a UTF-8 JSON file cannot: NaN or an infinity, or
+    text with an unpaired surrogate (``"\\ud800"`` parses, but is not Unicode text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path or 'document'}: NaN and infinity are not JSON numbers"
+    if isinstance(value, str):
+        return (
+            None if _is_unicode(value) else f"{path or 'document'}: text with an unpaired surrogate"
+        )
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and not _is_unicode(key):
+                return f"{path or 'document'}: a key with an unpaired surrogate"
+            found = _not_json(child, child_path)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found = _not_json(child, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def json_schema() -> dict[str, Any]:

@@ -78,3 +78,31 @@ def test_schema_describes_the_format():
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == {"version", "nodes", "ui"}
     assert "from" in json.dumps(schema)
+
+
+@pytest.mark.parametrize("text", ['{"version": true}', '{"version": 1.0}', '{"version": "1"}'])
+def test_the_version_is_exactly_the_integer_1(text):
+    with pytest.raises(WorkflowInvalid, match="version must be the integer 1"):
+        Workflow.loads(text)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_standard_json_numbers_are_refused(constant):
+    with pytest.raises(WorkflowInvalid, match=f"{constant} is not a JSON number"):
+        Workflow.loads(f'{{"nodes": {{"a": {{"type": "X", "inputs": {{"v": {constant}}}}}}}}}')
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"ui": {"note": "\\ud800 x"}}', '{"nodes": {"a": {"type": "T", "inputs": {"\\udc00": 1}}}}'],
+)
+def test_unpaired_surrogates_are_refused_so_every_loaded_workflow_saves(text):
+    with pytest.raises(WorkflowInvalid, match="unpaired surrogate"):
+        Workflow.loads(text)
+
+
+def test_unicode_text_is_saved_as_text(tmp_path):
+    workflow = Workflow.from_json({"nodes": {"a": {"type": "T", "inputs": {"t": "héllo 🙂"}}}})
+    workflow.save(tmp_path / "w.json")
+    assert "héllo 🙂" in (tmp_path / "w.json").read_text(encoding="utf-8")
+    assert Workflow.load(tmp_path / "w.json") == workflow
