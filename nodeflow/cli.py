@@ -100,8 +100,8 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
 
     if catalog.manager is not None:
-        for _plugin, _ in call_each(catalog.manager, catalog, "nodeflow_cli", subparsers=sub):
-            pass
+        # each plugin adds its subcommands; one that raises is recorded, not fatal
+        list(call_each(catalog.manager, catalog, "nodeflow_cli", subparsers=sub))
     return parser
 
 

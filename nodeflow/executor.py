@@ -22,6 +22,7 @@ from nodeflow import events as ev
 from nodeflow.cache import OutputCache, cache_key
 from nodeflow.context import Context, Environment, Interrupted
 from nodeflow.graph import plan as make_plan
+from nodeflow.node import NodeSpec
 from nodeflow.plugins import Catalog
 from nodeflow.runtime import Runtime
 from nodeflow.validate import BoundNode, BoundWorkflow, bind
@@ -274,7 +275,7 @@ class _Run:
         )
 
     @staticmethod
-    def _outputs(spec: Any, returned: Any) -> dict[str, Any]:
+    def _outputs(spec: NodeSpec, returned: Any) -> dict[str, Any]:
         if spec.output_node and not spec.outputs:
             if returned is not None and not isinstance(returned, dict):
                 raise TypeError(f"output node {spec.type} must return a dict report or None")

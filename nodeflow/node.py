@@ -267,7 +267,7 @@ def _input_spec(where: str, name: str, annotation: Any, default: Any) -> InputSp
     target: Any = Annotated[(inner, *pydantic_meta)] if pydantic_meta else inner
     if optional:
         target = target | None
-    primitive = _primitive_type(where, name, inner)
+    primitive = _primitive_type(inner)
     try:
         adapter = TypeAdapter(target)
         schema = adapter.json_schema()
@@ -293,7 +293,7 @@ def _input_spec(where: str, name: str, annotation: Any, default: Any) -> InputSp
     )
 
 
-def _primitive_type(where: str, name: str, annotation: Any) -> str:
+def _primitive_type(annotation: Any) -> str:
     """The socket type a link into this widget must carry (a widget turned into an input)."""
     if annotation in PRIMITIVES:
         return PRIMITIVES[annotation].name
