@@ -126,7 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sets:
         workflow = workflow.with_values(dict(_parse_set(s) for s in args.sets))
     executor = Executor(
-        args.catalog, env=environment(args), runtime=Runtime(args.device, args.dtype)
+        args.catalog,
+        env=environment(args),
+        runtime=Runtime(args.device, args.dtype),
+        previews=False,  # a terminal shows no pictures: skip making them every step
     )
     if not args.quiet:
         executor.subscribe(ProgressPrinter(sys.stderr))

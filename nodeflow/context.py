@@ -54,6 +54,8 @@ class Context:
     _emit_progress: Callable[[float, float], None] = field(default=lambda v, m: None, repr=False)
     _emit_preview: Callable[[Any, int], None] = field(default=lambda i, s: None, repr=False)
     _interrupted: Callable[[], bool] = field(default=lambda: False, repr=False)
+    wants_previews: bool = True
+    """Whether anyone shows previews; a node skips making them when not (they cost per step)."""
 
     @property
     def device(self) -> Any:
@@ -77,4 +79,5 @@ class Context:
 
     def preview(self, image: Any, step: int = 0) -> None:
         """Publish a cheap picture of work in progress (a PIL image)."""
-        self._emit_preview(image, step)
+        if self.wants_previews:
+            self._emit_preview(image, step)

@@ -66,11 +66,14 @@ class Executor:
         env: Environment | None = None,
         runtime: Runtime | None = None,
         cache_bytes: int = 2 * 1024**3,
+        previews: bool = True,
     ) -> None:
         self.catalog = catalog
         self.env = env or Environment.from_dirs()
         self.runtime = runtime or Runtime()
         self.cache = OutputCache(cache_bytes)
+        self.previews = previews
+        """Whether nodes should make ``node.preview`` pictures (a UI shows them; a CLI does not)."""
         self._subscribers: list[Subscriber] = []
         self._interrupt = threading.Event()
         self._lock = threading.Lock()
@@ -272,6 +275,7 @@ class _Run:
             _emit_progress=lambda v, m: emit(ev.NodeProgress(run_id, node_id, v, m)),
             _emit_preview=lambda image, step: emit(ev.NodePreview(run_id, node_id, step, image)),
             _interrupted=self.executor._interrupt.is_set,
+            wants_previews=self.executor.previews,
         )
 
     @staticmethod

@@ -107,6 +107,7 @@ def sample(
             latents = result.prev_sample
             if ctx is not None:
                 ctx.progress(index + 1, total)  # also where an interrupt stops the loop
+            if ctx is not None and ctx.wants_previews:
                 preview = getattr(result, "pred_original_sample", None)
                 ctx.preview(latent_preview(preview if preview is not None else latents), index + 1)
     return latents

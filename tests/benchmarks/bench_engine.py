@@ -36,7 +36,6 @@ import math
 import os
 import platform
 import pstats
-import re
 import statistics
 import subprocess
 import sys
@@ -49,8 +48,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "nodeflow"))  # testnodes
-
 import testnodes  # noqa: E402
+from report import write_section  # noqa: E402
 
 from nodeflow.context import Environment  # noqa: E402
 from nodeflow.executor import Executor  # noqa: E402
@@ -60,10 +59,6 @@ from nodeflow.validate import validate  # noqa: E402
 from nodeflow.workflow import Workflow  # noqa: E402
 
 SECTION = "## Engine overhead (tests/benchmarks/bench_engine.py)"
-HEADER = (
-    "# Benchmarks\n\nAll figures here are measured, each section with the machine, the date and "
-    "the command that produced it.\n"
-)
 CHAIN_DEPTH = 10
 
 # Targets (seconds).
@@ -382,29 +377,6 @@ def section(command: str, results: list[Result], repeats: int) -> str:
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Add or replace this benchmark's section, keeping every other section as it is.
-
-    The file is read right before writing, since other benchmarks write their own sections.
-    """
-    old = path.read_text() if path.exists() else HEADER
-    lines = old.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if re.match(r"^## (?!#)", lines[i])),
-            len(lines),
-        )
-        kept_after = "\n".join(lines[end:])
-        before = "\n".join(lines[:start]).rstrip("\n")
-        new = (before + "\n\n" if before else "") + text.rstrip("\n") + "\n"
-        if kept_after:
-            new += "\n" + kept_after.rstrip("\n") + "\n"
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
@@ -438,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(command.strip(), results, args.repeats)
     print(text)
     if args.write:
-        write_section(args.markdown, text)
+        write_section(args.markdown, SECTION, text)
         print(f"wrote the section to {args.markdown}", file=sys.stderr)
     return 0 if all(ok for _, ok in verdicts(results)) else 1
 

@@ -61,6 +61,15 @@ def test_previews_arrive_during_denoise(make_executor):
     assert seen.index(previews[-1]) < finished
 
 
+def test_no_previews_are_made_when_nobody_shows_them(make_executor):
+    executor = make_executor(previews=False)
+    seen: list[ev.Event] = []
+    executor.subscribe(seen.append)
+    assert executor.run(sd_graph(steps=3)).ok
+    assert [e for e in seen if isinstance(e, ev.NodePreview)] == []
+    assert [e.value for e in seen if isinstance(e, ev.NodeProgress)] == [1, 2, 3]
+
+
 def test_save_image_writes_numbered_pngs_with_the_workflow(make_executor, tmp_path):
     executor = make_executor()
     workflow = sd_graph(steps=2, batch_size=2)

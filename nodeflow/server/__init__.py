@@ -1,0 +1,1 @@
+"""The HTTP/websocket server: queue, history and routes."""
