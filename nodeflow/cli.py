@@ -96,6 +96,23 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
 
+    serve = sub.add_parser("serve", help="start the HTTP/websocket server")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    serve.add_argument("--port", type=int, default=8188)
+    _add_env_options(serve)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--dtype", default="auto", choices=DTYPES)
+    serve.add_argument(
+        "--db", type=Path, help="run queue and history (default: nodeflow-runs.sqlite3)"
+    )
+    serve.add_argument(
+        "--auth-token", help="required on every request; needed to bind a non-loopback address"
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback bind without a token"
+    )
+    serve.set_defaults(func=cmd_serve)
+
     schema = sub.add_parser("schema", help="print the workflow file's JSON Schema")
     schema.set_defaults(func=cmd_schema)
 
@@ -196,6 +213,42 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"ok      {plugin.name:<20} {count:>3} nodes  ({origin})")
     for failure in catalog.failures:
         print(f"FAILED  {failure.plugin:<20} in {failure.stage}: {failure.error}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from aiohttp import web
+
+    from nodeflow.executor import Executor
+    from nodeflow.runtime import Runtime
+    from nodeflow.server.app import Server, ServerConfig
+    from nodeflow.server.store import RunStore
+
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not args.auth_token and not args.insecure:
+        print(
+            f"refusing to serve on {args.host} without --auth-token: anyone who can reach it "
+            "could run workflows and read outputs (use --insecure to do it anyway)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    env = environment(args)
+    executor = Executor(args.catalog, env=env, runtime=Runtime(args.device, args.dtype))
+    store = RunStore(args.db or Path("nodeflow-runs.sqlite3"))
+    extra = set() if loopback else {f"{args.host}:{args.port}"}
+    config = ServerConfig(host=args.host, port=args.port, token=args.auth_token, extra_hosts=extra)
+    server = Server(args.catalog, executor, store, config)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"nodeflow: serving http://{shown}:{args.port}/ (API under /api, events at /api/ws)")
+    try:
+        web.run_app(server.app(), host=args.host, port=args.port, print=None)
+    finally:
+        store.close()
     return EXIT_OK
 
 

@@ -1,0 +1,306 @@
+"""The HTTP API: JSON under /api, events over /api/ws (the route table of DESIGN.md).
+
+Every submitted workflow is validated before it is queued: a bad one gets 400 with every issue
+and is never queued, so it can neither take the server down nor disturb the runs behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+import nodeflow
+from nodeflow.context import Environment
+from nodeflow.errors import WorkflowInvalid
+from nodeflow.executor import Executor
+from nodeflow.plugins import Catalog
+from nodeflow.server import security
+from nodeflow.server.hub import Hub
+from nodeflow.server.store import RunStore
+from nodeflow.server.worker import Worker
+from nodeflow.validate import validate
+from nodeflow.workflow import Workflow
+
+MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"}
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8188
+    token: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_upload_bytes: int = 32 * 1024 * 1024
+    extra_hosts: set[str] = field(default_factory=set)
+
+
+class Server:
+    """Holds what the routes share: catalog, store, executor, worker and hub."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        executor: Executor,
+        store: RunStore,
+        config: ServerConfig | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.executor = executor
+        self.env: Environment = executor.env
+        self.store = store
+        self.config = config or ServerConfig()
+        self.hub = Hub()
+        self.worker = Worker(executor, store, on_change=self.hub.broadcast)
+        executor.subscribe(self.hub.publish)
+
+    def app(self) -> web.Application:
+        hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts
+        app = web.Application(
+            client_max_size=self.config.max_upload_bytes,
+            middlewares=[
+                security.origin_middleware(hosts),
+                security.token_middleware(self.config.token),
+            ],
+        )
+        app.router.add_get("/api/nodes", self.nodes)
+        app.router.add_get("/api/types", self.types)
+        app.router.add_post("/api/runs", self.submit)
+        app.router.add_get("/api/runs", self.runs)
+        app.router.add_get("/api/runs/{run_id}", self.run)
+        app.router.add_post("/api/runs/{run_id}/cancel", self.cancel)
+        app.router.add_post("/api/interrupt", self.interrupt)
+        app.router.add_get("/api/files/{kind:output|input}/{path:.+}", self.file)
+        app.router.add_post("/api/uploads", self.upload)
+        app.router.add_get("/api/models/{kind}", self.models)
+        app.router.add_get("/api/system", self.system)
+        app.router.add_get("/api/ws", self.hub.handler)
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._stop)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        self.hub.attach(asyncio.get_running_loop())
+        recovered = self.store.recover()
+        if recovered:
+            print(f"nodeflow: marked {len(recovered)} run(s) interrupted by the last shutdown")
+        self.worker.start()
+
+    async def _stop(self, app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        await self.hub.close()
+
+    # --- catalog ---------------------------------------------------------------------------
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        return web.json_response(self.catalog.to_json()["nodes"])
+
+    async def types(self, request: web.Request) -> web.Response:
+        return web.json_response(self.catalog.to_json()["types"])
+
+    # --- runs ------------------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.Response:
+        if request.content_length and request.content_length > self.config.max_body_bytes:
+            return _error(413, f"request body over {self.config.max_body_bytes} bytes")
+        body = await request.read()
+        if len(body) > self.config.max_body_bytes:
+            return _error(413, f"request body over {self.config.max_body_bytes} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            return _issues(
+                400,
+                [
+                    {
+                        "node": None,
+                        "input": None,
+                        "code": "json_syntax",
+                        "message": f"request body is not JSON: {exc}",
+                    }
+                ],
+            )
+        if not isinstance(data, dict) or "workflow" not in data:
+            return _issues(
+                400,
+                [
+                    {
+                        "node": None,
+                        "input": None,
+                        "code": "format",
+                        "message": 'expected {"workflow": {...}, "targets"?, "front"?}',
+                    }
+                ],
+            )
+        unknown = set(data) - {"workflow", "targets", "front"}
+        targets = data.get("targets")
+        front = data.get("front", False)
+        problems = []
+        if unknown:
+            problems.append(f"unknown keys {sorted(unknown)}")
+        if targets is not None and not (
+            isinstance(targets, list) and all(isinstance(t, str) for t in targets)
+        ):
+            problems.append("targets must be a list of node ids")
+        if not isinstance(front, bool):
+            problems.append("front must be true or false")
+        if problems:
+            return _issues(
+                400,
+                [{"node": None, "input": None, "code": "format", "message": p} for p in problems],
+            )
+        try:
+            workflow = Workflow.from_json(data["workflow"])
+        except WorkflowInvalid as exc:
+            return _issues(400, [i.to_json() for i in exc.issues])
+        _, issues = validate(workflow, self.catalog, targets)
+        if issues:
+            return _issues(400, [i.to_json() for i in issues])
+        record, position = self.store.submit(workflow.to_json(), targets, front=front)
+        self.worker.notify()
+        self.hub.broadcast(self.worker.queue_message())
+        return web.json_response({"run_id": record.run_id, "position": position}, status=201)
+
+    async def runs(self, request: web.Request) -> web.Response:
+        try:
+            limit = min(int(request.query.get("limit", "100")), 1000)
+            status = request.query.get("status")
+            records = self.store.history(limit=limit, status=status)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return web.json_response({"runs": [_summary(r.to_json()) for r in records]})
+
+    async def run(self, request: web.Request) -> web.Response:
+        record = self.store.get(request.match_info["run_id"])
+        if record is None:
+            return _error(404, "no such run")
+        data = record.to_json()
+        data["position"] = self.store.position(record.run_id)
+        return web.json_response(data)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        run_id = request.match_info["run_id"]
+        if self.store.cancel(run_id):
+            self.hub.broadcast(self.worker.queue_message())
+            return web.json_response({"run_id": run_id, "status": "cancelled"})
+        if self.worker.interrupt(run_id):
+            return web.json_response({"run_id": run_id, "status": "interrupting"})
+        record = self.store.get(run_id)
+        if record is None:
+            return _error(404, "no such run")
+        return _error(409, f"run is {record.status}; only queued or running runs can be cancelled")
+
+    async def interrupt(self, request: web.Request) -> web.Response:
+        return web.json_response({"interrupted": self.worker.interrupt()})
+
+    # --- files -----------------------------------------------------------------------------
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        folder = (
+            self.env.output_dir if request.match_info["kind"] == "output" else self.env.input_dir
+        )
+        try:
+            path = security.contained_file(folder, request.match_info["path"])
+        except security.PathRefused as exc:
+            return _error(exc.status, str(exc))
+        content_type, headers = security.safe_content_type(path)
+        response = web.FileResponse(path, headers=headers)
+        response.content_type = content_type
+        return response
+
+    async def upload(self, request: web.Request) -> web.Response:
+        try:
+            reader = await request.multipart()
+            part = await reader.next()
+            while part is not None and getattr(part, "name", None) != "image":
+                part = await reader.next()
+            if part is None:
+                return _error(400, 'expected a multipart field named "image"')
+            data = await part.read(decode=False)
+        except (ValueError, AssertionError) as exc:
+            return _error(400, f"malformed upload: {exc}")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"upload over {self.config.max_upload_bytes} bytes")
+        try:
+            security.check_image_upload(data, self.config.max_upload_bytes)
+        except security.UploadRefused as exc:
+            return _error(exc.status, str(exc))
+        # clients may percent-encode the name (aiohttp's does); sanitising comes after decoding
+        name = security.safe_upload_name(unquote(part.filename or "upload.png"))
+        self.env.input_dir.mkdir(parents=True, exist_ok=True)
+        target = self.env.input_dir / name
+        stem, suffix = target.stem, target.suffix
+        counter = 1
+        while target.exists():
+            target = self.env.input_dir / f"{stem}_{counter}{suffix}"
+            counter += 1
+        target.write_bytes(data)
+        return web.json_response({"name": target.name}, status=201)
+
+    # --- models and system -----------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if not kind.replace("_", "").isalnum():
+            return _error(400, "invalid model kind")
+        folder = self.env.models_dir / kind
+        names = []
+        if folder.is_dir():
+            for entry in sorted(folder.iterdir()):
+                if entry.is_dir() or entry.suffix.lower() in MODEL_SUFFIXES:
+                    names.append(entry.name)
+        return web.json_response({"kind": kind, "models": names})
+
+    async def system(self, request: web.Request) -> web.Response:
+        data = self.catalog.to_json()
+        runtime = self.executor.runtime
+        return web.json_response(
+            {
+                "versions": {
+                    "nodeflow": nodeflow.__version__,
+                    "python": platform.python_version(),
+                    "torch": _module_version("torch"),
+                    "diffusers": _module_version("diffusers"),
+                },
+                "device": {"requested": runtime.device_name, **_device_memory()},
+                "plugins": data["plugins"],
+                "failed_plugins": data["failures"],
+                "queue": self.worker.queue_message(),
+            }
+        )
+
+
+def _module_version(name: str) -> str | None:
+    module = sys.modules.get(name)
+    return getattr(module, "__version__", None) if module else None
+
+
+def _device_memory() -> dict[str, Any]:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {"cuda": False}
+    free, total = torch.cuda.mem_get_info()
+    return {"cuda": True, "name": torch.cuda.get_device_name(), "free": free, "total": total}
+
+
+def _summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in run.items() if k != "workflow"}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _issues(status: int, issues: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"errors": issues}, status=status)
+
+
+def default_db(env: Environment) -> Path:
+    return env.output_dir.parent / "nodeflow-runs.sqlite3"
