@@ -58,8 +58,9 @@ class Server:
         self.store = store
         self.config = config or ServerConfig()
         self.hub = Hub()
-        self.worker = Worker(executor, store, on_change=self.hub.broadcast)
-        executor.subscribe(self.hub.publish)
+        self.worker = Worker(
+            executor, store, publish=self.hub.publish, on_change=self.hub.broadcast
+        )
 
     def app(self) -> web.Application:
         hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts

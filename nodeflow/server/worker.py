@@ -3,6 +3,10 @@
 The executor (its output cache and loaded models) lives as long as the worker, so a resubmitted
 workflow with one changed widget re-runs only what changed. Runs go through the store at every
 state change, so a killed server loses nothing it acknowledged.
+
+The worker forwards the executor's events to ``publish``, but holds back each run's final event
+(run.finished/failed/cancelled) until the store has recorded the result: a client that fetches
+the run when it hears that it ended must find its outputs there.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from nodeflow import events as ev
 from nodeflow.errors import WorkflowInvalid
 from nodeflow.executor import Executor
 from nodeflow.server.store import RunRecord, RunStore
@@ -25,13 +30,17 @@ class Worker:
         self,
         executor: Executor,
         store: RunStore,
+        publish: Callable[[ev.Event], None] = lambda event: None,
         on_change: Callable[[dict[str, Any]], None] = lambda message: None,
     ) -> None:
         self.executor = executor
         self.store = store
+        self.publish = publish
         self.on_change = on_change
         """Called (from the worker thread) with a ``{"type": "queue", ...}`` message."""
         self.current: str | None = None
+        self._final_event: ev.Event | None = None
+        executor.subscribe(self._forward)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nodeflow-worker", daemon=True)
@@ -65,6 +74,12 @@ class Worker:
             "pending": [record.run_id for record in self.store.queue()],
         }
 
+    def _forward(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RunFinished | ev.RunFailed | ev.RunCancelled):
+            self._final_event = event  # published once the store has the result
+        else:
+            self.publish(event)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             record = self.store.claim_next()
@@ -81,6 +96,9 @@ class Worker:
                 self.store.finish(record.run_id, "failed", error={"message": "internal error"})
             finally:
                 self.current = None
+                final, self._final_event = self._final_event, None
+                if final is not None:
+                    self.publish(final)
                 self.on_change(self.queue_message())
 
     def _run(self, record: RunRecord) -> None:

@@ -108,7 +108,9 @@ def test_submit_stream_events_and_rerun_from_cache(tmp_path):
                 ("node.finished", "o"),
                 ("run.finished", None),
             ]
-            run = await srv.until_done(body["run_id"])
+            # read at once: the store is updated before run.finished goes out
+            async with srv.session.get(f"{srv.base}/api/runs/{body['run_id']}") as r:
+                run = await r.json()
             assert run["status"] == "finished" and run["outputs"]["o"]["value"] == 6.0
 
             changed = {
