@@ -234,7 +234,15 @@ def test_files_are_served_safely_and_traversal_is_refused(tmp_path):
                 assert r.headers["X-Content-Type-Options"] == "nosniff"
             async with srv.session.get(f"{srv.base}/api/files/output/page.html") as r:
                 assert r.status == 200 and r.content_type == "application/octet-stream"
-            for path in ["../secret.txt", "%2e%2e/secret.txt", "..%2fsecret.txt"]:
+            (srv.env.output_dir / "link.txt").symlink_to(tmp_path / "secret.txt")
+            for path in [
+                "../secret.txt",
+                "%2e%2e/secret.txt",
+                "..%2fsecret.txt",
+                "/" + str(tmp_path / "secret.txt"),
+                "%2F" + str(tmp_path / "secret.txt").lstrip("/"),
+                "link.txt",
+            ]:
                 url = f"{srv.base}/api/files/output/{path}"
                 async with srv.session.get(yarl_url(url)) as r:
                     assert r.status in (403, 404), path
