@@ -11,8 +11,10 @@ Per-client back-pressure. Each client has its own bounded outbox and its own sen
 client stalled on a full TCP window only ever delays itself. When an outbox holds ``max_queue``
 items the policy is:
 
-* queued previews are dropped first to make room (they are stale by then, and the next one
-  supersedes them); an incoming preview is dropped only when the outbox is full of state;
+* queued *droppable* messages are dropped first to make room: previews and ``node.progress``
+  events, which are stale by then because the next one supersedes them (a burst of progress
+  reports must not push a healthy browser off); an incoming droppable message is dropped only
+  when the outbox is full of state;
 * state messages (run/node/queue changes) are *never* dropped silently: a browser that missed one
   would show a wrong state forever. They may grow the outbox up to a hard cap of
   ``HARD_CAP_FACTOR * max_queue``; a client that reaches it is hopelessly behind and is
@@ -114,7 +116,8 @@ def _encode_image(image: Any) -> bytes:
 @dataclass(slots=True)
 class _Item:
     payload: str | bytes
-    preview: bool
+    droppable: bool
+    """Superseded by a later message of its kind (a preview, a progress report)."""
 
 
 @dataclass
@@ -128,21 +131,21 @@ class Outbox:
     max_queue: int
     hard_cap: int
     items: deque[_Item] = field(default_factory=deque)
-    previews: int = 0
-    dropped_previews: int = 0
+    droppables: int = 0
+    dropped: int = 0
     high_water: int = 0
 
-    def offer(self, payload: str | bytes, *, preview: bool) -> bool:
-        if len(self.items) >= self.max_queue and self.previews:
-            self._drop_queued_previews()
-        if preview:
+    def offer(self, payload: str | bytes, *, droppable: bool) -> bool:
+        if len(self.items) >= self.max_queue and self.droppables:
+            self._drop_queued_droppables()
+        if droppable:
             if len(self.items) >= self.max_queue:
-                self.dropped_previews += 1
+                self.dropped += 1
                 return True
-            self.previews += 1
+            self.droppables += 1
         elif len(self.items) >= self.hard_cap:
             return False
-        self.items.append(_Item(payload, preview))
+        self.items.append(_Item(payload, droppable))
         self.high_water = max(self.high_water, len(self.items))
         return True
 
@@ -150,18 +153,18 @@ class Outbox:
         if not self.items:
             return None
         item = self.items.popleft()
-        if item.preview:
-            self.previews -= 1
+        if item.droppable:
+            self.droppables -= 1
         return item
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _drop_queued_previews(self) -> None:
-        kept = deque(item for item in self.items if not item.preview)
-        self.dropped_previews += len(self.items) - len(kept)
+    def _drop_queued_droppables(self) -> None:
+        kept = deque(item for item in self.items if not item.droppable)
+        self.dropped += len(self.items) - len(kept)
         self.items = kept
-        self.previews = 0
+        self.droppables = 0
 
 
 @dataclass(eq=False)
@@ -201,7 +204,7 @@ class Hub:
         self._encoder: ThreadPoolExecutor | None = None
         self._pending_encodes = 0
         self.slow_disconnects = 0
-        self.dropped_previews = 0
+        self.dropped = 0
         self.max_queue_depth = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -231,8 +234,7 @@ class Hub:
         return {
             "clients": len(self._clients),
             "slow_disconnects": self.slow_disconnects,
-            "dropped_previews": self.dropped_previews
-            + sum(c.outbox.dropped_previews for c in self._clients.values()),
+            "dropped": self.dropped + sum(c.outbox.dropped for c in self._clients.values()),
             "max_queue_depth": self.max_queue_depth,
             "pending_encodes": self._pending_encodes,
         }
@@ -250,7 +252,8 @@ class Hub:
                 return
             self._call_soon(self._start_preview, event)
         else:
-            self.broadcast(event.to_json())
+            text = json.dumps(event.to_json(), separators=(",", ":"), default=str)
+            self._call_soon(self._fan_out, text, event.type == "node.progress")
 
     def broadcast(self, message: dict[str, Any]) -> None:
         """Send a JSON state message (queue changes etc.) to every client; thread-safe.
@@ -287,7 +290,7 @@ class Hub:
         if not self._clients or self._encoder is None:
             return
         if self._pending_encodes >= MAX_PENDING_ENCODES:
-            self.dropped_previews += 1
+            self.dropped += 1
             return
         assert self._loop is not None
         header = {
@@ -312,14 +315,14 @@ class Hub:
             return
         self._fan_out(encode_preview_frame(header, future.result()), True)
 
-    def _fan_out(self, payload: str | bytes, preview: bool) -> None:
+    def _fan_out(self, payload: str | bytes, droppable: bool) -> None:
         for client in list(self._clients.values()):
-            self._offer(client, payload, preview)
+            self._offer(client, payload, droppable)
 
-    def _offer(self, client: _Client, payload: str | bytes, preview: bool) -> None:
+    def _offer(self, client: _Client, payload: str | bytes, droppable: bool) -> None:
         if client.closed:
             return
-        if not client.outbox.offer(payload, preview=preview):
+        if not client.outbox.offer(payload, droppable=droppable):
             log.warning("websocket client %s is too far behind; disconnecting it", client.id)
             self.slow_disconnects += 1
             self._abort_client(client)
@@ -340,10 +343,10 @@ class Hub:
     def _unregister(self, client: _Client) -> None:
         if self._clients.get(client.id) is client:
             del self._clients[client.id]
-            self.dropped_previews += client.outbox.dropped_previews
-            client.outbox.dropped_previews = 0
+            self.dropped += client.outbox.dropped
+            client.outbox.dropped = 0
         client.outbox.items.clear()
-        client.outbox.previews = 0
+        client.outbox.droppables = 0
 
     async def _close_client(self, client: _Client) -> None:
         client.closed = True
@@ -397,7 +400,7 @@ class Hub:
             request=request,
             outbox=Outbox(self.max_queue, self.hard_cap),
         )
-        client.outbox.offer(json.dumps({"type": "hello", "client_id": client.id}), preview=False)
+        client.outbox.offer(json.dumps({"type": "hello", "client_id": client.id}), droppable=False)
         self._clients[client.id] = client
         client.sender = asyncio.create_task(self._send_loop(client))
         client.wakeup.set()

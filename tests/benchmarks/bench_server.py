@@ -11,7 +11,8 @@ clock in both processes on Linux).
 
 1. Hub fan-out. An aiohttp app holding just a :class:`~nodeflow.server.hub.Hub` at ``/api/ws``;
    ``--clients`` clients connect; a publisher thread in the server process calls
-   ``hub.publish(NodeProgress(...))`` ``--events`` times. Two modes:
+   ``hub.publish(NodeStarted(...))`` ``--events`` times (state events: every one must arrive).
+   Two modes:
 
    * ``burst``: as fast as the thread can, no flow control at all;
    * ``paced``: the same, but every 100 events the publisher waits for the loop to catch up and,
@@ -64,7 +65,7 @@ from aiohttp import web  # noqa: E402
 from report import write_section  # noqa: E402
 
 from nodeflow.context import Environment  # noqa: E402
-from nodeflow.events import NodeProgress  # noqa: E402
+from nodeflow.events import NodeStarted  # noqa: E402
 from nodeflow.executor import Executor  # noqa: E402
 from nodeflow.plugins import load_catalog  # noqa: E402
 from nodeflow.server.app import Server, ServerConfig  # noqa: E402
@@ -136,11 +137,11 @@ async def _fanout_clients(port: int, clients: int, events: int, out: Any) -> dic
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break  # closed (a slow-client disconnect) or an error
                 data = msg.json()
-                if data.get("type") != "node.progress":
+                if data.get("type") != "node.started":
                     continue
                 if first is None:
                     first = time.monotonic()
-                if data["value"] != expected:
+                if int(data["node_type"]) != expected:
                     in_order = False
                 expected += 1
                 if expected == events:
@@ -247,7 +248,7 @@ def _publisher(hub: Hub, loop: asyncio.AbstractEventLoop, n: int, paced: bool, t
 
     t["first"] = time.monotonic()
     for i in range(n):
-        hub.publish(NodeProgress(run_id="bench", node="k", value=i, max=n))
+        hub.publish(NodeStarted(run_id="bench", node="k", node_type=str(i)))
         if paced and i % CHECK_EVERY == CHECK_EVERY - 1:
             for _ in range(int(DEADLINE * 1000)):
                 d = asyncio.run_coroutine_threadsafe(depth(), loop).result(timeout=DEADLINE)
@@ -383,19 +384,28 @@ def ms(seconds: float) -> str:
 
 def fanout_table(rows: list[Fanout]) -> str:
     lines = [
-        "| hub fan-out | clients | events | events/s | messages/s | first publish → last "
-        "client got last | publishing took | outboxes empty after | every client got every "
-        "event, in order | slow-client disconnects | dropped previews | deepest outbox |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| hub fan-out | clients | events | end to end: events/s | end to end: messages/s "
+        "| first publish → last client got last | server side: outboxes empty after | "
+        "server side: events/s (messages/s) | publishing took | every client got every event, "
+        "in order | slow-client disconnects | dropped (droppable) | deepest outbox |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         ok = r.complete == r.clients and r.in_order
-        got = "yes" if ok else f"NO ({r.complete}/{r.clients} complete, order {r.in_order})"
+        got = "yes" if ok else f"NO: {r.complete}/{r.clients} clients got all"
+        if ok:
+            e2e = f"{r.events_per_s:,.0f} | {r.events_per_s * r.clients:,.0f} | {ms(r.seconds)}"
+        else:
+            e2e = "— | — | —"
+        if r.stats["slow_disconnects"] == 0 and r.server_seconds == r.server_seconds:
+            rate = r.events / r.server_seconds
+            side = f"{ms(r.server_seconds)} | {rate:,.0f} ({rate * r.clients:,.0f})"
+        else:
+            side = "— | —"
         lines.append(
-            f"| {r.mode} | {r.clients} | {r.events:,} | {r.events_per_s:,.0f} | "
-            f"{r.events_per_s * r.clients:,.0f} | {ms(r.seconds)} | {ms(r.publish_seconds)} | "
-            f"{ms(r.server_seconds)} | {got} | {r.stats['slow_disconnects']} | "
-            f"{r.stats['dropped_previews']} | {r.stats['max_queue_depth']:,} |"
+            f"| {r.mode} | {r.clients} | {r.events:,} | {e2e} | {side} | "
+            f"{ms(r.publish_seconds)} | {got} | {r.stats['slow_disconnects']} | "
+            f"{r.stats['dropped']} | {r.stats['max_queue_depth']:,} |"
         )
     return "\n".join(lines)
 
@@ -464,10 +474,14 @@ def section(command: str, fan: list[Fanout], lat: list[Latency]) -> str:
             "- Method: server in the benchmark process, clients in a separate (spawned) process, "
             "loopback only. Hub fan-out: an aiohttp app with just a `Hub` (default "
             "`max_queue` 1000) at `/api/ws`; a publisher thread in the server process calls "
-            "`hub.publish(NodeProgress(...))` for every event; time from the first publish to "
+            "`hub.publish(NodeStarted(...))` (a state event, never dropped) for every event; "
+            "time from the first publish to "
             "the last client receiving the last event (`time.monotonic`, shared by both "
-            "processes). `burst`: no flow control; `paced`: every 100 events the publisher "
-            "waits for the loop and pauses while an outbox holds > 500. Per-run latency: the "
+            "processes); server side: until every client's outbox was empty again (all handed to "
+            "the sockets). `burst`: no flow control; `paced`: every 100 events the publisher "
+            "waits for the loop and pauses while an outbox holds > 500. With one Python client "
+            "process receiving for all clients, the end-to-end rate is bounded by the clients' "
+            "receive cost; the server-side rate is the hub's. Per-run latency: the "
             "full `Server` (test nodes, SQLite run store), one client connected to `/api/ws` "
             "POSTs `/api/runs` and waits for that run's `run.finished`, runs one after another "
             "(after 5 warm-up runs); engine-only: `Executor.run(Workflow.from_json(doc))` "
