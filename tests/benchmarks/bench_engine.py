@@ -49,7 +49,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "nodeflow"))  # testnodes
 import testnodes  # noqa: E402
-from report import write_section  # noqa: E402
+from report import cpu_model, utc_date, write_section  # noqa: E402
 
 from nodeflow.context import Environment  # noqa: E402
 from nodeflow.executor import Executor  # noqa: E402
@@ -318,28 +318,12 @@ def machine() -> str:
         nproc = nproc.strip()
     except (OSError, subprocess.CalledProcessError):
         nproc = str(len(os.sched_getaffinity(0)))
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"nproc {nproc}, {cpu}; Python {platform.python_version()} "
         f"({sys.implementation.name}); load average at the end {load}"
     )
-
-
-def utc_date() -> str:
-    try:
-        return subprocess.run(
-            ["date", "-u"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
 
 
 def section(command: str, results: list[Result], repeats: int) -> str:

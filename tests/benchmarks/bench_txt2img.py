@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "nodes"))  # sdgraphs
-from report import write_section  # noqa: E402
+from report import cpu_model, utc_date, write_section  # noqa: E402
 
 SECTION = "## txt2img: nodeflow vs diffusers (tests/benchmarks/bench_txt2img.py)"
 PROMPT = "a red circle on a blue background"
@@ -257,28 +256,12 @@ def machine() -> str:
     import diffusers
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}; "
         f"torch threads {torch.get_num_threads()}; Python {platform.python_version()}, "
         f"torch {torch.__version__}, diffusers {diffusers.__version__}"
     )
-
-
-def utc_date() -> str:
-    try:
-        return subprocess.run(
-            ["date", "-u"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
 
 
 def section(command: str, results: list[SizeResult], args: argparse.Namespace) -> str:

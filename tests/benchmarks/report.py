@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import re
+import time
 from pathlib import Path
 
 HEADER = (
@@ -32,3 +34,19 @@ def write_section(path: Path, section: str, text: str) -> None:
         if kept_after:
             new += "\n" + kept_after.rstrip("\n") + "\n"
     path.write_text(new)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def utc_date() -> str:
+    """The date as ``date -u`` prints it, for the section's heading lines."""
+    return time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
