@@ -33,11 +33,8 @@ import cProfile
 import gc
 import io
 import math
-import os
-import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +46,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "nodeflow"))  # testnodes
 import testnodes  # noqa: E402
-from report import cpu_model, utc_date, write_section  # noqa: E402
+from report import machine_summary, utc_date, write_section  # noqa: E402
 
 from nodeflow.context import Environment  # noqa: E402
 from nodeflow.executor import Executor  # noqa: E402
@@ -313,17 +310,7 @@ def verdicts(results: list[Result]) -> list[tuple[str, bool]]:
 
 
 def machine() -> str:
-    try:
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout
-        nproc = nproc.strip()
-    except (OSError, subprocess.CalledProcessError):
-        nproc = str(len(os.sched_getaffinity(0)))
-    cpu = cpu_model()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"nproc {nproc}, {cpu}; Python {platform.python_version()} "
-        f"({sys.implementation.name}); load average at the end {load}"
-    )
+    return machine_summary(sys.implementation.name)
 
 
 def section(command: str, results: list[Result], repeats: int) -> str:

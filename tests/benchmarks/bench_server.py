@@ -42,12 +42,9 @@ import asyncio
 import gc
 import math
 import multiprocessing as mp
-import os
-import platform
 import queue
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -62,7 +59,7 @@ sys.path.insert(0, str(REPO / "tests" / "benchmarks"))  # report (when imported,
 import aiohttp  # noqa: E402
 import testnodes  # noqa: E402
 from aiohttp import web  # noqa: E402
-from report import cpu_model, utc_date, write_section  # noqa: E402
+from report import machine_summary, utc_date, write_section  # noqa: E402
 
 from nodeflow.context import Environment  # noqa: E402
 from nodeflow.events import NodeStarted  # noqa: E402
@@ -434,17 +431,7 @@ def latency_table(rows: list[Latency]) -> str:
 
 
 def machine() -> str:
-    try:
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout
-        nproc = nproc.strip()
-    except (OSError, subprocess.CalledProcessError):
-        nproc = str(len(os.sched_getaffinity(0)))
-    cpu = cpu_model()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"nproc {nproc}, {cpu}; Python {platform.python_version()}; aiohttp "
-        f"{aiohttp.__version__}; load average at the end {load}"
-    )
+    return machine_summary(f"aiohttp {aiohttp.__version__}")
 
 
 def section(command: str, fan: list[Fanout], lat: list[Latency]) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "nodes"))  # sdgraphs
-from report import cpu_model, utc_date, write_section  # noqa: E402
+from report import machine_summary, utc_date, write_section  # noqa: E402
 
 SECTION = "## txt2img: nodeflow vs diffusers (tests/benchmarks/bench_txt2img.py)"
 PROMPT = "a red circle on a blue background"
@@ -256,11 +255,10 @@ def machine() -> str:
     import diffusers
     import torch
 
-    cpu = cpu_model()
-    return (
-        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}; "
-        f"torch threads {torch.get_num_threads()}; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, diffusers {diffusers.__version__}"
+    return machine_summary(
+        f"torch threads {torch.get_num_threads()}",
+        f"torch {torch.__version__}",
+        f"diffusers {diffusers.__version__}",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import time
@@ -50,3 +51,14 @@ def cpu_model() -> str:
 def utc_date() -> str:
     """The date as ``date -u`` prints it, for the section's heading lines."""
     return time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
+
+
+def machine_summary(*extras: str) -> str:
+    """One line naming the machine: cores, CPU, Python, the given versions, and the load."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    parts = [
+        f"nproc {len(os.sched_getaffinity(0))}, {cpu_model()}",
+        f"Python {platform.python_version()}",
+        *extras,
+    ]
+    return "; ".join(parts) + f"; load average at the end {load}"
