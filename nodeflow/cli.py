@@ -19,6 +19,7 @@ from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.plugins import Catalog, call_each, load_catalog
 from nodeflow.runtime.device import DTYPES
+from nodeflow.runtime.models import SIZE_HELP, parse_bytes
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow, json_schema
 
@@ -80,6 +81,7 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     _add_env_options(run)
     run.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1")
     run.add_argument("--dtype", default="auto", choices=DTYPES)
+    _add_vram_option(run)
     run.add_argument("--quiet", action="store_true", help="print only where outputs went")
     run.set_defaults(func=cmd_run)
 
@@ -102,6 +104,7 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     _add_env_options(serve)
     serve.add_argument("--device", default="auto")
     serve.add_argument("--dtype", default="auto", choices=DTYPES)
+    _add_vram_option(serve)
     serve.add_argument(
         "--db", type=Path, help="run queue and history (default: nodeflow-runs.sqlite3)"
     )
@@ -126,10 +129,42 @@ def _add_env_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path, help="default: ./models")
     parser.add_argument("--output-dir", type=Path, help="default: ./output")
     parser.add_argument("--input-dir", type=Path, help="default: ./input")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let loaders read pickle weight files (.ckpt, .pt); pickles can run code, so only "
+        "for files you trust (tensors are still loaded with weights_only=True)",
+    )
+
+
+def _add_vram_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vram-budget",
+        type=_vram_budget,
+        default="auto",
+        metavar="SIZE",
+        help="most model weights kept on the GPU; the least recently used models move to the "
+        f"CPU to stay under it. SIZE is {SIZE_HELP}. auto (the default): on CUDA the GPU "
+        "memory this process can use, less max(20%%, 1 GiB) for activations; no limit on "
+        "cpu/mps",
+    )
+
+
+def _vram_budget(text: str) -> int | None:
+    """argparse type for --vram-budget: bad sizes become a usage error (exit 2) naming it."""
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def environment(args: argparse.Namespace) -> Environment:
-    return Environment.from_dirs(args.models_dir, args.output_dir, args.input_dir)
+    return Environment.from_dirs(
+        args.models_dir,
+        args.output_dir,
+        args.input_dir,
+        allow_pickle=getattr(args, "allow_pickle", False),
+    )
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -145,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = Executor(
         args.catalog,
         env=environment(args),
-        runtime=Runtime(args.device, args.dtype),
+        runtime=Runtime(args.device, args.dtype, args.vram_budget),
         previews=False,  # a terminal shows no pictures: skip making them every step
     )
     if not args.quiet:
@@ -238,7 +273,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return EXIT_INVALID
     env = environment(args)
-    executor = Executor(args.catalog, env=env, runtime=Runtime(args.device, args.dtype))
+    runtime = Runtime(args.device, args.dtype, args.vram_budget)
+    executor = Executor(args.catalog, env=env, runtime=runtime)
     store = RunStore(args.db or Path("nodeflow-runs.sqlite3"))
     extra = set() if loopback else {f"{args.host}:{args.port}"}
     config = ServerConfig(host=args.host, port=args.port, token=args.auth_token, extra_hosts=extra)

@@ -25,6 +25,9 @@ class Environment:
     models_dir: Path = Path("models")
     output_dir: Path = Path("output")
     input_dir: Path = Path("input")
+    allow_pickle: bool = False
+    """Whether loaders may read pickle-based weight files (``.ckpt``). Pickles can run code, so
+    this is the user's decision (``--allow-pickle``), never a workflow's."""
 
     @classmethod
     def from_dirs(
@@ -32,12 +35,15 @@ class Environment:
         models_dir: str | Path | None = None,
         output_dir: str | Path | None = None,
         input_dir: str | Path | None = None,
+        *,
+        allow_pickle: bool = False,
     ) -> Environment:
         default = cls()
         return cls(
             models_dir=Path(models_dir or default.models_dir).resolve(),
             output_dir=Path(output_dir or default.output_dir).resolve(),
             input_dir=Path(input_dir or default.input_dir).resolve(),
+            allow_pickle=allow_pickle,
         )
 
 

@@ -10,15 +10,29 @@ from functools import cached_property
 from typing import Any
 
 from nodeflow.runtime.device import pick_device, resolve_dtype
-from nodeflow.runtime.models import ModelManager
+from nodeflow.runtime.models import ModelManager, parse_bytes
 
 
 class Runtime:
     """The device a run uses, its default dtype, and the models loaded for it."""
 
-    def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        device: str | None = None,
+        dtype: str | None = None,
+        vram_budget: int | str | None = None,
+    ) -> None:
+        """``vram_budget``: bytes of weights kept on the device, or a size for ``parse_bytes``;
+        None or ``auto`` is the device's default (``models.default_budget``). Checked here,
+        so a bad value fails at startup rather than at the first model a run uses."""
         self.device_name = device or "auto"
         self.dtype_name = dtype or "auto"
+        if isinstance(vram_budget, str):
+            vram_budget = parse_bytes(vram_budget)
+        if vram_budget is not None and vram_budget < 0:
+            raise ValueError(f"vram_budget must not be negative, got {vram_budget}")
+        self.vram_budget: int | None = vram_budget
+        """The budget asked for, in bytes; None is the device's default."""
 
     @cached_property
     def device(self) -> Any:
@@ -26,7 +40,9 @@ class Runtime:
 
     @cached_property
     def models(self) -> ModelManager:
-        return ModelManager()
+        # the device name, not self.device: making the manager must not import torch
+        budget = "auto" if self.vram_budget is None else self.vram_budget
+        return ModelManager(budget_bytes=budget, device=self.device_name)
 
     def dtype(self, requested: str | None = None) -> Any:
         """The torch dtype for ``requested`` (``auto``, fp32, fp16, bf16) on this device."""
@@ -34,4 +50,4 @@ class Runtime:
         return resolve_dtype(name, self.device)
 
 
-__all__ = ["ModelManager", "Runtime", "pick_device", "resolve_dtype"]
+__all__ = ["ModelManager", "Runtime", "parse_bytes", "pick_device", "resolve_dtype"]

@@ -270,7 +270,11 @@ class Server:
                     "torch": _module_version("torch"),
                     "diffusers": _module_version("diffusers"),
                 },
-                "device": {"requested": runtime.device_name, **_device_memory()},
+                "device": {
+                    "requested": runtime.device_name,
+                    "vram_budget": runtime.vram_budget,  # bytes; null: the device's default
+                    **_device_memory(),
+                },
                 "plugins": data["plugins"],
                 "failed_plugins": data["failures"],
                 "queue": self.worker.queue_message(),

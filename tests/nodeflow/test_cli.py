@@ -134,3 +134,49 @@ def test_failed_plugins_are_listed_and_can_be_disabled(install_plugin, capsys, m
     monkeypatch.setenv("NODEFLOW_DISABLE_PLUGINS", "bad")
     assert main(["plugins"]) == 0
     assert "bad" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def runtimes(monkeypatch):
+    """Every Runtime the commands build (they import it from nodeflow.runtime when run)."""
+    import nodeflow.runtime
+
+    made = []
+
+    class Recorded(nodeflow.runtime.Runtime):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(nodeflow.runtime, "Runtime", Recorded)
+    return made
+
+
+def test_run_passes_the_vram_budget_to_its_runtime(write, tmp_path, runtimes):
+    out = ["--quiet", "--output-dir", str(tmp_path / "out")]
+    assert main(["run", write(GOOD), "--vram-budget", "1GB", *out]) == 0
+    assert main(["run", write(GOOD), "--vram-budget", "1.5GiB", *out]) == 0
+    assert main(["run", write(GOOD), *out]) == 0
+    assert [r.vram_budget for r in runtimes] == [10**9, 3 * 2**29, None]  # None: auto
+    assert runtimes[0].models.budget_bytes == 10**9
+
+
+def test_serve_passes_the_vram_budget_to_its_runtime(tmp_path, runtimes, monkeypatch):
+    from aiohttp import web
+
+    served = []
+    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: served.append(app))
+    db = str(tmp_path / "runs.sqlite3")
+    assert main(["serve", "--db", db, "--vram-budget", "6GB"]) == 0
+    assert served and runtimes[0].vram_budget == 6 * 10**9
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+@pytest.mark.parametrize("value", ["lots", "-1GB", "6XB"])
+def test_a_bad_vram_budget_is_a_usage_error_naming_the_flag(write, capsys, command, value):
+    args = [command, write(GOOD)] if command == "run" else [command]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, f"--vram-budget={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --vram-budget" in err and "invalid size" in err
