@@ -1,15 +1,21 @@
-"""A tiny, randomly initialised Stable Diffusion model, built offline in about a second.
+"""Tiny, randomly initialised Stable Diffusion models (SD 1.x, SD 2.x v-prediction, SDXL), built
+offline in about a second each.
 
-Tests and examples need a model that goes through exactly the same code paths as a real Stable
-Diffusion 1.x checkpoint (a diffusers folder with a UNet, a VAE, a CLIP text encoder, a CLIP
-tokenizer and a PNDM scheduler) without downloading gigabytes of weights. ``make_tiny_sd`` builds
-such a folder from scratch, with components about as small as the fixtures in diffusers' own test
-suite. The weights are random, so the model draws noise, but every shape, config field and file
-name is the real thing.
+Tests and examples need models that go through exactly the same code paths as real checkpoints
+without downloading gigabytes. The factories here write diffusers folders with the real layout
+(``model_index.json``, one subfolder per component, fp32 safetensors) and, through
+``write_single_file``, the same weights as an original CompVis/SGM single-file checkpoint, so the
+single-file loader is tested on the format users download. The weights are random, so the models
+draw noise, but every key, config field and file name is the real thing.
 
-One deliberate difference from SD 1.x: the VAE has two blocks instead of four, so it downsamples
-by 2, not 8. Code that hard-codes 8 breaks on this model, which is the point: the factor must be
-read from the VAE config as ``2 ** (len(vae.config.block_out_channels) - 1)``.
+Each tiny model follows the rules its real family follows wherever a loader must infer what a
+single file does not record (attention heads, activation, tokenizer): SD 1.x U-Nets have 8 heads;
+SD 2.x and SDXL U-Nets and all CLIP encoders have one head per 64 channels (at least one);
+OpenCLIP encoders use GELU, CLIP ViT-L quick-GELU. All tokenizers are the real CLIP BPE tokenizer.
+
+One deliberate difference from the real models: the VAEs have two blocks instead of four, so they
+downsample by 2, not 8. Code that hard-codes 8 breaks on these models, which is the point: the
+factor must be read from the VAE config as ``2 ** (len(vae.config.block_out_channels) - 1)``.
 """
 
 from __future__ import annotations
@@ -18,33 +24,32 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.clip_vocab import BOS_TOKEN, EOS_TOKEN, MODEL_MAX_LENGTH, write_clip_tokenizer
+from nodes.clip_vocab import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    MODEL_MAX_LENGTH,
+    clip_vocab,
+    write_clip_tokenizer,
+)
 
-__all__ = ["make_tiny_sd"]
+__all__ = ["make_tiny_sd", "make_tiny_sd2", "make_tiny_sdxl", "write_single_file"]
 
-# Stable Diffusion 1.5's scheduler config, so sampling code sees the real noise schedule.
-# PNDMScheduler takes no `clip_sample`, but SD 1.5's config carries it and `from_config` keeps it,
-# so that a scheduler built from this config (DDIM defaults to clipping) does not clip either.
-SD15_SCHEDULER_CONFIG: dict[str, object] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "skip_prk_steps": True,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "prediction_type": "epsilon",
-}
-
-# The text encoder's width; the UNet's cross-attention layers must take vectors of the same size.
+CONFIGS = Path(__file__).parent / "configs"
 TEXT_HIDDEN_SIZE = 32
+"""The text encoders' width; the U-Net's cross-attention takes vectors of this size (two for XL)."""
+
+
+def family_config(family: str, part: str) -> dict[str, Any]:
+    """A shipped architecture config (``nodes/configs/<family>/<part>.json``)."""
+    return json.loads((CONFIGS / family / f"{part}.json").read_text())
 
 
 @contextmanager
@@ -66,23 +71,45 @@ def _seeded(seed: int) -> Iterator[None]:
         torch.set_default_dtype(default_dtype)
 
 
-def _tiny_unet() -> UNet2DConditionModel:
-    """An SD-1.x-shaped UNet with two resolution levels, the lower one with cross-attention."""
+def _tiny_unet(family: str) -> UNet2DConditionModel:
+    """A U-Net of ``family``'s shape with two resolution levels, the lower one with attention."""
+    common: dict[str, Any] = {
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (32, 64),
+        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 32,
+    }
+    if family == "sd1":
+        return UNet2DConditionModel(
+            **common, cross_attention_dim=TEXT_HIDDEN_SIZE, attention_head_dim=8
+        )
+    if family == "sd2":
+        return UNet2DConditionModel(
+            **common,
+            cross_attention_dim=TEXT_HIDDEN_SIZE,
+            attention_head_dim=(1, 1),
+            use_linear_projection=True,
+            upcast_attention=True,
+        )
+    time_dim = 8
     return UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN_SIZE,
-        norm_num_groups=32,
+        **common,
+        cross_attention_dim=2 * TEXT_HIDDEN_SIZE,
+        attention_head_dim=(1, 1),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + TEXT_HIDDEN_SIZE,
     )
 
 
-def _tiny_vae() -> AutoencoderKL:
-    """A two-block KL autoencoder: 4 latent channels like SD 1.x, but a downsampling factor of 2."""
+def _tiny_vae(scaling_factor: float = 0.18215, force_upcast: bool = False) -> AutoencoderKL:
+    """A two-block KL autoencoder: 4 latent channels like SD, but a downsampling factor of 2."""
     return AutoencoderKL(
         sample_size=64,
         in_channels=3,
@@ -92,50 +119,76 @@ def _tiny_vae() -> AutoencoderKL:
         up_block_types=["UpDecoderBlock2D"] * 2,
         latent_channels=4,
         norm_num_groups=32,
-        scaling_factor=0.18215,
+        scaling_factor=scaling_factor,
+        force_upcast=force_upcast,
     )
 
 
-def _tiny_text_encoder(vocab: dict[str, int]) -> CLIPTextModel:
-    """A five-layer CLIP text encoder sized to ``vocab``, with its special-token ids.
+def _text_config(*, layers: int = 5, openclip: bool = False, pad_token: str = EOS_TOKEN) -> Any:
+    """A small CLIP text config over the real 49,408-token vocabulary.
 
-    The ids matter beyond bookkeeping: ``CLIPTextModel`` pools the hidden state at the first
-    ``eos_token_id`` in each sequence, unless ``eos_token_id == 2``, in which case it falls back to
-    the legacy rule of pooling at the highest token id. Our ``<|endoftext|>`` has the highest id in
-    the vocabulary (as in real CLIP), so both rules agree, but we rely on the real one.
+    The special-token ids matter beyond bookkeeping: ``CLIPTextModel`` pools the hidden state at
+    the first ``eos_token_id`` in each sequence (unless ``eos_token_id == 2``, the legacy rule).
     """
-    eos_token_id = vocab[EOS_TOKEN]
-    config = CLIPTextConfig(
+    vocab = clip_vocab()
+    return CLIPTextConfig(
         vocab_size=len(vocab),
         hidden_size=TEXT_HIDDEN_SIZE,
         intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=5,
+        num_attention_heads=max(1, TEXT_HIDDEN_SIZE // 64),
+        num_hidden_layers=layers,
         max_position_embeddings=MODEL_MAX_LENGTH,
         projection_dim=TEXT_HIDDEN_SIZE,
+        hidden_act="gelu" if openclip else "quick_gelu",
         layer_norm_eps=1e-5,
         bos_token_id=vocab[BOS_TOKEN],
-        eos_token_id=eos_token_id,
-        pad_token_id=eos_token_id,  # the tokenizer pads with <|endoftext|>, as SD 1.x does
+        eos_token_id=vocab[EOS_TOKEN],
+        pad_token_id=vocab[pad_token],
     )
-    return CLIPTextModel(config)
 
 
-def _model_index() -> dict[str, object]:
-    """The pipeline's ``model_index.json``, with the safety checker and image encoder left out.
-
-    ``[null, null]`` marks an optional component as absent, so ``from_pretrained`` neither expects
-    a folder for it nor asks for one to be passed in.
-    """
+def _model_index(pipeline: str, components: dict[str, list[str]]) -> dict[str, object]:
+    """The pipeline's ``model_index.json``; ``[null, null]`` marks optional parts as absent."""
     return {
-        "_class_name": "StableDiffusionPipeline",
+        "_class_name": pipeline,
         "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "image_encoder": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
+        **components,
+        **(
+            {
+                "feature_extractor": [None, None],
+                "image_encoder": [None, None],
+                "requires_safety_checker": False,
+                "safety_checker": [None, None],
+            }
+            if pipeline != "StableDiffusionXLPipeline"
+            else {"feature_extractor": [None, None], "image_encoder": [None, None]}
+        ),
+    }
+
+
+def _write_json(path: Path, content: dict[str, object]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _write_scheduler(path: Path, family: str) -> str:
+    config = family_config(family, "scheduler")
+    cls = getattr(diffusers, config["_class_name"])
+    cls.from_config(config).save_pretrained(path / "scheduler")
+    return str(config["_class_name"])
+
+
+def _write_common(path: Path, family: str, seed: int, **vae_options: Any) -> dict[str, list[str]]:
+    path.mkdir(parents=True, exist_ok=True)
+    write_clip_tokenizer(path / "tokenizer")
+    scheduler = _write_scheduler(path, family)
+    with _seeded(seed):
+        _tiny_unet(family).save_pretrained(path / "unet", safe_serialization=True)
+    with _seeded(seed):
+        _tiny_vae(**vae_options).save_pretrained(path / "vae", safe_serialization=True)
+    return {
+        "scheduler": ["diffusers", scheduler],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
@@ -143,36 +196,125 @@ def _model_index() -> dict[str, object]:
 
 
 def make_tiny_sd(path: str | Path, *, seed: int = 0) -> Path:
-    """Write a tiny Stable-Diffusion-architecture model as a diffusers folder at `path`.
+    """Write a tiny SD-1.x-architecture model as a diffusers folder at ``path``.
 
-    The folder has the layout of an SD 1.x checkpoint on the hub (``model_index.json`` and one
-    subfolder per component, weights as fp32 safetensors), so it loads with
-    ``StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
-    requires_safety_checker=False)`` and each component loads on its own from its subfolder.
-
-    Nothing is downloaded, and the same ``seed`` always gives byte-identical weight files, so tests
-    can compare outputs across runs and machines. Returns ``path`` as a ``Path``.
+    It loads with ``StableDiffusionPipeline.from_pretrained(path, local_files_only=True)`` and
+    each component loads on its own from its subfolder. The same ``seed`` always gives
+    byte-identical weight files. Returns ``path`` as a ``Path``.
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-
-    vocab = write_clip_tokenizer(path / "tokenizer")
-    PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG).save_pretrained(path / "scheduler")
-
+    components = _write_common(path, "sd1", seed)
     with _seeded(seed):
-        unet = _tiny_unet()
-    unet.save_pretrained(path / "unet", safe_serialization=True)
-
-    with _seeded(seed):
-        vae = _tiny_vae()
-    vae.save_pretrained(path / "vae", safe_serialization=True)
-
-    with _seeded(seed):
-        text_encoder = _tiny_text_encoder(vocab)
-    # transformers always writes safetensors (since 4.35 by default, since 5.0 with no opt-out).
-    text_encoder.save_pretrained(path / "text_encoder")
-
-    with open(path / "model_index.json", "w", encoding="utf-8") as f:
-        json.dump(_model_index(), f, indent=2, sort_keys=True)
-        f.write("\n")
+        CLIPTextModel(_text_config()).save_pretrained(path / "text_encoder")
+    components["text_encoder"] = ["transformers", "CLIPTextModel"]
+    _write_json(path / "model_index.json", _model_index("StableDiffusionPipeline", components))
     return path
+
+
+def _sd2_text_encoder(seed: int) -> CLIPTextModel:
+    """The OpenCLIP-style encoder with all its layers; SD 2.x uses all but the last.
+
+    The diffusers folder keeps only the layers SD 2.x uses (as the real one does, 23 of 24), while
+    the single file keeps them all, as the original OpenCLIP checkpoint does.
+    """
+    with _seeded(seed):
+        return CLIPTextModel(_text_config(layers=6, openclip=True, pad_token="!"))
+
+
+def make_tiny_sd2(path: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny SD-2.x-architecture (v-prediction, OpenCLIP text encoder) diffusers folder."""
+    path = Path(path)
+    components = _write_common(path, "sd2", seed)
+    write_clip_tokenizer(path / "tokenizer", pad_token="!")
+    full = _sd2_text_encoder(seed)
+    with _seeded(seed):
+        used = CLIPTextModel(_text_config(layers=5, openclip=True, pad_token="!"))
+    used.load_state_dict(full.state_dict(), strict=False)
+    used.save_pretrained(path / "text_encoder")
+    components["text_encoder"] = ["transformers", "CLIPTextModel"]
+    _write_json(path / "model_index.json", _model_index("StableDiffusionPipeline", components))
+    return path
+
+
+def make_tiny_sdxl(path: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny SDXL-architecture diffusers folder: two text encoders, size conditioning."""
+    path = Path(path)
+    components = _write_common(path, "sdxl", seed, scaling_factor=0.13025, force_upcast=True)
+    write_clip_tokenizer(path / "tokenizer_2", pad_token="!")
+    with _seeded(seed):
+        CLIPTextModel(_text_config()).save_pretrained(path / "text_encoder")
+    with _seeded(seed + 1):
+        CLIPTextModelWithProjection(_text_config(openclip=True, pad_token="!")).save_pretrained(
+            path / "text_encoder_2"
+        )
+    components |= {
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "force_zeros_for_empty_prompt": True,
+    }
+    _write_json(path / "model_index.json", _model_index("StableDiffusionXLPipeline", components))
+    return path
+
+
+def _load_state(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    (file,) = folder.glob("*.safetensors")
+    return load_file(file)
+
+
+def _schedule_buffers(folder: Path) -> dict[str, torch.Tensor]:
+    """The noise-schedule buffers original checkpoints carry (loaders must ignore them)."""
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    betas = (
+        torch.linspace(
+            config["beta_start"] ** 0.5,
+            config["beta_end"] ** 0.5,
+            config["num_train_timesteps"],
+            dtype=torch.float64,
+        )
+        ** 2
+    ).float()
+    return {"betas": betas, "alphas_cumprod": torch.cumprod(1 - betas, dim=0)}
+
+
+def write_single_file(folder: str | Path, out: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny model folder as an original (CompVis / SGM layout) single-file checkpoint.
+
+    The key layout is that of the files on model sites: the U-Net under ``model.diffusion_model.``,
+    the VAE under ``first_stage_model.``, and the text encoders under ``cond_stage_model.`` (SD 1.x:
+    transformers layout; SD 2.x: OpenCLIP layout) or ``conditioner.embedders.N.`` (SDXL).
+    """
+    from nodes.ldm_layout import hf_to_openclip, unet_to_ldm, vae_to_ldm
+    from nodes.single_file import hf_text_state
+
+    folder, out = Path(folder), Path(out)
+    index = json.loads((folder / "model_index.json").read_text())
+    state: dict[str, torch.Tensor] = {}
+    for key, value in unet_to_ldm(_load_state(folder / "unet")).items():
+        state[f"model.diffusion_model.{key}"] = value
+    for key, value in vae_to_ldm(_load_state(folder / "vae")).items():
+        state[f"first_stage_model.{key}"] = value
+    text = hf_text_state(_load_state(folder / "text_encoder"))
+    if index["_class_name"] == "StableDiffusionXLPipeline":
+        for key, value in text.items():
+            state[f"conditioner.embedders.0.transformer.{key}"] = value
+        text_2 = hf_text_state(_load_state(folder / "text_encoder_2"))
+        for key, value in hf_to_openclip(text_2).items():
+            state[f"conditioner.embedders.1.model.{key}"] = value
+    elif json.loads((folder / "text_encoder" / "config.json").read_text())["hidden_act"] == "gelu":
+        full = hf_text_state(_sd2_text_encoder(seed).state_dict())
+        if any(not torch.equal(full[key], value) for key, value in text.items()):
+            raise ValueError(f"{folder} is not a tiny SD 2 model made with seed {seed}")
+        with _seeded(seed + 2):
+            full["text_projection.weight"] = torch.randn(TEXT_HIDDEN_SIZE, TEXT_HIDDEN_SIZE)
+        for key, value in hf_to_openclip(full).items():
+            state[f"cond_stage_model.model.{key}"] = value
+    else:
+        for key, value in text.items():
+            state[f"cond_stage_model.transformer.{key}"] = value
+    state |= _schedule_buffers(folder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata={"format": "pt"})
+    return out
