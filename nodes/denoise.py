@@ -14,6 +14,7 @@ from pydantic import Field
 
 from nodeflow import Context, Widget, node
 from nodes.guidance import predict_noise
+from nodes.lora import patched
 from nodes.preview import latent_preview
 from nodes.types import Guider, Latent, Scheduler
 
@@ -98,7 +99,7 @@ def sample(
     latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
     step_kwargs = _step_kwargs(scheduler, generator)
     total = len(timesteps)
-    with torch.inference_mode():
+    with torch.inference_mode(), patched(guider.unet.model, guider.unet.patches, "unet"):
         for index, timestep in enumerate(timesteps):
             if ctx is not None:
                 ctx.check_interrupted()
@@ -123,6 +124,7 @@ def denoise(
     strength: Annotated[float, Field(ge=0, le=1)] = 1.0,
 ) -> Latent:
     """Denoise from seeded noise (strength 1) or from the given latent (img2img, strength < 1)."""
+    ctx.models.use(guider.unet.model)
     latents = sample(guider, scheduler, latent, seed, strength, ctx)
     return Latent(
         samples=latents, width=latent.width, height=latent.height, batch_size=latents.shape[0]

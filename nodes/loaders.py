@@ -1,5 +1,9 @@
 """Loading Stable Diffusion models from the models dir, offline, once per process.
 
+Every loader takes a diffusers folder or a single weights file (original CompVis/SGM layout or
+diffusers layout, told apart by its keys; see ``nodes.single_file``). Models are loaded on the CPU
+and moved to the device by the model manager when a node uses them.
+
 ``path: "demo"`` names the built-in default model when the models dir has no model by that name,
 so the example workflows run straight after install. Until the trained demo model ships, that is
 the tiny random model (its pictures are noise), made on first use in nodeflow's home folder.
@@ -16,11 +20,29 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
+from nodes.clip_vocab import EOS_TOKEN, clip_tokenizer
 from nodes.paths import contained, nodeflow_home
+from nodes.single_file import (
+    UNET_PREFIX,
+    VAE_PREFIX,
+    CheckpointFile,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    detect,
+    family_config,
+    hf_text_state,
+    load_checkpoint_file,
+    openclip_text_state,
+    unet_family,
+)
 from nodes.types import VAE, TextEncoder, UNet
 
 DEMO = "demo"
-DEMO_VERSION = "tiny-sd-1"
+DEMO_SDXL = "demo-sdxl"
+DEMOS = {DEMO: "tiny-sd-2", DEMO_SDXL: "tiny-sdxl-1"}
+"""Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
+when the factory's output changes, so an old copy is never used."""
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 
 
@@ -30,31 +52,62 @@ class CheckpointParts(NamedTuple):
     vae: VAE
 
 
-def resolve_checkpoint(name: str, env: Environment) -> Path:
-    """A checkpoint's folder: under checkpoints/ (or diffusers/), an absolute path, or the demo."""
-    for kind in ("checkpoints", "diffusers"):
+def resolve_model(name: str, env: Environment, *kinds: str, what: str = "model") -> Path:
+    """A model file or folder in one of the models dir's ``kinds`` folders, or an absolute path."""
+    if not name:
+        raise ValueError("no model path given")
+    for kind in kinds:
         candidate = contained(env.models_dir / kind, name)
         if candidate.exists():
             return candidate
-    if name == DEMO:
-        return demo_model()
-    searched = env.models_dir / "checkpoints"
-    raise FileNotFoundError(f"no checkpoint {name!r} (looked in {searched} and as a path)")
+    searched = " or ".join(str(env.models_dir / kind) for kind in kinds)
+    raise FileNotFoundError(f"no {what} {name!r} (looked in {searched} and as a path)")
 
 
-def demo_model() -> Path:
-    """The built-in default model's folder, made once (atomically) on first use."""
-    path = nodeflow_home() / "models" / DEMO_VERSION
+def resolve_checkpoint(name: str, env: Environment) -> Path:
+    """A checkpoint: under checkpoints/ (or diffusers/), an absolute path, or the demo."""
+    try:
+        return resolve_model(name, env, *CHECKPOINT_DIRS, what="checkpoint")
+    except FileNotFoundError:
+        if name in DEMOS:
+            return demo_model(name)
+        raise
+
+
+def demo_model(name: str = DEMO) -> Path:
+    """A built-in model's folder, made once (atomically) on first use."""
+    path = nodeflow_home() / "models" / DEMOS[name]
     if (path / "model_index.json").exists():
         return path
-    from nodes.tiny import make_tiny_sd
+    from nodes.tiny import make_tiny_sd, make_tiny_sdxl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".making-", dir=path.parent))
-    make_tiny_sd(staging)
+    (make_tiny_sdxl if name == DEMO_SDXL else make_tiny_sd)(staging)
     try:
         staging.rename(path)
     except OSError:  # another process made it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+DEMO_LORA = "demo-style"
+DEMO_LORA_VERSION = "tiny-lora-1"
+
+
+def demo_lora() -> Path:
+    """The built-in LoRA for the demo model (kohya layout), made once on first use."""
+    path = nodeflow_home() / "models" / DEMO_LORA_VERSION / f"{DEMO_LORA}.safetensors"
+    if path.exists():
+        return path
+    from nodes.tiny_lora import write_tiny_loras
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".making-", dir=path.parent))
+    try:
+        written = write_tiny_loras(demo_model(DEMO), staging)
+        written["kohya"].replace(path)  # atomic: a concurrent maker writes the same bytes
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
 
@@ -68,47 +121,348 @@ def quiet_hub_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def checkpoint_fingerprint(values: Mapping[str, Any], env: Environment) -> Any:
-    return file_identity(resolve_checkpoint(values["path"], env))
+def _identity(kinds: tuple[str, ...], field: str = "path") -> Any:
+    def fingerprint(values: Mapping[str, Any], env: Environment) -> Any:
+        name = values.get(field) or ""
+        if not name:
+            return None
+        if kinds[0] == "checkpoints":
+            return file_identity(resolve_checkpoint(name, env))
+        return file_identity(resolve_model(name, env, *kinds))
+
+    return fingerprint
 
 
-@node("LoadCheckpoint", category="loaders", fingerprint=checkpoint_fingerprint)
+CHECKPOINT_DIRS = ("checkpoints", "diffusers")
+UNET_DIRS = ("unet", "diffusion_models", "checkpoints", "diffusers")
+VAE_DIRS = ("vae", "checkpoints", "diffusers")
+TEXT_DIRS = ("text_encoders", "clip", "checkpoints", "diffusers")
+Prediction = Literal["auto", "epsilon", "v_prediction"]
+FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl"]
+
+
+@node("LoadCheckpoint", category="loaders", fingerprint=_identity(CHECKPOINT_DIRS))
 def load_checkpoint(
     ctx: Context,
     path: Annotated[str, Widget(files="checkpoints")] = DEMO,
     dtype: Dtype = "auto",
+    prediction: Prediction = "auto",
 ) -> CheckpointParts:
-    """Load a Stable Diffusion model (a diffusers folder) from the models dir's checkpoints/."""
-    folder = resolve_checkpoint(path, ctx.env)
-    if not (folder / "model_index.json").exists():
-        raise ValueError(
-            f"{folder} is not a diffusers model folder (no model_index.json); "
-            "single-file checkpoints are not supported yet"
-        )
+    """Load a Stable Diffusion 1.x, 2.x or XL model: a diffusers folder or a single file.
+
+    ``prediction`` overrides what the U-Net predicts when a file does not say (SD 2.x files
+    default to v-prediction, as in diffusers).
+    """
+    location = resolve_checkpoint(path, ctx.env)
     torch_dtype = ctx.runtime.dtype(dtype)
-    key = ("diffusers-sd", file_identity(folder), str(torch_dtype), str(ctx.device))
-    return ctx.models.get(key, lambda: _load_diffusers_folder(folder, torch_dtype, ctx.device))
+    key = ("checkpoint", file_identity(location), str(torch_dtype), prediction)
+    allow_pickle = ctx.env.allow_pickle
+
+    def load() -> CheckpointParts:
+        if location.is_dir():
+            parts = _load_diffusers_folder(location, torch_dtype, prediction)
+        else:
+            parts = _load_single_file(location, torch_dtype, prediction, allow_pickle)
+        register(ctx, parts.unet, parts.text_encoder, parts.vae, name=location.name)
+        return parts
+
+    return ctx.models.get(key, load)
 
 
-def _load_diffusers_folder(folder: Path, dtype: Any, device: Any) -> CheckpointParts:
+def register(ctx: Context, *handles: Any, name: str) -> None:
+    """Tell the model manager about each model, by a name people recognise in its logs."""
+    for handle in handles:
+        what = {UNet: "U-Net", VAE: "VAE", TextEncoder: "text encoder"}[type(handle)]
+        models = handle.models if isinstance(handle, TextEncoder) else (handle.model,)
+        for index, model in enumerate(models):
+            suffix = f" {index + 1}" if len(models) > 1 else ""
+            ctx.models.register(model, label=f"{what}{suffix} of {name}")
+
+
+def _with_prediction(config: dict[str, Any], prediction: str) -> dict[str, Any]:
+    return config if prediction == "auto" else config | {"prediction_type": prediction}
+
+
+def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> CheckpointParts:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
+    if not (folder / "model_index.json").exists():
+        raise ValueError(f"{folder} is not a diffusers model folder (no model_index.json)")
     quiet_hub_libraries()
-
     common = {"local_files_only": True}
     unet = UNet2DConditionModel.from_pretrained(
         folder, subfolder="unet", torch_dtype=dtype, **common
     )
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **common)
-    encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **common)
-    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **common)
     scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    for model in (unet, vae, encoder):
-        model.to(device).eval().requires_grad_(False)
+    text_encoder = _text_encoder_folders(folder, dtype)
+    for model in (unet, vae, *text_encoder.models):
+        model.eval().requires_grad_(False)
     vae_model = VAE(vae, source=str(folder))
     return CheckpointParts(
-        unet=UNet(unet, scheduler_config, latent_scale=vae_model.scale_factor, source=str(folder)),
-        text_encoder=TextEncoder(tokenizer, encoder, source=str(folder)),
+        unet=UNet(
+            unet,
+            _with_prediction(scheduler_config, prediction),
+            latent_scale=vae_model.scale_factor,
+            source=str(folder),
+        ),
+        text_encoder=text_encoder,
         vae=vae_model,
     )
+
+
+def _text_encoder_folders(folder: Path, dtype: Any) -> TextEncoder:
+    """The text encoder(s) of a diffusers model folder, with their tokenizers."""
+    encoder = _text_encoder_folder(folder / "text_encoder", dtype)
+    tokenizer = _tokenizer_beside(folder / "text_encoder", "tokenizer", second=False)
+    if not (folder / "text_encoder_2").is_dir():
+        return TextEncoder(tokenizer, encoder, source=str(folder))
+    return TextEncoder(
+        tokenizer,
+        encoder,
+        tokenizer_2=_tokenizer_beside(folder / "text_encoder_2", "tokenizer_2", second=True),
+        model_2=_text_encoder_folder(folder / "text_encoder_2", dtype),
+        source=str(folder),
+    )
+
+
+def _text_encoder_folder(folder: Path, dtype: Any) -> Any:
+    import transformers
+
+    config = json.loads((folder / "config.json").read_text())
+    name = (config.get("architectures") or ["CLIPTextModel"])[0]
+    if name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+        raise ValueError(f"{folder}: text encoder {name} is not a CLIP text model")
+    cls = getattr(transformers, name)
+    model = cls.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    return model.eval().requires_grad_(False)
+
+
+def _tokenizer_beside(encoder_folder: Path, name: str, *, second: bool) -> Any:
+    """The tokenizer folder next to a text encoder folder, else the shipped CLIP tokenizer."""
+    from transformers import CLIPTokenizer
+
+    folder = encoder_folder.parent / name
+    if (folder / "vocab.json").is_file():
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    return clip_tokenizer("!" if second else EOS_TOKEN)
+
+
+def _load_single_file(
+    path: Path, dtype: Any, prediction: str, allow_pickle: bool
+) -> CheckpointParts:
+    loaded = load_checkpoint_file(path, dtype, allow_pickle=allow_pickle, prediction=prediction)
+    vae = VAE(loaded.vae, source=str(path))
+    encoders, tokenizers = loaded.text_encoders, loaded.tokenizers
+    text_encoder = TextEncoder(
+        tokenizers[0],
+        encoders[0],
+        tokenizer_2=tokenizers[1] if len(encoders) > 1 else None,
+        model_2=encoders[1] if len(encoders) > 1 else None,
+        source=str(path),
+    )
+    unet = UNet(
+        loaded.unet, loaded.scheduler_config, latent_scale=vae.scale_factor, source=str(path)
+    )
+    return CheckpointParts(unet=unet, text_encoder=text_encoder, vae=vae)
+
+
+# ----- component loaders ------------------------------------------------------------------------
+
+
+def _component_folder(location: Path, subfolder: str) -> Path | None:
+    """A diffusers component folder: the folder itself, or its ``subfolder`` in a model folder."""
+    if (location / "config.json").is_file():
+        return location
+    if (location / subfolder / "config.json").is_file():
+        return location / subfolder
+    return None
+
+
+@node("LoadUNet", category="loaders", fingerprint=_identity(UNET_DIRS))
+def load_unet(
+    ctx: Context,
+    path: Annotated[str, Widget(files="unet")],
+    dtype: Dtype = "auto",
+    prediction: Prediction = "auto",
+) -> UNet:
+    """Load a U-Net on its own: a diffusers folder, or a file in original or diffusers layout.
+
+    The latent scale and default scheduler come from the model folder it sits in, if any, else
+    from the detected family (every real SD VAE downsamples by 8).
+    """
+    location = resolve_model(path, ctx.env, *UNET_DIRS)
+    torch_dtype = ctx.runtime.dtype(dtype)
+    key = ("unet", file_identity(location), str(torch_dtype), prediction)
+    allow_pickle = ctx.env.allow_pickle
+    return ctx.models.get(key, lambda: _load_unet(location, torch_dtype, prediction, allow_pickle))
+
+
+def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) -> UNet:
+    from diffusers import UNet2DConditionModel
+
+    from nodes.ldm_layout import unet_to_diffusers
+
+    folder = _component_folder(location, "unet")
+    if folder is not None:
+        quiet_hub_libraries()
+        model = UNet2DConditionModel.from_pretrained(
+            folder, torch_dtype=dtype, local_files_only=True
+        )
+        model.eval().requires_grad_(False)
+        family = unet_family(model.state_dict().keys(), lambda k: model.state_dict()[k].shape, "")
+        scheduler_file = folder.parent / "scheduler" / "scheduler_config.json"
+        vae_file = folder.parent / "vae" / "config.json"
+        scheduler = (
+            json.loads(scheduler_file.read_text())
+            if scheduler_file.is_file()
+            else family_config(family, "scheduler")
+        )
+        scale = (
+            2 ** (len(json.loads(vae_file.read_text())["block_out_channels"]) - 1)
+            if vae_file.is_file()
+            else 8
+        )
+        return UNet(model, _with_prediction(scheduler, prediction), scale, source=str(location))
+    file = CheckpointFile(location, allow_pickle=allow_pickle)
+    found = detect(file)
+    if found.kind not in ("unet", "checkpoint") or found.family is None:
+        raise ValueError(f"{location.name} holds no U-Net (it looks like {found.describe()})")
+    if found.layout == "diffusers":
+        state = file.read("", dtype)
+    else:
+        prefix = UNET_PREFIX if any(k.startswith(UNET_PREFIX) for k in file.keys) else ""
+        state = unet_to_diffusers(file.read(prefix, dtype))
+    model = build_unet(state, found.family)
+    chosen = found.prediction_type if prediction == "auto" else prediction
+    scheduler = family_config(found.family, "scheduler") | {"prediction_type": chosen}
+    return UNet(model, scheduler, latent_scale=8, source=str(location))
+
+
+@node("LoadVAE", category="loaders", fingerprint=_identity(VAE_DIRS))
+def load_vae(
+    ctx: Context,
+    path: Annotated[str, Widget(files="vae")],
+    dtype: Dtype = "auto",
+    family: FamilyChoice = "auto",
+) -> VAE:
+    """Load a VAE: a diffusers folder, a VAE file (original or diffusers layout), or the VAE of a
+    full checkpoint.
+
+    SD and SDXL VAEs have the same shapes but scale latents differently, which a VAE-only file
+    does not record: ``auto`` takes SD's scaling unless the file is a full SDXL checkpoint; choose
+    ``sdxl`` for an SDXL VAE file.
+    """
+    location = resolve_model(path, ctx.env, *VAE_DIRS)
+    torch_dtype = ctx.runtime.dtype(dtype)
+    key = ("vae", file_identity(location), str(torch_dtype), family)
+    allow_pickle = ctx.env.allow_pickle
+
+    def load() -> VAE:
+        vae = _load_vae(location, torch_dtype, family, allow_pickle)
+        register(ctx, vae, name=location.name)
+        return vae
+
+    return ctx.models.get(key, load)
+
+
+def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VAE:
+    from diffusers import AutoencoderKL
+
+    from nodes.ldm_layout import vae_to_diffusers
+
+    folder = _component_folder(location, "vae")
+    if folder is not None:
+        quiet_hub_libraries()
+        model = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+        if family != "auto":
+            model.register_to_config(scaling_factor=family_config(family, "vae")["scaling_factor"])
+        return VAE(model.eval().requires_grad_(False), source=str(location))
+    file = CheckpointFile(location, allow_pickle=allow_pickle)
+    found = detect(file)
+    if found.kind == "checkpoint":
+        state = vae_to_diffusers(file.read(VAE_PREFIX, dtype))
+    elif found.kind == "vae" and found.layout == "diffusers":
+        state = file.read("", dtype)
+    elif found.kind == "vae":
+        prefix = VAE_PREFIX if any(k.startswith(VAE_PREFIX) for k in file.keys) else ""
+        state = vae_to_diffusers(file.read(prefix, dtype))
+    else:
+        raise ValueError(f"{location.name} holds no VAE (it looks like {found.describe()})")
+    chosen = family if family != "auto" else (found.family or "sd1")
+    return VAE(build_vae(state, chosen), source=str(location))  # type: ignore[arg-type]
+
+
+@node("LoadTextEncoder", category="loaders", fingerprint=_identity(TEXT_DIRS))
+def load_text_encoder(
+    ctx: Context,
+    path: Annotated[str, Widget(files="text_encoders")],
+    path_2: Annotated[str, Widget(files="text_encoders")] = "",
+    dtype: Dtype = "auto",
+) -> TextEncoder:
+    """Load a CLIP text encoder, or SDXL's pair (``path``: CLIP ViT-L, ``path_2``: OpenCLIP
+    bigG), from diffusers folders or single files (transformers or OpenCLIP layout).
+
+    A file has no tokenizer or activation recorded: the shipped CLIP tokenizer is used, and
+    OpenCLIP models (OpenCLIP layout, or 1024/1280 wide) use GELU where CLIP ViT-L uses
+    quick-GELU. An OpenCLIP-layout file on its own is taken as SD 2.x's (its last layer unused).
+    """
+    first = resolve_model(path, ctx.env, *TEXT_DIRS)
+    second = resolve_model(path_2, ctx.env, *TEXT_DIRS) if path_2 else None
+    torch_dtype = ctx.runtime.dtype(dtype)
+    identities = (file_identity(first), second and file_identity(second))
+    key = ("text_encoder", identities, str(torch_dtype))
+    allow_pickle = ctx.env.allow_pickle
+
+    def load() -> TextEncoder:
+        encoder = _load_text_encoders(first, second, torch_dtype, allow_pickle)
+        register(ctx, encoder, name=first.name)
+        return encoder
+
+    return ctx.models.get(key, load)
+
+
+def _load_text_encoders(
+    first: Path, second: Path | None, dtype: Any, allow_pickle: bool
+) -> TextEncoder:
+    model, tokenizer = _load_one_text_encoder(
+        first, dtype, second=False, pair=second is not None, allow_pickle=allow_pickle
+    )
+    if second is None:
+        return TextEncoder(tokenizer, model, source=str(first))
+    model_2, tokenizer_2 = _load_one_text_encoder(
+        second, dtype, second=True, pair=True, allow_pickle=allow_pickle
+    )
+    return TextEncoder(
+        tokenizer, model, tokenizer_2=tokenizer_2, model_2=model_2, source=f"{first} + {second}"
+    )
+
+
+def _load_one_text_encoder(
+    location: Path, dtype: Any, *, second: bool, pair: bool, allow_pickle: bool = False
+) -> tuple[Any, Any]:
+    subfolder = "text_encoder_2" if second else "text_encoder"
+    folder = _component_folder(location, subfolder)
+    if folder is not None:
+        model = _text_encoder_folder(folder, dtype)
+        tokenizer = _tokenizer_beside(
+            folder, "tokenizer_2" if second else "tokenizer", second=second
+        )
+        return model, tokenizer
+    file = CheckpointFile(location, allow_pickle=allow_pickle)
+    found = detect(file)
+    if found.kind != "text_encoder":
+        raise ValueError(f"{location.name} is no text encoder (it looks like {found.describe()})")
+    if found.layout == "openclip":
+        state = openclip_text_state(file.read("", dtype), drop_last_layer=not pair)
+        openclip = True
+    else:
+        state = hf_text_state(file.read("", dtype))
+        width = int(state["text_model.embeddings.token_embedding.weight"].shape[1])
+        openclip = second or width in (1024, 1280)
+    base = family_config(
+        "sdxl" if second else ("sd2" if openclip else "sd1"),
+        "text_encoder_2" if second else "text_encoder",
+    )
+    model = build_text_encoder(state, base, projection=second)
+    return model, clip_tokenizer("!" if openclip else EOS_TOKEN)

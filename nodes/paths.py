@@ -9,7 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "unet", "text_encoders", "embeddings")
+MODEL_KINDS = (
+    "checkpoints",
+    "diffusers",
+    "loras",
+    "vae",
+    "unet",
+    "diffusion_models",
+    "text_encoders",
+    "clip",
+    "embeddings",
+)
 """ComfyUI-compatible subfolders of the models dir, so existing model folders work as they are."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nodeflow import hookimpl
-from nodes import denoise, guidance, image, latent, loaders, schedulers, text, vae
+from nodes import denoise, guidance, image, latent, loaders, lora, schedulers, text, vae
 from nodes.types import SOCKET_TYPES
 
 
@@ -18,7 +18,12 @@ def nodeflow_types() -> list[type]:
 def nodeflow_nodes() -> list[object]:
     return [
         loaders.load_checkpoint,
+        loaders.load_unet,
+        loaders.load_vae,
+        loaders.load_text_encoder,
+        lora.load_lora,
         text.text_encode,
+        text.size_conditioning,
         latent.empty_latent,
         schedulers.scheduler,
         guidance.cfg,
@@ -33,16 +38,52 @@ def nodeflow_nodes() -> list[object]:
 
 @hookimpl
 def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
-    models = subparsers.add_parser("models", help="model files: make the tiny test model")
+    models = subparsers.add_parser(
+        "models", help="model files: list what the models dir holds, make tiny test models"
+    )
+    models.set_defaults(func=_list_models, models_dir="models", json=False)
     actions = models.add_subparsers(metavar="ACTION")
-    make = actions.add_parser("make-tiny", help="write a tiny random SD model (a diffusers folder)")
-    make.add_argument("dir", help="the folder to create")
+    listing = actions.add_parser("list", help="list models by kind, with detected architecture")
+    listing.add_argument("--models-dir", default="models", help="the models dir (default: models)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_list_models)
+    make = actions.add_parser("make-tiny", help="write a tiny random model (for tests and demos)")
+    make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
+    make.add_argument("--family", choices=("sd1", "sd2", "sdxl"), default="sd1")
+    make.add_argument(
+        "--single-file", action="store_true", help="write an original-layout .safetensors file"
+    )
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--loras", metavar="DIR", help="also write tiny LoRAs for it into DIR")
     make.set_defaults(func=_make_tiny)
 
 
-def _make_tiny(args: argparse.Namespace) -> int:
-    from nodes.tiny import make_tiny_sd
+def _list_models(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    print(make_tiny_sd(args.dir, seed=args.seed))
+    from nodes.inventory import as_json, format_table, list_models
+
+    entries = list_models(Path(args.models_dir))
+    print(as_json(entries) if args.json else format_table(entries, Path(args.models_dir)))
+    return 0
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from nodes.loaders import quiet_hub_libraries
+    from nodes.tiny import make_tiny_sd, make_tiny_sd2, make_tiny_sdxl, write_single_file
+
+    quiet_hub_libraries()
+
+    from nodes.tiny_lora import write_tiny_loras
+
+    maker = {"sd1": make_tiny_sd, "sd2": make_tiny_sd2, "sdxl": make_tiny_sdxl}[args.family]
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = maker(Path(scratch) / "model" if args.single_file else args.path, seed=args.seed)
+        print(write_single_file(folder, args.path, seed=args.seed) if args.single_file else folder)
+        if args.loras:
+            for path in write_tiny_loras(folder, args.loras, seed=args.seed).values():
+                print(path)
     return 0

@@ -40,12 +40,23 @@ class UNet(_ModelHandle):
 @socket_type(color="#fdd835")
 @dataclass(frozen=True, eq=False)
 class TextEncoder(_ModelHandle):
-    """A CLIP tokenizer and text encoder."""
+    """A CLIP tokenizer and text encoder, or SDXL's pair of them.
+
+    With one encoder (SD 1.x, 2.x) the prompt is its last hidden state. With two (SDXL) it is both
+    encoders' penultimate hidden states side by side, and the second one's projected pooled output
+    goes along as the pooled embedding.
+    """
 
     tokenizer: Any
     model: Any
+    tokenizer_2: Any = None
+    model_2: Any = None
     patches: tuple[Any, ...] = ()
     source: str = ""
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        return (self.model,) if self.model_2 is None else (self.model, self.model_2)
 
 
 @socket_type(color="#ef5350")
@@ -65,10 +76,26 @@ class VAE(_ModelHandle):
 @socket_type(color="#ffa726")
 @dataclass(frozen=True, eq=False)
 class Conditioning:
-    """Prompt embeddings (and pooled embeddings where a model has them)."""
+    """Prompt embeddings (and pooled embeddings where a model has them).
+
+    ``size`` is SDXL's micro-conditioning: the original size, crop offset and target size the
+    U-Net is told about, each as (height, width) or (top, left). ``None`` means what diffusers does
+    by default: original and target size are the picture's size, and no crop.
+    """
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
+    size: SizeConditioning | None = None
+
+
+@dataclass(frozen=True)
+class SizeConditioning:
+    original: tuple[int, int]
+    crop: tuple[int, int]
+    target: tuple[int, int]
+
+    def time_ids(self) -> list[int]:
+        return [*self.original, *self.crop, *self.target]
 
 
 @socket_type(color="#ec407a")

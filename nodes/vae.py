@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow import node
+from nodeflow import Context, node
 from nodes.types import VAE, Image, Latent
 
 
@@ -63,12 +63,14 @@ def encode(vae: VAE, image: Image) -> Latent:
 
 
 @node("VAEDecode", category="latent")
-def vae_decode(vae: VAE, latent: Latent) -> Image:
+def vae_decode(ctx: Context, vae: VAE, latent: Latent) -> Image:
     """Turn latents into pictures."""
+    ctx.models.use(vae.model)
     return decode(vae, latent)
 
 
 @node("VAEEncode", category="latent")
-def vae_encode(vae: VAE, image: Image) -> Latent:
+def vae_encode(ctx: Context, vae: VAE, image: Image) -> Latent:
     """Turn pictures into latents (for img2img); Denoise samples the posterior with its seed."""
+    ctx.models.use(vae.model)
     return encode(vae, image)

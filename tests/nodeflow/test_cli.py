@@ -180,3 +180,25 @@ def test_a_bad_vram_budget_is_a_usage_error_naming_the_flag(write, capsys, comma
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "argument --vram-budget" in err and "invalid size" in err
+
+
+def test_allow_pickle_is_off_unless_the_user_passes_the_flag(monkeypatch, tmp_path):
+    """Only the command line can allow pickles (a workflow cannot): the flag sets the run's
+    Environment."""
+    import nodeflow.cli
+
+    seen = []
+    real = nodeflow.cli.environment
+
+    def recording(args):
+        env = real(args)
+        seen.append(env.allow_pickle)
+        return env
+
+    monkeypatch.setattr(nodeflow.cli, "environment", recording)
+    out = ["--quiet", "--output-dir", str(tmp_path / "out")]
+    workflow = tmp_path / "w.json"
+    workflow.write_text(json.dumps(GOOD))
+    assert main(["run", str(workflow), *out]) == 0
+    assert main(["run", str(workflow), "--allow-pickle", *out]) == 0
+    assert seen == [False, True]

@@ -30,10 +30,15 @@ def nodeflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nodes.tiny import make_tiny_sd
+    """Tiny models of each family, as diffusers folders and as original-layout single files."""
+    from nodes.tiny import make_tiny_sd, make_tiny_sd2, make_tiny_sdxl, write_single_file
 
     models = tmp_path_factory.mktemp("models")
-    make_tiny_sd(models / "checkpoints" / "tiny", seed=0)
+    checkpoints = models / "checkpoints"
+    for name, make in (("tiny", make_tiny_sd), ("tiny-sd2", make_tiny_sd2),
+                       ("tiny-sdxl", make_tiny_sdxl)):  # fmt: skip
+        make(checkpoints / name, seed=0)
+        write_single_file(checkpoints / name, checkpoints / f"{name}.safetensors", seed=0)
     return models
 
 

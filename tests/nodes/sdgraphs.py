@@ -24,12 +24,17 @@ def sd_graph(
     image: str | None = None,
     strength: float = 1.0,
     save: bool = True,
+    size: dict[str, int] | None = None,
+    prediction: str = "auto",
 ) -> Workflow:
     """txt2img (or img2img when ``image`` is given) as the standard graph of nodes."""
     b = WorkflowBuilder()
-    model = b.add("LoadCheckpoint", id="model", path=checkpoint)
+    model = b.add("LoadCheckpoint", id="model", path=checkpoint, prediction=prediction)
     pos = b.add("TextEncode", id="pos", text_encoder=model.text_encoder, text=prompt)
     neg = b.add("TextEncode", id="neg", text_encoder=model.text_encoder, text=negative)
+    if size is not None:  # SDXL micro-conditioning, on both prompts as diffusers does
+        pos = b.add("SizeConditioning", id="pos_size", conditioning=pos.conditioning, **size)
+        neg = b.add("SizeConditioning", id="neg_size", conditioning=neg.conditioning, **size)
     sched = b.add(
         "Scheduler",
         id="sched",

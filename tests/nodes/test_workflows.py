@@ -13,7 +13,7 @@ from nodeflow.cli import main
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
-@pytest.mark.parametrize("name", ["txt2img.json", "img2img.json"])
+@pytest.mark.parametrize("name", ["txt2img.json", "img2img.json", "sdxl.json", "lora.json"])
 def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(
@@ -43,3 +43,24 @@ def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):
 def test_every_example_workflow_validates(capsys):
     for path in sorted(WORKFLOWS.glob("*.json")):
         assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_lora_workflow_changes_the_picture_and_strength_zero_restores_it(tmp_path, capsys):
+    """The shipped LoRA workflow really applies its LoRA: at strength 0 it is txt2img exactly."""
+    common = ["--device", "cpu", "--models-dir", str(tmp_path / "models"), "--quiet"]
+    common += ["--set", "sched.steps=3"]
+    pictures = {}
+    for name, extra in (
+        ("txt2img", []),
+        ("lora_on", []),
+        ("lora_off", ["--set", "lora.strength_unet=0", "--set", "lora.strength_text_encoder=0"]),
+    ):
+        source = "txt2img.json" if name == "txt2img" else "lora.json"
+        out = tmp_path / name
+        code = main(["run", str(WORKFLOWS / source), "--output-dir", str(out), *common, *extra])
+        assert code == 0, capsys.readouterr().err
+        (path,) = out.glob("*.png")
+        with Image.open(path) as png:
+            pictures[name] = png.tobytes()
+    assert pictures["lora_off"] == pictures["txt2img"]
+    assert pictures["lora_on"] != pictures["txt2img"]
