@@ -8,8 +8,9 @@ It writes a checkpoint of the real SD 1.5 architecture (860M-parameter U-Net, CL
 encoder, VAE; random fp16 weights, 2.1 GB, original CompVis layout) to a temporary folder, then
 loads it in fresh subprocesses, one per method, so each peak is the loader's own:
 
-* nodeflow: ``nodes.single_file.load_checkpoint_file`` (models built on the meta device, each
-  tensor read once from the memory-mapped file and assigned, not copied);
+* nodeflow: ``nodes.single_file.load_checkpoint_file`` (models built on the meta device; a
+  tensor kept in the file's dtype is assigned straight from the memory-mapped file, one that
+  changes dtype is read alone into a buffer, converted, and the buffer dropped);
 * naive: ``safetensors.torch.load_file`` of the whole file, then each model built with random
   initialisation and filled with ``load_state_dict`` (the weights exist twice, and the random
   initialisation costs time).
@@ -177,9 +178,10 @@ def main() -> None:
         "read from the page cache (just written). Each load in a fresh process; time is the "
         f"best of {args.repeats}, peak the largest (peak resident set minus the resident set "
         "before loading, after imports).",
-        "- nodeflow: `load_checkpoint_file` (meta-device models, each tensor read once and "
-        "assigned). naive: `safetensors.torch.load_file`, models built with random "
-        "initialisation, `load_state_dict` (copies).",
+        "- nodeflow: `load_checkpoint_file` (meta-device models; tensors in the file's dtype "
+        "assigned from the memory-mapped file, others read one at a time and converted). "
+        "naive: `safetensors.torch.load_file`, models built with random initialisation, "
+        "`load_state_dict` (copies).",
         "",
         "| method | dtype | load | load + read every weight once | throughput (file MB/s, "
         "load + read) | weights in memory | peak after load | peak after reading all | "
