@@ -23,6 +23,7 @@ from nodeflow.errors import WorkflowInvalid
 from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
 from nodeflow.server import security
+from nodeflow.server.editor import Editor
 from nodeflow.server.hub import Hub
 from nodeflow.server.store import RunStore
 from nodeflow.server.worker import Worker
@@ -40,6 +41,10 @@ class ServerConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     max_upload_bytes: int = 32 * 1024 * 1024
     extra_hosts: set[str] = field(default_factory=set)
+    web_dir: Path | None = None
+    """The editor's built bundle (default: the repository's ``web/dist``)."""
+    workflows_dir: Path | None = None
+    """Example workflows the editor offers (default: the repository's ``workflows/``)."""
 
 
 class Server:
@@ -83,6 +88,7 @@ class Server:
         app.router.add_get("/api/models/{kind}", self.models)
         app.router.add_get("/api/system", self.system)
         app.router.add_get("/api/ws", self.hub.handler)
+        Editor(self.config.web_dir, self.config.workflows_dir).add_routes(app)
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
         return app
