@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
@@ -160,13 +160,26 @@ def load_checkpoint(
 
     def load() -> CheckpointParts:
         if location.is_dir():
-            parts = _load_diffusers_folder(location, torch_dtype, prediction)
-        else:
-            parts = _load_single_file(location, torch_dtype, prediction, allow_pickle)
-        register(ctx, parts.unet, parts.text_encoder, parts.vae, name=location.name)
-        return parts
+            return _load_diffusers_folder(location, torch_dtype, prediction)
+        return _load_single_file(location, torch_dtype, prediction, allow_pickle)
 
-    return ctx.models.get(key, load)
+    return load_once(ctx, key, location.name, load)
+
+
+T = TypeVar("T")
+
+
+def load_once(ctx: Context, key: Any, name: str, load: Callable[[], T]) -> T:
+    """``load()`` once per process (the model manager keeps it under ``key``); its models are
+    registered with the manager under ``name``."""
+
+    def load_and_register() -> T:
+        loaded = load()
+        handles = loaded if isinstance(loaded, CheckpointParts) else (loaded,)
+        register(ctx, *handles, name=name)
+        return loaded
+
+    return ctx.models.get(key, load_and_register)
 
 
 def register(ctx: Context, *handles: Any, name: str) -> None:
@@ -357,13 +370,9 @@ def load_vae(
     torch_dtype = ctx.runtime.dtype(dtype)
     key = ("vae", file_identity(location), str(torch_dtype), family)
     allow_pickle = ctx.env.allow_pickle
-
-    def load() -> VAE:
-        vae = _load_vae(location, torch_dtype, family, allow_pickle)
-        register(ctx, vae, name=location.name)
-        return vae
-
-    return ctx.models.get(key, load)
+    return load_once(
+        ctx, key, location.name, lambda: _load_vae(location, torch_dtype, family, allow_pickle)
+    )
 
 
 def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VAE:
@@ -413,13 +422,9 @@ def load_text_encoder(
     identities = (file_identity(first), second and file_identity(second))
     key = ("text_encoder", identities, str(torch_dtype))
     allow_pickle = ctx.env.allow_pickle
-
-    def load() -> TextEncoder:
-        encoder = _load_text_encoders(first, second, torch_dtype, allow_pickle)
-        register(ctx, encoder, name=first.name)
-        return encoder
-
-    return ctx.models.get(key, load)
+    return load_once(
+        ctx, key, first.name, lambda: _load_text_encoders(first, second, torch_dtype, allow_pickle)
+    )
 
 
 def _load_text_encoders(
