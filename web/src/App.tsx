@@ -1,0 +1,777 @@
+// The editor: toolbar, palette, canvas (React Flow), queue/gallery panel, overlays.
+import {
+  Background,
+  BackgroundVariant,
+  Controls,
+  MiniMap,
+  ReactFlow,
+  ReactFlowProvider,
+  useReactFlow,
+  type Connection,
+  type Edge,
+  type FinalConnectionState,
+  type NodeTypes,
+  type XYPosition,
+} from "@xyflow/react";
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { api, ApiError, type Issue, type NodeDef, type WorkflowJson } from "./api";
+import { catalog, compatible, convertible, setCatalog, typeColor } from "./catalog";
+import { graph, inputType, outputType, type AnyNode, type NfData } from "./graph";
+import { workflowFromPng } from "./png";
+import { runState, useRunState } from "./runstate";
+import { FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
+import { Gallery, HelpPanel, Lightbox, NodeSearch, Notices, Palette, QueuePanel } from "./components/Panels";
+import { uploadImage } from "./components/Widgets";
+
+const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
+
+let fitRequest: (() => void) | null = null;
+
+/** Replace the canvas with a workflow (from a file, an example, a run, a picture). */
+export function loadWorkflow(json: unknown, fit = true) {
+  graph.loadWorkflow(json);
+  runState.resetNodes();
+  runState.setBanner(null);
+  if (fit) fitRequest?.();
+}
+
+export async function queueWorkflow(): Promise<{ run_id?: string; errors?: Issue[] }> {
+  const workflow = graph.toWorkflow();
+  if (!Object.keys(workflow.nodes).length) {
+    runState.setBanner("Nothing to queue: the canvas is empty.");
+    return { errors: [] };
+  }
+  runState.clearErrors();
+  try {
+    const result = await api.submit(workflow);
+    runState.markQueued(Object.keys(workflow.nodes), result.run_id);
+    graph.applySeedControls();
+    runState.scheduleRefresh(0);
+    return { run_id: result.run_id };
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 400) {
+      const issues = ((err.body as { errors?: Issue[] })?.errors ?? []) as Issue[];
+      if (issues.length) {
+        runState.showIssues(issues, (id) => !!graph.node(id));
+        return { errors: issues };
+      }
+    }
+    runState.setBanner(`Could not queue the workflow: ${(err as Error).message}`);
+    return { errors: [] };
+  }
+}
+
+function isEditable(target: EventTarget | null): boolean {
+  const el = target as HTMLElement | null;
+  if (!el || !el.tagName) return false;
+  return el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName);
+}
+
+function download(name: string, text: string) {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  window.setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+type Menu =
+  | { kind: "node"; x: number; y: number; nodeId: string }
+  | { kind: "pane"; x: number; y: number; flow: XYPosition };
+
+interface SearchState {
+  x: number;
+  y: number;
+  flow: XYPosition;
+  /** Dropped from a socket: connect the new node to it. */
+  from?: { nodeId: string; handle: string; handleType: "source" | "target"; type: string };
+}
+
+function Editor() {
+  const { nodes, edges } = useSyncExternalStore(graph.subscribe, graph.getSnapshot);
+  const rf = useReactFlow();
+  const [search, setSearch] = useState<SearchState | null>(null);
+  const [menu, setMenu] = useState<Menu | null>(null);
+  const [help, setHelp] = useState(false);
+  const [examples, setExamples] = useState<string[] | null>(null);
+  const [lightbox, setLightbox] = useState<string | null>(null);
+  const [showPalette, setShowPalette] = useState(() => localStorage.getItem("nodeflow.palette") === "1");
+  const [showSide, setShowSide] = useState(() => localStorage.getItem("nodeflow.side") !== "0");
+  useEffect(() => localStorage.setItem("nodeflow.palette", showPalette ? "1" : "0"), [showPalette]);
+  useEffect(() => localStorage.setItem("nodeflow.side", showSide ? "1" : "0"), [showSide]);
+  const mouse = useRef<{ x: number; y: number } | null>(null);
+  const fileInput = useRef<HTMLInputElement>(null);
+  const reconnected = useRef(true);
+  const groupDrag = useRef<Map<string, { start: XYPosition; children: Map<string, XYPosition> }>>(new Map());
+  useRunState();
+
+  const fit = useCallback(() => {
+    window.requestAnimationFrame(() =>
+      window.setTimeout(() => void rf.fitView({ padding: 0.12, duration: 0, maxZoom: 1.2 }), 30),
+    );
+  }, [rf]);
+  useEffect(() => {
+    fitRequest = fit;
+    if (graph.state.nodes.length) fit();
+    return () => {
+      fitRequest = null;
+    };
+  }, [fit]);
+
+  const center = useCallback((): XYPosition => {
+    const el = document.querySelector('[data-testid="canvas"]')?.getBoundingClientRect();
+    const p = el ? { x: el.left + el.width / 2 - 120, y: el.top + el.height / 2 - 80 } : { x: 400, y: 300 };
+    return rf.screenToFlowPosition(p);
+  }, [rf]);
+
+  const addAtCenter = useCallback((type: string) => {
+    graph.addNode(type, center());
+  }, [center]);
+
+  // --- files -----------------------------------------------------------------------------
+
+  const openFile = useCallback(
+    async (file: File, at?: XYPosition) => {
+      try {
+        const lower = file.name.toLowerCase();
+        if (lower.endsWith(".json") || file.type === "application/json") {
+          loadWorkflow(JSON.parse(await file.text()));
+          return;
+        }
+        if (file.type.startsWith("image/") || /\.(png|jpe?g|webp|gif|bmp|tiff?)$/.test(lower)) {
+          const buffer = await file.arrayBuffer();
+          const workflow = await workflowFromPng(buffer).catch(() => null);
+          if (workflow) {
+            loadWorkflow(workflow);
+            return;
+          }
+          const name = await uploadImage(file, file.name);
+          const id = graph.addNode("LoadImage", at ?? center());
+          graph.setValue(id, "path", name);
+          return;
+        }
+        runState.setBanner(`Cannot open ${file.name}: expected a workflow .json or an image.`);
+      } catch (err) {
+        runState.setBanner(`Cannot open ${file.name}: ${(err as Error).message}`);
+      }
+    },
+    [center],
+  );
+
+  useEffect(() => {
+    const over = (e: DragEvent) => {
+      e.preventDefault();
+      if (e.dataTransfer) e.dataTransfer.dropEffect = "copy";
+    };
+    const drop = (e: DragEvent) => {
+      e.preventDefault();
+      const at = rf.screenToFlowPosition({ x: e.clientX, y: e.clientY });
+      const type = e.dataTransfer?.getData("application/x-nodeflow-type");
+      if (type) {
+        graph.addNode(type, at);
+        return;
+      }
+      const files = [...(e.dataTransfer?.files ?? [])];
+      files.forEach((f, i) => void openFile(f, { x: at.x + i * 30, y: at.y + i * 30 }));
+    };
+    window.addEventListener("dragover", over);
+    window.addEventListener("drop", drop);
+    return () => {
+      window.removeEventListener("dragover", over);
+      window.removeEventListener("drop", drop);
+    };
+  }, [rf, openFile]);
+
+  const save = useCallback(() => download("workflow.json", JSON.stringify(graph.toWorkflow(), null, 2)), []);
+
+  const paste = useCallback(() => {
+    const at = mouse.current ? rf.screenToFlowPosition(mouse.current) : undefined;
+    graph.paste(at);
+  }, [rf]);
+
+  // --- keyboard --------------------------------------------------------------------------
+
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const mod = e.ctrlKey || e.metaKey;
+      const key = e.key.toLowerCase();
+      if (mod && e.key === "Enter") {
+        e.preventDefault();
+        void queueWorkflow();
+        return;
+      }
+      if (e.key === "Escape") {
+        setMenu(null);
+        setHelp(false);
+        setExamples(null);
+        setLightbox(null);
+        return;
+      }
+      if (mod && key === "s") {
+        e.preventDefault();
+        save();
+        return;
+      }
+      if (isEditable(e.target)) return;
+      if (mod && key === "z" && !e.shiftKey) {
+        e.preventDefault();
+        graph.undo();
+      } else if (mod && ((key === "z" && e.shiftKey) || key === "y")) {
+        e.preventDefault();
+        graph.redo();
+      } else if (mod && key === "c") {
+        graph.copy();
+      } else if (mod && key === "v") {
+        e.preventDefault();
+        paste();
+      } else if (mod && key === "a") {
+        e.preventDefault();
+        graph.selectAll();
+      } else if (mod && key === "g") {
+        e.preventDefault();
+        graph.groupSelection();
+      } else if (mod && key === "o") {
+        e.preventDefault();
+        fileInput.current?.click();
+      } else if (!mod && !e.altKey && key === "f") {
+        fit();
+      } else if (!mod && !e.altKey && key === "n") {
+        setShowPalette((p) => !p);
+      } else if (e.key === "?") {
+        setHelp((h) => !h);
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [fit, paste, save]);
+
+  // --- canvas events ---------------------------------------------------------------------
+
+  const onDoubleClick = useCallback(
+    (e: React.MouseEvent) => {
+      const target = e.target as HTMLElement;
+      const onPane = target.classList.contains("react-flow__pane") || target.classList.contains("nf-group");
+      if (!onPane) return;
+      setMenu(null);
+      setSearch({ x: e.clientX, y: e.clientY, flow: rf.screenToFlowPosition({ x: e.clientX, y: e.clientY }) });
+    },
+    [rf],
+  );
+
+  const onConnectEnd = useCallback(
+    (event: MouseEvent | TouchEvent, state: FinalConnectionState) => {
+      if (state.isValid || state.toNode || !state.fromNode || !state.fromHandle) return;
+      const point = "changedTouches" in event ? event.changedTouches[0] : event;
+      const from = state.fromHandle;
+      const node = graph.node(state.fromNode.id);
+      const type = from.type === "source" ? outputType(node, from.id ?? "") : inputType(node, from.id ?? "");
+      if (type === undefined) return;
+      setSearch({
+        x: point.clientX,
+        y: point.clientY,
+        flow: rf.screenToFlowPosition({ x: point.clientX, y: point.clientY }),
+        from: { nodeId: state.fromNode.id, handle: from.id ?? "", handleType: from.type, type },
+      });
+    },
+    [rf],
+  );
+
+  const pickFromSearch = useCallback(
+    (type: string) => {
+      if (!search) return;
+      const id = graph.addNode(type, search.flow);
+      const from = search.from;
+      if (from) {
+        const def = catalog.nodes[type];
+        if (from.handleType === "source") {
+          const target = Object.entries(def.inputs).find(([, i]) => i.kind === "socket" && compatible(from.type, i.type));
+          if (target) graph.connect({ source: from.nodeId, sourceHandle: from.handle, target: id, targetHandle: target[0] });
+        } else {
+          const out = def.outputs.find((o) => compatible(o.type, from.type));
+          if (out) graph.connect({ source: id, sourceHandle: out.name, target: from.nodeId, targetHandle: from.handle });
+        }
+      }
+      setSearch(null);
+    },
+    [search],
+  );
+
+  const searchFilter = useMemo(() => {
+    const from = search?.from;
+    if (!from) return undefined;
+    return (def: NodeDef) =>
+      from.handleType === "source"
+        ? Object.values(def.inputs).some((i) => i.kind === "socket" && compatible(from.type, i.type))
+        : def.outputs.some((o) => compatible(o.type, from.type));
+  }, [search]);
+
+  const onNodeDragStart = useCallback((_: unknown, _node: AnyNode, dragged: AnyNode[]) => {
+    graph.checkpoint();
+    groupDrag.current.clear();
+    const draggedIds = new Set(dragged.map((n) => n.id));
+    for (const g of dragged) {
+      if (g.type !== "group") continue;
+      const w = g.width ?? g.measured?.width ?? 0;
+      const h = g.height ?? g.measured?.height ?? 0;
+      const children = new Map<string, XYPosition>();
+      for (const n of graph.state.nodes) {
+        if (n.type === "group" || draggedIds.has(n.id)) continue;
+        const cx = n.position.x + (n.measured?.width ?? 200) / 2;
+        const cy = n.position.y + (n.measured?.height ?? 100) / 2;
+        if (cx > g.position.x && cx < g.position.x + w && cy > g.position.y && cy < g.position.y + h) {
+          children.set(n.id, { ...n.position });
+        }
+      }
+      groupDrag.current.set(g.id, { start: { ...g.position }, children });
+    }
+  }, []);
+
+  const onNodeDrag = useCallback((_: unknown, _node: AnyNode, dragged: AnyNode[]) => {
+    if (!groupDrag.current.size) return;
+    const moves = new Map<string, XYPosition>();
+    for (const g of dragged) {
+      const info = groupDrag.current.get(g.id);
+      if (!info) continue;
+      const dx = g.position.x - info.start.x;
+      const dy = g.position.y - info.start.y;
+      for (const [id, p] of info.children) moves.set(id, { x: p.x + dx, y: p.y + dy });
+    }
+    if (moves.size) graph.moveNodes(moves);
+  }, []);
+
+  const onReconnect = useCallback((old: Edge, conn: Connection) => {
+    reconnected.current = true;
+    if (!graph.isValidConnection(conn)) return;
+    graph.removeEdge(old.id);
+    graph.connect(conn);
+  }, []);
+
+  const onlyVisible = nodes.length > 150;
+
+  return (
+    <div className="nf-app">
+      <Toolbar
+        canUndo={graph.canUndo}
+        canRedo={graph.canRedo}
+        onFit={fit}
+        onSave={save}
+        onOpenFile={(f) => void openFile(f)}
+        fileInput={fileInput}
+        onHelp={() => setHelp(true)}
+        examples={examples}
+        setExamples={setExamples}
+        togglePalette={() => setShowPalette((s) => !s)}
+        toggleSide={() => setShowSide((s) => !s)}
+      />
+      <div className="nf-main">
+        {showPalette && <Palette onAdd={addAtCenter} />}
+        <div
+          className="nf-canvas"
+          data-testid="canvas"
+          onDoubleClick={onDoubleClick}
+          onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
+        >
+          <ReactFlow<AnyNode, Edge>
+            nodes={nodes}
+            edges={edges}
+            nodeTypes={nodeTypes}
+            onNodesChange={graph.applyNodeChanges}
+            onEdgesChange={graph.applyEdgeChanges}
+            onConnect={graph.connect}
+            onConnectEnd={onConnectEnd}
+            isValidConnection={graph.isValidConnection}
+            onBeforeDelete={async () => {
+              graph.checkpoint();
+              return true;
+            }}
+            onNodeDragStart={onNodeDragStart}
+            onNodeDrag={onNodeDrag}
+            onReconnectStart={() => (reconnected.current = false)}
+            onReconnect={onReconnect}
+            onReconnectEnd={(_, edge) => {
+              if (!reconnected.current) graph.removeEdge(edge.id);
+              reconnected.current = true;
+            }}
+            onNodeContextMenu={(e, node) => {
+              e.preventDefault();
+              setMenu({ kind: "node", x: e.clientX, y: e.clientY, nodeId: node.id });
+            }}
+            onPaneContextMenu={(e) => {
+              e.preventDefault();
+              setMenu({ kind: "pane", x: e.clientX, y: e.clientY, flow: rf.screenToFlowPosition({ x: e.clientX, y: e.clientY }) });
+            }}
+            onPaneClick={() => setMenu(null)}
+            zoomOnDoubleClick={false}
+            deleteKeyCode={["Delete", "Backspace"]}
+            minZoom={0.05}
+            maxZoom={4}
+            colorMode="dark"
+            onlyRenderVisibleElements={onlyVisible}
+            connectionRadius={24}
+            reconnectRadius={12}
+            edgesReconnectable
+            autoPanOnConnect={false}
+            elevateNodesOnSelect={false}
+            defaultViewport={{ x: 0, y: 0, zoom: 1 }}
+          >
+            <Background variant={BackgroundVariant.Dots} gap={22} size={1.2} color="#3a3a3a" />
+            <Controls showInteractive={false} />
+            {nodes.length <= 300 && (
+              <MiniMap
+                pannable
+                zoomable
+                nodeColor={(n) => (n.type === "nf" ? typeColor(catalog.nodes[(n.data as NfData).type]?.outputs[0]?.type) : "#444")}
+                maskColor="rgba(0,0,0,0.55)"
+                style={{ background: "#1b1b1b" }}
+              />
+            )}
+          </ReactFlow>
+          {nodes.length === 0 && (
+            <div className="nf-canvas-hint">
+              Double-click to add a node, drag one from the palette, or load an example workflow.
+            </div>
+          )}
+        </div>
+        {showSide && (
+          <div className="nf-side">
+            <QueuePanel onLoadRun={(id) => void api.run(id).then((r) => r.workflow && loadWorkflow(r.workflow)).catch((e: Error) => runState.setBanner(e.message))} />
+            <Gallery onOpen={setLightbox} />
+          </div>
+        )}
+      </div>
+      <Notices />
+      {search && (
+        <NodeSearch
+          x={search.x}
+          y={search.y}
+          hint={search.from ? `Nodes that fit ${search.from.type}…` : undefined}
+          filter={searchFilter}
+          onPick={pickFromSearch}
+          onClose={() => setSearch(null)}
+        />
+      )}
+      {menu && <ContextMenu menu={menu} onClose={() => setMenu(null)} openSearch={(s) => setSearch(s)} paste={paste} />}
+      {help && <HelpPanel onClose={() => setHelp(false)} />}
+      {lightbox && (
+        <Lightbox
+          url={lightbox}
+          onClose={() => setLightbox(null)}
+          onLoadWorkflow={async (url) => {
+            try {
+              const wf = await workflowFromPng(await (await fetch(url)).arrayBuffer());
+              if (!wf) throw new Error("this picture carries no workflow");
+              loadWorkflow(wf);
+              setLightbox(null);
+            } catch (err) {
+              runState.setBanner(`Cannot load the workflow: ${(err as Error).message}`);
+            }
+          }}
+        />
+      )}
+    </div>
+  );
+}
+
+function Toolbar(props: {
+  canUndo: boolean;
+  canRedo: boolean;
+  onFit: () => void;
+  onSave: () => void;
+  onOpenFile: (f: File) => void;
+  fileInput: React.RefObject<HTMLInputElement | null>;
+  onHelp: () => void;
+  examples: string[] | null;
+  setExamples: (e: string[] | null) => void;
+  togglePalette: () => void;
+  toggleSide: () => void;
+}) {
+  const [queueing, setQueueing] = useState(false);
+  const { examples, setExamples } = props;
+  return (
+    <div className="nf-toolbar">
+      <button className="nf-icon-button" data-testid="palette-button" onClick={props.togglePalette} title="Show or hide the node library (N)">
+        ☰ Nodes
+      </button>
+      <span className="nf-logo">nodeflow</span>
+      <button
+        className="nf-primary"
+        data-testid="queue-button"
+        title="Queue the workflow (Ctrl+Enter)"
+        disabled={queueing}
+        onClick={async () => {
+          setQueueing(true);
+          try {
+            await queueWorkflow();
+          } finally {
+            setQueueing(false);
+          }
+        }}
+      >
+        ▶ Queue
+      </button>
+      <span className="nf-sep" />
+      <button data-testid="save-workflow" onClick={props.onSave} title="Download the workflow as JSON (Ctrl+S)">
+        Save
+      </button>
+      <label className="nf-button" title="Load a workflow JSON or a SaveImage PNG (Ctrl+O)">
+        Load
+        <input
+          ref={props.fileInput}
+          type="file"
+          data-testid="load-workflow"
+          accept=".json,application/json,image/png"
+          className="nf-hidden-input"
+          onChange={(e) => {
+            const f = e.target.files?.[0];
+            e.target.value = "";
+            if (f) props.onOpenFile(f);
+          }}
+        />
+      </label>
+      <div className="nf-dropdown">
+        <button
+          data-testid="examples-button"
+          onClick={async () => {
+            if (examples) return setExamples(null);
+            try {
+              setExamples((await api.workflows()).workflows);
+            } catch (err) {
+              runState.setBanner(`Cannot list example workflows: ${(err as Error).message}`);
+            }
+          }}
+        >
+          Examples ▾
+        </button>
+        {examples && (
+          <div className="nf-dropdown-menu" data-testid="examples-menu">
+            {examples.length === 0 && <div className="nf-empty">No example workflows.</div>}
+            {examples.map((name) => (
+              <div
+                key={name}
+                className="nf-menu-item"
+                data-testid="example"
+                data-name={name}
+                onClick={async () => {
+                  setExamples(null);
+                  try {
+                    loadWorkflow(await api.workflow(name));
+                  } catch (err) {
+                    runState.setBanner(`Cannot load ${name}: ${(err as Error).message}`);
+                  }
+                }}
+              >
+                {name.replace(/\.json$/, "")}
+              </div>
+            ))}
+          </div>
+        )}
+      </div>
+      <span className="nf-sep" />
+      <button data-testid="undo" disabled={!props.canUndo} onClick={() => graph.undo()} title="Undo (Ctrl+Z)">
+        ↶ Undo
+      </button>
+      <button data-testid="redo" disabled={!props.canRedo} onClick={() => graph.redo()} title="Redo (Ctrl+Shift+Z)">
+        ↷ Redo
+      </button>
+      <button data-testid="fit-view" onClick={props.onFit} title="Fit the graph in view (F)">
+        ⤢ Fit
+      </button>
+      <button
+        data-testid="clear-canvas"
+        onClick={() => {
+          graph.clear();
+          runState.resetNodes();
+          runState.setBanner(null);
+        }}
+        title="Remove every node (undo brings them back)"
+      >
+        Clear
+      </button>
+      <span className="nf-spacer" />
+      <ConnectionStatus />
+      <button data-testid="help-button" onClick={props.onHelp} title="Keyboard shortcuts (?)">
+        ?
+      </button>
+      <button className="nf-icon-button" onClick={props.toggleSide} title="Show or hide the queue and gallery">
+        ▤
+      </button>
+    </div>
+  );
+}
+
+function ConnectionStatus() {
+  useRunState();
+  return (
+    <span
+      className={`nf-conn ${runState.connected ? "on" : "off"}`}
+      data-testid="connection-status"
+      data-connected={runState.connected}
+      title={runState.connected ? "Connected to the server" : "Disconnected: reconnecting…"}
+    >
+      ● {runState.connected ? "connected" : "offline"}
+    </span>
+  );
+}
+
+function ContextMenu({
+  menu,
+  onClose,
+  openSearch,
+  paste,
+}: {
+  menu: Menu;
+  onClose: () => void;
+  openSearch: (s: SearchState) => void;
+  paste: () => void;
+}) {
+  const items: { label: string; testid?: string; action: () => void }[] = [];
+  if (menu.kind === "node") {
+    const node = graph.node(menu.nodeId);
+    if (node?.type === "nf") {
+      const data = node.data;
+      const def = catalog.nodes[data.type];
+      for (const [name, input] of Object.entries(def?.inputs ?? {})) {
+        if (!convertible(input)) continue;
+        const converted = data.converted.includes(name);
+        items.push({
+          label: converted ? `Convert ${name} to widget` : `Convert ${name} to input`,
+          testid: `menu-convert-${name}`,
+          action: () => graph.toggleConvert(node.id, name),
+        });
+      }
+      items.push({
+        label: "Rename…",
+        action: () => {
+          const title = window.prompt("Title", data.title || def?.display_name || data.type);
+          if (title !== null) graph.updateData(node.id, { title: title.trim() || undefined });
+        },
+      });
+    }
+    items.push({
+      label: "Duplicate",
+      testid: "menu-duplicate",
+      action: () => {
+        const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
+        if (!sel.includes(menu.nodeId)) graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === menu.nodeId })));
+        graph.copy();
+        graph.paste();
+      },
+    });
+    items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    items.push({ label: "Delete", testid: "menu-delete", action: () => graph.removeNodes([menu.nodeId]) });
+  } else {
+    items.push({ label: "Add node…", testid: "menu-add-node", action: () => openSearch({ x: menu.x, y: menu.y, flow: menu.flow }) });
+    items.push({ label: "Add note", testid: "menu-add-note", action: () => graph.addNote(menu.flow) });
+    items.push({ label: "Add group", testid: "menu-add-group", action: () => graph.addGroup(menu.flow) });
+    items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    items.push({ label: "Paste", action: paste });
+  }
+  const left = Math.min(menu.x, window.innerWidth - 240);
+  const top = Math.min(menu.y, window.innerHeight - items.length * 30 - 20);
+  return (
+    <>
+      <div className="nf-menu-backdrop" onMouseDown={onClose} onContextMenu={(e) => { e.preventDefault(); onClose(); }} />
+      <div className="nf-context-menu" data-testid="context-menu" style={{ left, top }}>
+        {items.map((item) => (
+          <div
+            key={item.label}
+            className="nf-menu-item"
+            data-testid={item.testid}
+            onClick={() => {
+              onClose();
+              item.action();
+            }}
+          >
+            {item.label}
+          </div>
+        ))}
+      </div>
+    </>
+  );
+}
+
+export function App() {
+  const [ready, setReady] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const load = useCallback(async () => {
+    setError(null);
+    try {
+      const [nodes, types] = await Promise.all([api.nodes(), api.types()]);
+      setCatalog(nodes, types);
+      graph.restore();
+      window.addEventListener("pagehide", () => graph.persist());
+      setReady(true);
+      nodeflowApi.ready = true;
+      runState.connect();
+      api
+        .system()
+        .then((system) => {
+          const failures = (system.failed_plugins ?? system.failures ?? []) as Record<string, unknown>[];
+          for (const f of failures) {
+            runState.addNotice(
+              "warning",
+              `Plugin ${String(f.plugin ?? "?")} failed to load (${String(f.stage ?? "import")}): ${String(f.error ?? "")}`,
+              typeof f.traceback === "string" ? f.traceback : undefined,
+            );
+          }
+        })
+        .catch(() => {});
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  }, []);
+  useEffect(() => {
+    void load();
+  }, [load]);
+  if (!ready) {
+    return (
+      <div className="nf-loading">
+        {error ? (
+          <div className="nf-banner" data-testid="error-banner">
+            Cannot reach the nodeflow server: {error}{" "}
+            <button className="nf-small-button" onClick={() => void load()}>
+              retry
+            </button>
+          </div>
+        ) : (
+          "Loading nodes…"
+        )}
+      </div>
+    );
+  }
+  return (
+    <ReactFlowProvider>
+      <Editor />
+    </ReactFlowProvider>
+  );
+}
+
+// --- window.nodeflow: the test and debugging API -------------------------------------------
+
+export const nodeflowApi = {
+  ready: false,
+  getWorkflow: (): WorkflowJson => graph.toWorkflow(),
+  loadWorkflow: (json: unknown) => loadWorkflow(typeof json === "string" ? JSON.parse(json) : json),
+  addNode: (type: string, x = 0, y = 0): string => graph.addNode(type, { x, y }),
+  queue: () => queueWorkflow(),
+  clear: () => {
+    graph.clear();
+    runState.resetNodes();
+  },
+  nodeState: (id: string) => runState.node(id),
+  setValue: (id: string, name: string, value: unknown) => graph.setValue(id, name, value),
+  connect: (source: string, output: string, target: string, input: string) =>
+    graph.connect({ source, sourceHandle: output, target, targetHandle: input }),
+  undo: () => graph.undo(),
+  redo: () => graph.redo(),
+  fitView: () => fitRequest?.(),
+};
+
+declare global {
+  interface Window {
+    nodeflow: typeof nodeflowApi;
+  }
+}
