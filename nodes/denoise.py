@@ -17,6 +17,7 @@ from nodes.guidance import predict_noise
 from nodes.lora import patched
 from nodes.preview import latent_preview
 from nodes.types import Guider, Latent, Scheduler
+from nodes.unclip import with_class_labels
 
 Seed = Annotated[int, Field(ge=0, le=2**64 - 1), Widget(seed=True)]
 
@@ -96,6 +97,7 @@ def sample(
     device = guider.unet.model.device
     generator = torch.Generator("cpu").manual_seed(seed)
     timesteps = _timesteps(scheduler, scheduler_recipe.steps, strength, device)
+    guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
     latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
     step_kwargs = _step_kwargs(scheduler, generator)
     total = len(timesteps)

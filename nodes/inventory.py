@@ -17,6 +17,9 @@ from nodes.single_file import PICKLE_SUFFIXES, SAFE_SUFFIXES, CheckpointFile, de
 PIPELINE_NAMES = {
     "StableDiffusionPipeline": "Stable Diffusion",
     "StableDiffusionXLPipeline": "SDXL",
+    "KandinskyV22PriorPipeline": "Kandinsky 2.2 prior",
+    "KandinskyV22Pipeline": "Kandinsky 2.2 decoder",
+    "StableUnCLIPPipeline": "Stable unCLIP",
 }
 
 

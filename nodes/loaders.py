@@ -40,7 +40,18 @@ from nodes.types import VAE, TextEncoder, UNet
 
 DEMO = "demo"
 DEMO_SDXL = "demo-sdxl"
-DEMOS = {DEMO: "tiny-sd-2", DEMO_SDXL: "tiny-sdxl-1"}
+DEMO_KANDINSKY_PRIOR = "demo-kandinsky-prior"
+DEMO_KANDINSKY_DECODER = "demo-kandinsky-decoder"
+DEMO_CLIP_VISION = "demo-clip-vision"
+DEMO_STABLE_UNCLIP = "demo-stable-unclip"
+DEMOS = {
+    DEMO: "tiny-sd-2",
+    DEMO_SDXL: "tiny-sdxl-1",
+    DEMO_KANDINSKY_PRIOR: "tiny-kandinsky-prior-1",
+    DEMO_KANDINSKY_DECODER: "tiny-kandinsky-decoder-1",
+    DEMO_CLIP_VISION: "tiny-kandinsky-prior-1",  # the prior's own image encoder: one CLIP space
+    DEMO_STABLE_UNCLIP: "tiny-stable-unclip-1",
+}
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
@@ -79,16 +90,27 @@ def demo_model(name: str = DEMO) -> Path:
     path = nodeflow_home() / "models" / DEMOS[name]
     if (path / "model_index.json").exists():
         return path
-    from nodes.tiny import make_tiny_sd, make_tiny_sdxl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".making-", dir=path.parent))
-    (make_tiny_sdxl if name == DEMO_SDXL else make_tiny_sd)(staging)
+    _demo_maker(name)(staging)
     try:
         staging.rename(path)
     except OSError:  # another process made it first
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _demo_maker(name: str) -> Callable[[Path], Path]:
+    from nodes import tiny, tiny_unclip
+
+    return {
+        DEMO: tiny.make_tiny_sd,
+        DEMO_SDXL: tiny.make_tiny_sdxl,
+        DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,
+        DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,
+        DEMO_CLIP_VISION: tiny_unclip.make_tiny_kandinsky_prior,
+        DEMO_STABLE_UNCLIP: tiny_unclip.make_tiny_stable_unclip,
+    }[name]
 
 
 DEMO_LORA = "demo-style"
@@ -197,18 +219,25 @@ def _with_prediction(config: dict[str, Any], prediction: str) -> dict[str, Any]:
 
 
 def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> CheckpointParts:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """A Stable Diffusion (1.x, 2.x, XL), Stable unCLIP or Kandinsky 2.2 decoder folder.
+
+    A Kandinsky decoder has a MoVQ (``movq/``) instead of a VAE and no text encoder (its text
+    encoder output encodes nothing); Stable unCLIP's U-Net also gets its image-embedding noiser.
+    """
+    from diffusers import UNet2DConditionModel
 
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{folder} is not a diffusers model folder (no model_index.json)")
     quiet_hub_libraries()
-    common = {"local_files_only": True}
     unet = UNet2DConditionModel.from_pretrained(
-        folder, subfolder="unet", torch_dtype=dtype, **common
+        folder, subfolder="unet", torch_dtype=dtype, local_files_only=True
     )
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **common)
+    vae = _autoencoder_folder(_autoencoder_subfolder(folder), dtype)
     scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    text_encoder = _text_encoder_folders(folder, dtype)
+    if (folder / "text_encoder").is_dir():
+        text_encoder = _text_encoder_folders(folder, dtype)
+    else:
+        text_encoder = TextEncoder(None, None, source=str(folder))
     for model in (unet, vae, *text_encoder.models):
         model.eval().requires_grad_(False)
     vae_model = VAE(vae, source=str(folder))
@@ -218,10 +247,45 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
             _with_prediction(scheduler_config, prediction),
             latent_scale=vae_model.scale_factor,
             source=str(folder),
+            noise_augmentor=noise_augmentor(folder, dtype),
         ),
         text_encoder=text_encoder,
         vae=vae_model,
     )
+
+
+def _autoencoder_subfolder(folder: Path) -> Path:
+    return folder / "movq" if (folder / "movq").is_dir() else folder / "vae"
+
+
+def _autoencoder_folder(folder: Path, dtype: Any) -> Any:
+    """A KL autoencoder or a VQ one (Kandinsky's MoVQ), by the class its config names."""
+    from diffusers import AutoencoderKL, VQModel
+
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    cls = VQModel if name == "VQModel" else AutoencoderKL
+    model = cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    return model.eval().requires_grad_(False)
+
+
+def noise_augmentor(folder: Path, dtype: Any) -> Any:
+    """Stable unCLIP's image-embedding noiser (normaliser and noise schedule), if ``folder`` is a
+    Stable unCLIP model folder; else ``None``."""
+    if not (folder / "image_normalizer").is_dir():
+        return None
+    from diffusers import DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
+
+    from nodes.unclip import NoiseAugmentor
+
+    normalizer = StableUnCLIPImageNormalizer.from_pretrained(
+        folder, subfolder="image_normalizer", torch_dtype=dtype, local_files_only=True
+    )
+    config = json.loads((folder / "image_noising_scheduler" / "scheduler_config.json").read_text())
+    scheduler = DDPMScheduler.from_config(config)
+    return NoiseAugmentor(normalizer.eval().requires_grad_(False), scheduler)
 
 
 def _text_encoder_folders(folder: Path, dtype: Any) -> TextEncoder:
@@ -251,12 +315,17 @@ def _text_encoder_folder(folder: Path, dtype: Any) -> Any:
     return model.eval().requires_grad_(False)
 
 
+def has_tokenizer(folder: Path) -> bool:
+    """A tokenizer folder as released (``vocab.json``) or as transformers 5 saves one."""
+    return (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
+
+
 def _tokenizer_beside(encoder_folder: Path, name: str, *, second: bool) -> Any:
     """The tokenizer folder next to a text encoder folder, else the shipped CLIP tokenizer."""
     from transformers import CLIPTokenizer
 
     folder = encoder_folder.parent / name
-    if (folder / "vocab.json").is_file():
+    if has_tokenizer(folder):
         return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     return clip_tokenizer("!" if second else EOS_TOKEN)
 
@@ -325,7 +394,7 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
         model.eval().requires_grad_(False)
         family = unet_family(model.state_dict().keys(), lambda k: model.state_dict()[k].shape, "")
         scheduler_file = folder.parent / "scheduler" / "scheduler_config.json"
-        vae_file = folder.parent / "vae" / "config.json"
+        vae_file = _autoencoder_subfolder(folder.parent) / "config.json"
         scheduler = (
             json.loads(scheduler_file.read_text())
             if scheduler_file.is_file()
@@ -336,7 +405,13 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
             if vae_file.is_file()
             else 8
         )
-        return UNet(model, _with_prediction(scheduler, prediction), scale, source=str(location))
+        return UNet(
+            model,
+            _with_prediction(scheduler, prediction),
+            scale,
+            source=str(location),
+            noise_augmentor=noise_augmentor(folder.parent, dtype),
+        )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
     if found.kind not in ("unet", "checkpoint") or found.family is None:
@@ -376,15 +451,13 @@ def load_vae(
 
 
 def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VAE:
-    from diffusers import AutoencoderKL
-
     from nodes.ldm_layout import vae_to_diffusers
 
-    folder = _component_folder(location, "vae")
+    folder = _component_folder(location, "vae") or _component_folder(location, "movq")
     if folder is not None:
         quiet_hub_libraries()
-        model = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
-        if family != "auto":
+        model = _autoencoder_folder(folder, dtype)
+        if family != "auto" and not hasattr(model, "quantize"):
             model.register_to_config(scaling_factor=family_config(family, "vae")["scaling_factor"])
         return VAE(model.eval().requires_grad_(False), source=str(location))
     file = CheckpointFile(location, allow_pickle=allow_pickle)

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from nodeflow import hookimpl
-from nodes import denoise, guidance, image, latent, loaders, lora, schedulers, text, vae
+from nodes import (
+    clip_vision,
+    denoise,
+    embeds,
+    guidance,
+    image,
+    latent,
+    loaders,
+    lora,
+    prior,
+    schedulers,
+    text,
+    unclip,
+    vae,
+)
 from nodes.types import SOCKET_TYPES
+
+UNCLIP_FAMILIES = ("kandinsky-prior", "kandinsky-decoder", "stable-unclip")
 
 
 @hookimpl
@@ -33,6 +50,12 @@ def nodeflow_nodes() -> list[object]:
         image.load_image,
         image.save_image,
         image.preview_image,
+        prior.load_prior,
+        prior.prior_sample,
+        clip_vision.load_clip_vision,
+        clip_vision.clip_vision_encode,
+        embeds.blend_embeds,
+        unclip.unclip_conditioning,
     ]
 
 
@@ -49,7 +72,12 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_list_models)
     make = actions.add_parser("make-tiny", help="write a tiny random model (for tests and demos)")
     make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
-    make.add_argument("--family", choices=("sd1", "sd2", "sdxl"), default="sd1")
+    make.add_argument(
+        "--family",
+        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES),
+        default="sd1",
+        help="kandinsky-prior, kandinsky-decoder and stable-unclip are diffusers folders only",
+    )
     make.add_argument(
         "--single-file", action="store_true", help="write an original-layout .safetensors file"
     )
@@ -79,6 +107,15 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     from nodes.tiny_lora import write_tiny_loras
 
+    if args.family in UNCLIP_FAMILIES:
+        from nodes import tiny_unclip
+
+        if args.single_file or args.loras:
+            print(f"--single-file and --loras are not available for {args.family}", file=sys.stderr)
+            return 2
+        name = args.family.replace("-", "_")
+        print(getattr(tiny_unclip, f"make_tiny_{name}")(args.path, seed=args.seed))
+        return 0
     maker = {"sd1": make_tiny_sd, "sd2": make_tiny_sd2, "sdxl": make_tiny_sdxl}[args.family]
     with tempfile.TemporaryDirectory() as scratch:
         folder = maker(Path(scratch) / "model" if args.single_file else args.path, seed=args.seed)

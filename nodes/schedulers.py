@@ -64,6 +64,10 @@ def make_scheduler(
     class_name, overrides = SCHEDULERS[name]
     cls = getattr(diffusers, class_name)
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
+    if class_name != "DDPMScheduler":
+        # A learned variance (Kandinsky 2.2's DDPM) means nothing to other samplers, and a stale
+        # key would make the denoiser hand them the variance channels too.
+        config.pop("variance_type", None)
     config.update(overrides)
     if beta_schedule != "default":
         config["beta_schedule"] = beta_schedule

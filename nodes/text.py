@@ -25,6 +25,11 @@ def _tokens(tokenizer: Any, text: str) -> Any:
 def encode_text(text_encoder: TextEncoder, text: str, device: object) -> Conditioning:
     import torch
 
+    if text_encoder.model is None:
+        raise ValueError(
+            f"{text_encoder.source or 'this model'} has no text encoder (a Kandinsky 2.2 decoder "
+            "is conditioned on image embeddings: use UnCLIPConditioning)"
+        )
     if text_encoder.model_2 is not None:
         return _encode_sdxl(text_encoder, text, device)
     model = text_encoder.model
@@ -61,7 +66,8 @@ def text_encode(
 ) -> Conditioning:
     """Encode a prompt into conditioning with the model's text encoder(s)."""
     ctx.models.use(*text_encoder.models)
-    return encode_text(text_encoder, text, text_encoder.model.device)
+    device = text_encoder.model.device if text_encoder.model is not None else None
+    return encode_text(text_encoder, text, device)
 
 
 Pixels = Annotated[int, Field(ge=0, le=16384)]

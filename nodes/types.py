@@ -31,6 +31,9 @@ class UNet(_ModelHandle):
     """The pixel-to-latent downsampling factor of the VAE this denoiser was trained with."""
     patches: tuple[Any, ...] = ()
     source: str = ""
+    noise_augmentor: Any = None
+    """Stable unCLIP only: what noises image embeddings before they become class labels
+    (``nodes.unclip.NoiseAugmentor``)."""
 
     @property
     def latent_channels(self) -> int:
@@ -56,16 +59,24 @@ class TextEncoder(_ModelHandle):
 
     @property
     def models(self) -> tuple[Any, ...]:
+        if self.model is None:
+            return ()
         return (self.model,) if self.model_2 is None else (self.model, self.model_2)
 
 
 @socket_type(color="#ef5350")
 @dataclass(frozen=True, eq=False)
 class VAE(_ModelHandle):
-    """An autoencoder between pixels and latents."""
+    """An autoencoder between pixels and latents: a KL autoencoder (Stable Diffusion) or a VQ
+    autoencoder (Kandinsky's MoVQ), which VAEEncode/VAEDecode tell apart by the model."""
 
     model: Any
     source: str = ""
+
+    @property
+    def is_vq(self) -> bool:
+        """A VQ autoencoder: decoded without latent scaling, its latents not quantized."""
+        return hasattr(self.model, "quantize")
 
     @property
     def scale_factor(self) -> int:
@@ -76,16 +87,26 @@ class VAE(_ModelHandle):
 @socket_type(color="#ffa726")
 @dataclass(frozen=True, eq=False)
 class Conditioning:
-    """Prompt embeddings (and pooled embeddings where a model has them).
+    """What a denoiser is conditioned on: prompt embeddings (and pooled embeddings where a model
+    has them), and for unCLIP decoders a CLIP image embedding.
 
     ``size`` is SDXL's micro-conditioning: the original size, crop offset and target size the
     U-Net is told about, each as (height, width) or (top, left). ``None`` means what diffusers does
     by default: original and target size are the picture's size, and no crop.
+
+    ``image_embeds`` is how the U-Net decides: a Kandinsky 2.2 decoder takes it as its only
+    condition (``embeds`` is then ``None``); a Stable unCLIP decoder takes it, noised to
+    ``noise_level``, as its class embedding beside the prompt. The noise is drawn by Denoise from
+    its seed (as diffusers draws it from the pipeline's generator), so this stays deterministic and
+    cacheable; ``class_labels`` holds the result during sampling only.
     """
 
-    embeds: torch.Tensor
+    embeds: torch.Tensor | None
     pooled: torch.Tensor | None = None
     size: SizeConditioning | None = None
+    image_embeds: torch.Tensor | None = None
+    noise_level: int = 0
+    class_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -159,4 +180,63 @@ class Guider:
     rescale: float = 0.0
 
 
-SOCKET_TYPES = [UNet, TextEncoder, VAE, Conditioning, Latent, Image, Scheduler, Guider]
+@socket_type(color="#ab47bc")
+@dataclass(frozen=True, eq=False)
+class Prior(_ModelHandle):
+    """An unCLIP prior: turns a CLIP text embedding into a CLIP image embedding.
+
+    It brings what it needs to read a prompt (its CLIP tokenizer and text encoder with
+    projection) and its own scheduler config. ``image_encoder`` (Kandinsky priors have one) gives
+    the negative image embedding of "no prompt": its embedding of an all-zero input.
+    """
+
+    model: Any
+    tokenizer: Any
+    text_encoder: Any
+    scheduler_class: type
+    scheduler_config: dict[str, Any]
+    image_encoder: Any = None
+    source: str = ""
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        extra = () if self.image_encoder is None else (self.image_encoder,)
+        return (self.model, self.text_encoder, *extra)
+
+
+@socket_type(color="#5c6bc0")
+@dataclass(frozen=True, eq=False)
+class ImageEmbeds:
+    """A batch of CLIP image embeddings [batch, width], as a prior or an image encoder makes
+    them; they condition an unCLIP decoder through UnCLIPConditioning."""
+
+    embeds: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.embeds.shape[0])
+
+
+@socket_type(color="#78909c")
+@dataclass(frozen=True, eq=False)
+class CLIPVision(_ModelHandle):
+    """A CLIP image encoder with projection and the preprocessing it was trained with."""
+
+    model: Any
+    processor: Any
+    source: str = ""
+
+
+SOCKET_TYPES = [
+    UNet,
+    TextEncoder,
+    VAE,
+    Conditioning,
+    Latent,
+    Image,
+    Scheduler,
+    Guider,
+    Prior,
+    ImageEmbeds,
+    CLIPVision,
+]

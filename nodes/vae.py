@@ -28,12 +28,15 @@ def decode(vae: VAE, latent: Latent) -> Image:
 
     model = vae.model
     latents = _latent_tensor(vae, latent).to(device=model.device, dtype=model.dtype)
-    latents = latents / model.config.scaling_factor
-    shift = getattr(model.config, "shift_factor", None)
-    if shift is not None:
-        latents = latents + shift
     with torch.inference_mode():
-        decoded = model.decode(latents, return_dict=False)[0]
+        if vae.is_vq:  # Kandinsky's MoVQ: unscaled latents, decoded without quantizing
+            decoded = model.decode(latents, force_not_quantize=True, return_dict=False)[0]
+        else:
+            latents = latents / model.config.scaling_factor
+            shift = getattr(model.config, "shift_factor", None)
+            if shift is not None:
+                latents = latents + shift
+            decoded = model.decode(latents, return_dict=False)[0]
     pixels = (decoded / 2 + 0.5).clamp(0, 1)
     return Image(pixels.cpu().permute(0, 2, 3, 1).float())
 
@@ -49,6 +52,10 @@ def encode(vae: VAE, image: Image) -> Latent:
             f"image size {width}x{height} is not a multiple of the VAE's factor {factor}"
         )
     pixels = image.pixels.permute(0, 3, 1, 2).to(device=model.device, dtype=model.dtype) * 2 - 1
+    if vae.is_vq:  # as Kandinsky 2.2's img2img: the encoder's latents, unscaled
+        with torch.inference_mode():
+            latents = model.encode(pixels).latents
+        return Latent(samples=latents, width=width, height=height, batch_size=batch)
     with torch.inference_mode():
         posterior = model.encode(pixels).latent_dist
     scaling = model.config.scaling_factor

@@ -13,7 +13,18 @@ from nodeflow.cli import main
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
-@pytest.mark.parametrize("name", ["txt2img.json", "img2img.json", "sdxl.json", "lora.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "txt2img.json",
+        "img2img.json",
+        "sdxl.json",
+        "lora.json",
+        "unclip_prior.json",
+        "image_variation.json",
+        "embed_blend.json",
+    ],
+)
 def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(
