@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from nodeflow import PLUGIN_API_VERSION
 from nodeflow import events as ev
 from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
@@ -54,12 +55,17 @@ def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="do not load this plugin (repeatable; also NODEFLOW_DISABLE_PLUGINS=a,b)",
     )
+    parser.add_argument(
+        "--no-plugins",
+        action="store_true",
+        help="safe mode: load only the built-in node pack, no third-party plugins",
+    )
 
 
 def _load(args: argparse.Namespace) -> Catalog:
     disabled = set(args.disable_plugin)
     disabled |= {n.strip() for n in os.environ.get("NODEFLOW_DISABLE_PLUGINS", "").split(",")}
-    return load_catalog(disabled=disabled - {""})
+    return load_catalog(disabled=disabled - {""}, builtin_only=args.no_plugins)
 
 
 def _parser(catalog: Catalog) -> argparse.ArgumentParser:
@@ -240,14 +246,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     catalog: Catalog = args.catalog
     if args.json:
         data = catalog.to_json()
-        print(json.dumps({"plugins": data["plugins"], "failures": data["failures"]}, indent=2))
+        keys = ("plugin_api_version", "plugins", "failures", "disabled", "loaders", "extensions")
+        print(json.dumps({key: data[key] for key in keys}, indent=2))
         return EXIT_OK
+    print(f"nodeflow plugin API {PLUGIN_API_VERSION}")
     for plugin in catalog.plugins:
         count = sum(1 for owner in catalog.node_plugins.values() if owner == plugin.name)
-        origin = f"{plugin.distribution} {plugin.version}" if plugin.distribution else plugin.module
-        print(f"ok      {plugin.name:<20} {count:>3} nodes  ({origin})")
+        kind = "built-in" if plugin.builtin else f"api {plugin.api_version or '? (assumed 1)'}"
+        print(f"ok        {plugin.name:<16} {count:>3} nodes  ({plugin.origin}; {kind})")
+    for info in catalog.disabled:
+        print(f"disabled  {info.name:<16}            ({info.origin})")
     for failure in catalog.failures:
-        print(f"FAILED  {failure.plugin:<20} in {failure.stage}: {failure.error}")
+        origin = f" ({failure.distribution})" if failure.distribution else ""
+        print(f"FAILED    {failure.plugin:<16}{origin} in {failure.stage}: {failure.error}")
     return EXIT_OK
 
 

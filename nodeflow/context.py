@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodeflow.loaders import LoaderRegistry
+
 
 class Interrupted(Exception):
     """Raised inside a run when an interrupt was requested; the executor turns it into
@@ -62,6 +64,9 @@ class Context:
     _interrupted: Callable[[], bool] = field(default=lambda: False, repr=False)
     wants_previews: bool = True
     """Whether anyone shows previews; a node skips making them when not (they cost per step)."""
+    loaders: LoaderRegistry = field(default_factory=LoaderRegistry)
+    """The loaders plugins provide (``nodeflow_loaders``): ``ctx.loaders.for_path(path)`` finds
+    the reader of a file format, ``ctx.loaders.get(kind)`` the loader of a model kind."""
 
     @property
     def device(self) -> Any:

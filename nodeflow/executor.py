@@ -24,6 +24,7 @@ from nodeflow.context import Context, Environment, Interrupted
 from nodeflow.graph import plan as make_plan
 from nodeflow.node import NodeSpec
 from nodeflow.plugins import Catalog
+from nodeflow.provenance import stamp
 from nodeflow.runtime import Runtime
 from nodeflow.validate import BoundNode, BoundWorkflow, bind
 from nodeflow.workflow import Workflow
@@ -77,6 +78,8 @@ class Executor:
         self._subscribers: list[Subscriber] = []
         self._interrupt = threading.Event()
         self._lock = threading.Lock()
+        for plugin, listener in catalog.listeners:  # plugins' nodeflow_event_listeners
+            self.subscribe(_PluginListener(plugin, listener))
 
     # --- observers and control -----------------------------------------------------------
 
@@ -264,7 +267,9 @@ class _Run:
         emit = self.executor._emit
         run_id, node_id = self.run_id, node.id
         if self.workflow_json is None:
-            self.workflow_json = self.bound.workflow.to_json()
+            # what SaveImage embeds: it names the plugins (and versions) its node types need
+            stamped = stamp(self.bound.workflow, self.executor.catalog)
+            self.workflow_json = stamped.to_json()
         return Context(
             node_id=node_id,
             node_type=node.spec.type,
@@ -276,6 +281,7 @@ class _Run:
             _emit_preview=lambda image, step: emit(ev.NodePreview(run_id, node_id, step, image)),
             _interrupted=self.executor._interrupt.is_set,
             wants_previews=self.executor.previews,
+            loaders=self.executor.catalog.loaders,
         )
 
     @staticmethod
@@ -310,6 +316,35 @@ class _Run:
                 self.result.outputs[node_id] = outputs[REPORT]
             if node_id in self.plan.targets:
                 self.result.values[node_id] = {k: v for k, v in outputs.items() if k != REPORT}
+
+
+class _PluginListener:
+    """A plugin's event listener: its exceptions are logged naming the plugin, never raised."""
+
+    def __init__(self, plugin: str, listener: Subscriber) -> None:
+        self.plugin = plugin
+        self.listener = listener
+        self.failures = 0
+
+    def __call__(self, event: ev.Event) -> None:
+        try:
+            self.listener(event)
+        except Exception:
+            self.failures += 1
+            # the traceback once; after that a line, so a listener broken on every progress
+            # event cannot flood the log
+            log.log(
+                logging.ERROR if self.failures == 1 else logging.DEBUG,
+                "event listener %r of plugin %r failed on %s (%d failure(s) so far)",
+                self.listener,
+                self.plugin,
+                event.type,
+                self.failures,
+                exc_info=self.failures == 1,
+            )
+
+    def __repr__(self) -> str:
+        return f"<listener {self.listener!r} of plugin {self.plugin!r}>"
 
 
 class _NodeFailed(Exception):

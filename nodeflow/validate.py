@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.node import MISSING, NodeSpec
 from nodeflow.plugins import Catalog
+from nodeflow.provenance import missing_plugin_issue, plugin_of
 from nodeflow.workflow import Link, Workflow
 
 
@@ -54,7 +55,8 @@ def validate(
         spec = catalog.spec(entry.type)
         if spec is None:
             issues.append(
-                Issue(node_id, None, "unknown_node_type", f"unknown node type {entry.type!r}")
+                missing_plugin_issue(node_id, entry.type, workflow, catalog)
+                or _unknown_type_issue(node_id, entry.type, catalog)
             )
             for link in entry.links().values():
                 if link.node in workflow.nodes:
@@ -76,7 +78,7 @@ def validate(
         if not target_list:
             issues.append(Issue(None, None, "no_output", "no targets were given"))
     elif not any(n.spec.output_node for n in nodes.values()) and not any(
-        i.code == "unknown_node_type" for i in issues
+        i.code in ("unknown_node_type", "missing_plugin") for i in issues
     ):
         issues.append(
             Issue(
@@ -99,6 +101,15 @@ def bind(
     if bound is None:
         raise WorkflowInvalid(issues)
     return bound
+
+
+def _unknown_type_issue(node_id: str, node_type: str, catalog: Catalog) -> Issue:
+    message = f"unknown node type {node_type!r}"
+    plugin = plugin_of(node_type)
+    info = catalog.plugin(plugin) if plugin else None
+    if info is not None:  # the plugin is here, the type is not: another version of it?
+        message += f": plugin {plugin!r} ({info.origin}) has no such node type"
+    return Issue(node_id, None, "unknown_node_type", message)
 
 
 def _check_inputs(

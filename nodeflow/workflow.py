@@ -74,6 +74,24 @@ class NodeEntry(BaseModel):
         return {name: v for name, v in self.inputs.items() if isinstance(v, Link)}
 
 
+class PluginRequirement(BaseModel):
+    """Which distribution provides a plugin's node types, and the version the file was made with.
+
+    Provenance, not a constraint: it lets a workflow that needs a missing plugin say what to
+    install. Any installed version of the plugin is used.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    distribution: str | None = Field(
+        None, description="The package to install, e.g. nodeflow-imageops"
+    )
+    version: str | None = Field(None, description="Its version when the workflow was saved")
+
+
+PluginName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
 class Workflow(BaseModel):
     """A DAG of nodes. ``nodes`` maps node ids to their type and inputs."""
 
@@ -81,6 +99,12 @@ class Workflow(BaseModel):
 
     version: Literal[1] = 1
     nodes: dict[NodeId, NodeEntry] = Field(default_factory=dict)
+    requires: dict[PluginName, PluginRequirement] | None = Field(
+        None,
+        description="The third-party plugins the node types need (by plugin name, the prefix of "
+        "'<plugin>.<Name>' types); written when a workflow is saved. Optional: files without it "
+        "load as before.",
+    )
     ui: dict[str, JsonValue] | None = None
 
     @model_validator(mode="before")
@@ -148,9 +172,10 @@ class Workflow(BaseModel):
     # --- writing -------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json", by_alias=True)
-        if data.get("ui") is None:
-            data.pop("ui", None)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        for optional in ("requires", "ui"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     def dumps(self) -> str:

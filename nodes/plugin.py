@@ -23,6 +23,9 @@ from nodes import (
 )
 from nodes.types import SOCKET_TYPES
 
+NODEFLOW_API = 1
+"""The plugin API version this pack targets, declared like any third-party plugin's."""
+
 UNCLIP_FAMILIES = ("kandinsky-prior", "kandinsky-decoder", "stable-unclip")
 
 

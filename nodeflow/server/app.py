@@ -22,9 +22,11 @@ from nodeflow.context import Environment
 from nodeflow.errors import WorkflowInvalid
 from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
+from nodeflow.provenance import stamp
 from nodeflow.server import security
 from nodeflow.server.editor import Editor
 from nodeflow.server.hub import Hub
+from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
 from nodeflow.server.store import RunStore
 from nodeflow.server.worker import Worker
 from nodeflow.validate import validate
@@ -89,6 +91,8 @@ class Server:
         app.router.add_get("/api/system", self.system)
         app.router.add_get("/api/ws", self.hub.handler)
         Editor(self.config.web_dir, self.config.workflows_dir).add_routes(app)
+        add_extension_routes(app, self.catalog)
+        add_plugin_routes(app, self.catalog, self.executor)  # /api/plugins/<plugin>/...
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
         return app
@@ -170,7 +174,9 @@ class Server:
         _, issues = validate(workflow, self.catalog, targets)
         if issues:
             return _issues(400, [i.to_json() for i in issues])
-        record, position = self.store.submit(workflow.to_json(), targets, front=front)
+        # stored as run: naming the plugins (and versions) its node types came from
+        stored = stamp(workflow, self.catalog).to_json()
+        record, position = self.store.submit(stored, targets, front=front)
         self.worker.notify()
         self.hub.broadcast(self.worker.queue_message())
         return web.json_response({"run_id": record.run_id, "position": position}, status=201)
@@ -272,6 +278,7 @@ class Server:
             {
                 "versions": {
                     "nodeflow": nodeflow.__version__,
+                    "plugin_api": nodeflow.PLUGIN_API_VERSION,
                     "python": platform.python_version(),
                     "torch": _module_version("torch"),
                     "diffusers": _module_version("diffusers"),
@@ -283,6 +290,7 @@ class Server:
                 },
                 "plugins": data["plugins"],
                 "failed_plugins": data["failures"],
+                "disabled_plugins": data["disabled"],
                 "queue": self.worker.queue_message(),
             }
         )

@@ -11,16 +11,16 @@ from nodeflow.cli import main
 GOOD = {
     "version": 1,
     "nodes": {
-        "c": {"type": "Constant", "inputs": {"value": 3}},
-        "w": {"type": "Slow", "inputs": {"x": {"from": "c.integer"}, "steps": 8}},
-        "o": {"type": "Show", "inputs": {"x": {"from": "w.number"}, "title": "t"}},
+        "c": {"type": "testnodes.Constant", "inputs": {"value": 3}},
+        "w": {"type": "testnodes.Slow", "inputs": {"x": {"from": "c.integer"}, "steps": 8}},
+        "o": {"type": "testnodes.Show", "inputs": {"x": {"from": "w.number"}, "title": "t"}},
     },
 }
 BAD = {
     "version": 1,
     "nodes": {
-        "c": {"type": "Constant", "inputs": {"value": "many"}},
-        "o": {"type": "Show", "inputs": {"x": {"from": "gone.integer"}}},
+        "c": {"type": "testnodes.Constant", "inputs": {"value": "many"}},
+        "o": {"type": "testnodes.Show", "inputs": {"x": {"from": "gone.integer"}}},
         "x": {"type": "Nope"},
     },
 }
@@ -61,7 +61,7 @@ def test_run_shows_progress_and_sets_inputs(write, capsys, tmp_path):
     )
     assert code == 0
     err = capsys.readouterr().err
-    assert "[1/3] c (Constant)" in err and "[2/3] w (Slow)" in err
+    assert "[1/3] c (testnodes.Constant)" in err and "[2/3] w (testnodes.Slow)" in err
     assert "[##############################] 8/8" in err
     assert "finished in" in err and "3 ran, 0 cached" in err
 
@@ -70,13 +70,16 @@ def test_run_reports_a_failing_node_and_exits_1(write, capsys):
     failing = {
         "version": 1,
         "nodes": {
-            "c": {"type": "Constant"},
-            "f": {"type": "Fail", "inputs": {"x": {"from": "c.integer"}, "message": "nope"}},
-            "o": {"type": "Show", "inputs": {"x": {"from": "f.number"}}},
+            "c": {"type": "testnodes.Constant"},
+            "f": {
+                "type": "testnodes.Fail",
+                "inputs": {"x": {"from": "c.integer"}, "message": "nope"},
+            },
+            "o": {"type": "testnodes.Show", "inputs": {"x": {"from": "f.number"}}},
         },
     }
     assert main(["run", write(failing), "--quiet"]) == 1
-    assert "error in node 'f' (Fail): nope" in capsys.readouterr().err
+    assert "error in node 'f' (testnodes.Fail): nope" in capsys.readouterr().err
 
 
 def test_run_and_validate_refuse_bad_workflows_with_every_error(write, capsys):
@@ -113,11 +116,13 @@ def test_nodes_plugins_and_schema(capsys):
     assert "testnodes / math" in out and "Constant" in out and "nodes / sampling" in out
     assert main(["nodes", "--json"]) == 0
     catalog = json.loads(capsys.readouterr().out)
-    assert catalog["Scale"]["plugin"] == "testnodes"
-    assert catalog["Scale"]["inputs"]["factor"]["schema"]["maximum"] == 10
+    assert catalog["testnodes.Scale"]["plugin"] == "testnodes"  # third-party: namespaced
+    assert catalog["testnodes.Scale"]["display_name"] == "Scale"
+    assert catalog["testnodes.Scale"]["inputs"]["factor"]["schema"]["maximum"] == 10
+    assert catalog["TextEncode"]["plugin"] == "nodes"  # the built-in pack keeps plain names
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "ok      testnodes" in out and "ok      nodes" in out
+    assert "ok        testnodes" in out and "ok        nodes" in out
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "nodeflow workflow"
 
@@ -127,13 +132,20 @@ def test_failed_plugins_are_listed_and_can_be_disabled(install_plugin, capsys, m
         "bad-pack", "bad_pack", "raise ImportError('missing dependency xyz')\n", entry_name="bad"
     )
     assert main(["plugins"]) == 0
-    assert "FAILED  bad" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        "FAILED    bad" in out and "(bad-pack) in import" in out and "missing dependency xyz" in out
+    )
+    assert "ok        testnodes" in out  # the others load
     assert main(["plugins", "--json"]) == 0
-    failures = json.loads(capsys.readouterr().out)["failures"]
-    assert failures[0]["plugin"] == "bad" and "missing dependency xyz" in failures[0]["error"]
+    (failure,) = [
+        f for f in json.loads(capsys.readouterr().out)["failures"] if f["plugin"] == "bad"
+    ]
+    assert "missing dependency xyz" in failure["error"] and failure["distribution"] == "bad-pack"
     monkeypatch.setenv("NODEFLOW_DISABLE_PLUGINS", "bad")
     assert main(["plugins"]) == 0
-    assert "bad" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED" not in out and "disabled  bad" in out
 
 
 @pytest.fixture
@@ -202,3 +214,64 @@ def test_allow_pickle_is_off_unless_the_user_passes_the_flag(monkeypatch, tmp_pa
     assert main(["run", str(workflow), *out]) == 0
     assert main(["run", str(workflow), "--allow-pickle", *out]) == 0
     assert seen == [False, True]
+
+
+def test_no_plugins_is_safe_mode_with_only_the_builtin_pack(install_plugin, capsys):
+    install_plugin("bad-pack", "bad_pack", "raise ImportError('missing dependency')\n", "bad")
+    assert main(["--no-plugins", "plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in data["plugins"]] == ["nodes"]
+    assert data["failures"] == []  # not even imported
+    assert {"testnodes", "bad"} <= {p["name"] for p in data["disabled"]}
+    assert main(["--no-plugins", "nodes", "--json"]) == 0
+    assert {spec["plugin"] for spec in json.loads(capsys.readouterr().out).values()} == {"nodes"}
+    assert main(["--disable-plugin", "testnodes", "nodes", "--json"]) == 0
+    assert not any(t.startswith("testnodes.") for t in json.loads(capsys.readouterr().out))
+
+
+def test_validate_names_the_missing_plugin_and_its_distribution(write, capsys):
+    path = write(GOOD)
+    assert main(["validate", path]) == 0
+    capsys.readouterr()
+    assert main(["--disable-plugin", "testnodes", "validate", path, "--json"]) == 2
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert {(e["node"], e["code"]) for e in errors} == {
+        ("c", "missing_plugin"),
+        ("w", "missing_plugin"),
+        ("o", "missing_plugin"),
+    }
+    assert "plugin 'testnodes' (distribution 'nodeflow-testnodes')" in errors[0]["message"]
+    assert "disabled" in errors[0]["message"]
+
+
+def test_nodeflow_cli_adds_subcommands_and_a_raising_one_is_reported(install_plugin, capsys):
+    install_plugin(
+        "hello-pack",
+        "hello_pack",
+        """
+from nodeflow import hookimpl
+
+def hello(args):
+    print(f"hello {args.who}")
+    return 0
+
+@hookimpl
+def nodeflow_cli(subparsers):
+    sub = subparsers.add_parser("hello", help="say hello")
+    sub.add_argument("who")
+    sub.set_defaults(func=hello)
+""",
+        entry_name="hello",
+    )
+    install_plugin(
+        "rude-pack",
+        "rude_pack",
+        "from nodeflow import hookimpl\n\n@hookimpl\ndef nodeflow_cli(subparsers):\n"
+        "    raise RuntimeError('no commands today')\n",
+        entry_name="rude",
+    )
+    assert main(["hello", "ada"]) == 0
+    assert capsys.readouterr().out == "hello ada\n"
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "FAILED    rude" in out and "no commands today" in out and "ok        hello" in out

@@ -1,0 +1,123 @@
+"""nodeflow-imageops: the operations, and the plugin as nodeflow loads it from its entry point."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nodeflow_imageops import grid, lut, ops
+
+from nodeflow.context import Environment
+from nodeflow.executor import Executor
+from nodeflow.plugins import load_catalog
+from nodeflow.workflow import Workflow
+from nodes.types import Image
+
+
+def pictures(batch: int = 2, height: int = 8, width: int = 12) -> Image:
+    generator = torch.Generator().manual_seed(0)
+    return Image(torch.rand((batch, height, width, 3), generator=generator))
+
+
+def test_the_plugin_loads_namespaced_with_its_loader_and_extension():
+    catalog = load_catalog()
+    assert not [f for f in catalog.failures if f.plugin == "imageops"], catalog.failures
+    info = catalog.plugin("imageops")
+    assert (info.distribution, info.api_version) == ("nodeflow-imageops", 1)
+    expected = {"Resize", "Crop", "LanczosUpscale", "Composite", "ImageGrid", "ApplyLUT"}
+    assert {t for t, p in catalog.node_plugins.items() if p == "imageops"} == {
+        f"imageops.{name}" for name in expected
+    }
+    assert catalog.loaders.owners[".cube"] == "imageops"
+    (extension,) = [e for e in catalog.web_extensions if e.plugin == "imageops"]
+    assert extension.to_json()["scripts"] == ["/extensions/imageops/imageops.js"]
+
+
+def test_resize_and_upscale_keep_values_in_range_and_identity_at_the_same_size():
+    image = pictures()
+    same = ops.resize(image, width=12, height=8, method="lanczos")
+    assert torch.allclose(same.pixels, image.pixels, atol=1e-5)
+    bigger = ops.lanczos_upscale(image, scale=2.0)
+    assert bigger.pixels.shape == (2, 16, 24, 3)
+    assert bigger.pixels.min() >= 0 and bigger.pixels.max() <= 1
+    nearest = ops.resize(image, width=24, height=16, method="nearest")
+    assert torch.equal(nearest.pixels[:, ::2, ::2], image.pixels)
+
+
+def test_crop_cuts_exactly_and_refuses_a_rectangle_outside():
+    image = pictures()
+    cut = ops.crop(image, x=2, y=1, width=5, height=4)
+    assert torch.equal(cut.pixels, image.pixels[:, 1:5, 2:7])
+    with pytest.raises(ValueError, match="does not fit a 12x8 picture"):
+        ops.crop(image, x=10, y=0, width=5, height=4)
+
+
+def test_composite_pastes_clipped_and_blends_by_opacity():
+    dest = Image(torch.zeros((2, 8, 8, 3)))
+    src = Image(torch.ones((1, 4, 4, 3)))
+    out = ops.composite(dest, src, x=6, y=-2, opacity=0.5).pixels
+    assert torch.equal(out[:, 0:2, 6:8], torch.full((2, 2, 2, 3), 0.5))
+    assert out.sum() == 2 * 2 * 2 * 3 * 0.5  # the rest fell outside
+    assert dest.pixels.sum() == 0  # inputs are never modified (they may be cached)
+
+
+def test_image_grid_lays_out_cells_exactly_with_labels_above():
+    image = pictures(batch=3)
+    out = grid.make_grid(image, columns=2, labels=["cfg 1", "cfg 7.5", "cfg 15"], padding=4)
+    strip = grid._strip_height(grid._font())
+    height = 2 * (8 + strip) + 3 * 4
+    assert out.pixels.shape == (1, height, 2 * 12 + 3 * 4, 3)
+    canvas = out.pixels[0]
+    top = 4 + 8 + strip + 4 + strip  # second row, below its label
+    assert torch.equal(canvas[4 + strip : 4 + strip + 8, 4:16], image.pixels[0])
+    assert torch.equal(canvas[top : top + 8, 4:16], image.pixels[2])
+    label = canvas[4 : 4 + strip, 4:16]
+    assert label.min() < 0.5 < label.max()  # text drawn
+    assert torch.all(canvas[top : top + 8, 20:32] == 1)  # the empty fourth cell
+    unlabelled = grid.image_grid(image, labels="", columns=3, padding=0)
+    assert unlabelled.pixels.shape == (1, 8, 36, 3)
+    with pytest.raises(ValueError, match="4 labels for 3 pictures"):
+        grid.image_grid(image, labels="a\nb\nc\nd")
+
+
+def test_a_cube_lut_is_read_and_an_identity_lut_changes_nothing(tmp_path):
+    rows = [f"{r / 2} {g / 2} {b / 2}" for b in range(3) for g in range(3) for r in range(3)]
+    (tmp_path / "id.cube").write_text('TITLE "identity"\nLUT_3D_SIZE 3\n' + "\n".join(rows))
+    identity = lut.load_cube(tmp_path / "id.cube")
+    assert identity.size == 3 and identity.title == "identity"
+    image = pictures()
+    assert torch.allclose(lut.apply(identity, image).pixels, image.pixels, atol=1e-6)
+    warm = lut.load_cube(lut.BUNDLED / "warm.cube")
+    graded = lut.apply(warm, Image(torch.full((1, 1, 1, 3), 0.5))).pixels.flatten()
+    assert graded[0] > 0.5 and graded[2] < 0.5  # warmer: more red, less blue
+    (tmp_path / "short.cube").write_text("LUT_3D_SIZE 3\n0 0 0\n")
+    with pytest.raises(ValueError, match="needs 27 rows, found 1"):
+        lut.load_cube(tmp_path / "short.cube")
+
+
+def test_apply_lut_runs_in_a_workflow_through_the_registered_loader(tmp_path):
+    catalog = load_catalog()
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    executor = Executor(catalog, env=env)
+    calls = []
+    catalog.loaders.loaders[".cube"] = lambda path: calls.append(path) or lut.load_cube(path)
+    from PIL import Image as PILImage
+
+    (tmp_path / "in").mkdir()
+    PILImage.new("RGB", (8, 8), (128, 128, 128)).save(tmp_path / "in" / "grey.png")
+    workflow = Workflow.from_json(
+        {
+            "version": 1,
+            "nodes": {
+                "load": {"type": "LoadImage", "inputs": {"path": "grey.png"}},
+                "up": {
+                    "type": "imageops.LanczosUpscale",
+                    "inputs": {"image": {"from": "load.image"}},
+                },
+                "lut": {"type": "imageops.ApplyLUT", "inputs": {"image": {"from": "up.image"}}},
+            },
+        }
+    )
+    result = executor.run(workflow, targets=["lut"])
+    assert result.ok, result.error
+    assert calls and calls[0].name == "warm.cube"  # the bundled default, via ctx.loaders
+    assert result.values["lut"]["image"].pixels.shape == (1, 16, 16, 3)
