@@ -164,8 +164,11 @@ def nodeflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodefl
                 process.wait(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an asyncio
+    event loop running in this thread while it is open, and tests collected after the browser
+    tests (the plugins' own) call ``asyncio.run``, which refuses to run inside a running loop."""
     require_browser()
     from playwright.sync_api import sync_playwright
 
