@@ -1,0 +1,630 @@
+"""Train the built-in demo model from scratch: a small Stable Diffusion 1.x-architecture model
+that draws ``nodes.demo.dataset`` scenes from their captions.
+
+Run from the repository root (not run by CI; see ``nodes/demo/TRAINING.md``)::
+
+    python -m nodes.demo.train_demo --out build/demo-sd --threads 2
+
+Two stages, as latent diffusion was trained: first the ``AutoencoderKL`` alone (reconstruction +
+a small KL term), then, with it frozen, the ``CLIPTextModel`` and ``UNet2DConditionModel``
+together on the epsilon objective under SD's exact noise schedule (the ``sd1`` scheduler config
+nodeflow ships: scaled_linear 0.00085-0.012, 1000 steps). 10% of captions are dropped to the empty
+prompt, which is what a workflow's negative prompt "" encodes, so classifier-free guidance works.
+
+Sizes are chosen for about an hour on two CPU cores: the VAE downsamples by 4 (64x64 pictures,
+16x16x4 latents), so the U-Net works on 256 positions; the text encoder is narrow (64) but keeps
+the real CLIP tokenizer and its 49,408-token table, which then dominates the parameter count (only
+the few dozen tokens the captions use are trained; the table ships in fp16).
+
+Everything is seeded: the same arguments on the same device and thread count give the same weights.
+The output is a diffusers folder laid out exactly as ``nodes.tiny`` writes one, plus a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from nodes.clip_vocab import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    MODEL_MAX_LENGTH,
+    clip_tokenizer,
+    clip_vocab,
+    write_clip_tokenizer,
+)
+from nodes.demo.dataset import Split, Style, caption, render, sample_scene
+from nodes.tiny import family_config
+
+__all__ = [
+    "Batcher",
+    "DemoModels",
+    "ModelSizes",
+    "build_models",
+    "diffusion_loss",
+    "diffusion_step",
+    "noise_scheduler",
+    "save_diffusers_folder",
+    "vae_step",
+]
+
+CAPTION_DROPOUT = 0.1
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """The architecture; the defaults are the shipped demo model's, ``micro`` is for tests."""
+
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_layers: int = 1
+    vae_groups: int = 4
+    text_width: int = 64
+    text_layers: int = 3
+    text_mlp: int = 256
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_layers: int = 1
+    unet_groups: int = 8
+    unet_heads: int = 4
+    """SD 1.x's ``attention_head_dim`` is really the head count (SD's is 8, as in ``nodes.tiny``);
+    4 keeps the heads 16 and 32 wide at these channel counts."""
+    attention_from_level: int = 1
+    """Levels below this have no attention: at 16x16 it costs the most and, for flat shapes,
+    the 8x8 and 4x4 levels and the middle block place them well enough (SD skips its lowest
+    resolution instead; here compute, not resolution, is scarce)."""
+
+    @classmethod
+    def micro(cls) -> ModelSizes:
+        """A model that trains a step in well under a second, for smoke tests."""
+        return cls(
+            vae_channels=(8, 8),
+            vae_groups=4,
+            text_width=8,
+            text_layers=1,
+            text_mlp=16,
+            unet_channels=(8, 16),
+            unet_groups=4,
+            unet_heads=2,
+            attention_from_level=1,
+        )
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+
+@dataclass
+class DemoModels:
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel
+
+    def to(self, device: torch.device) -> DemoModels:
+        for model in (self.vae, self.text_encoder, self.unet):
+            model.to(device)
+        return self
+
+
+def build_models(sizes: ModelSizes, seed: int) -> DemoModels:
+    """Freshly initialised models; each component seeded on its own, so changing one component's
+    size leaves the others' initial weights unchanged."""
+    vocab = clip_vocab()
+    levels = len(sizes.unet_channels)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        sample_size=64,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=list(sizes.vae_channels),
+        down_block_types=["DownEncoderBlock2D"] * len(sizes.vae_channels),
+        up_block_types=["UpDecoderBlock2D"] * len(sizes.vae_channels),
+        layers_per_block=sizes.vae_layers,
+        latent_channels=4,
+        norm_num_groups=sizes.vae_groups,
+        scaling_factor=1.0,  # measured after the first stage
+    )
+    torch.manual_seed(seed + 1)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=sizes.text_width,
+            intermediate_size=sizes.text_mlp,
+            num_attention_heads=max(1, sizes.text_width // 64),
+            num_hidden_layers=sizes.text_layers,
+            max_position_embeddings=MODEL_MAX_LENGTH,
+            projection_dim=sizes.text_width,
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
+            bos_token_id=vocab[BOS_TOKEN],
+            eos_token_id=vocab[EOS_TOKEN],
+            pad_token_id=vocab[EOS_TOKEN],
+        )
+    )
+    torch.manual_seed(seed + 2)
+    unet = UNet2DConditionModel(
+        sample_size=64 // sizes.vae_factor,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=sizes.unet_channels,
+        layers_per_block=sizes.unet_layers,
+        down_block_types=tuple(
+            "CrossAttnDownBlock2D" if level >= sizes.attention_from_level else "DownBlock2D"
+            for level in range(levels)
+        ),
+        up_block_types=tuple(
+            "CrossAttnUpBlock2D" if level >= sizes.attention_from_level else "UpBlock2D"
+            for level in reversed(range(levels))
+        ),
+        norm_num_groups=sizes.unet_groups,
+        cross_attention_dim=sizes.text_width,
+        attention_head_dim=sizes.unet_heads,
+    )
+    return DemoModels(vae, text_encoder, unet)
+
+
+def noise_scheduler() -> DDPMScheduler:
+    """The training noise schedule, built from the same ``sd1`` config the model ships with."""
+    return DDPMScheduler.from_config(family_config("sd1", "scheduler"))
+
+
+@dataclass
+class Batcher:
+    """Seeded batches of rendered scenes and their token ids, with caption dropout.
+
+    Token ids are cached per caption: there are only a few thousand distinct captions.
+    """
+
+    seed: int
+    split: Split = "train"
+    style: Style | None = "plain"
+    """None mixes plain and outlined half and half (the VAE must reconstruct both)."""
+    dropout: float = CAPTION_DROPOUT
+    rng: random.Random = field(init=False)
+    _tokens: dict[str, list[int]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def tokens(self, captions: Sequence[str]) -> torch.Tensor:
+        tokenizer: Any = clip_tokenizer()
+        for text in captions:
+            if text not in self._tokens:
+                self._tokens[text] = tokenizer(
+                    text, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True
+                ).input_ids
+        return torch.tensor([self._tokens[text] for text in captions])
+
+    def __call__(self, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """``(pixels in -1..1 [B,3,64,64], token ids [B,77], captions after dropout)``."""
+        pictures, captions = [], []
+        for _ in range(size):
+            style = self.style or ("plain" if self.rng.random() < 0.5 else "outlined")
+            scene = sample_scene(self.rng, split=self.split, style=style)
+            pictures.append(np.asarray(render(scene), dtype=np.float32))
+            captions.append("" if self.rng.random() < self.dropout else caption(scene))
+        pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1
+        return pixels, self.tokens(captions), captions
+
+
+def vae_step(
+    vae: AutoencoderKL,
+    pixels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    kl_weight: float,
+    generator: torch.Generator | None = None,
+) -> float:
+    """One autoencoder step: MSE reconstruction of a posterior sample plus a small KL term (SD
+    used a tiny weight too; the latents' scale is fixed afterwards by ``scaling_factor``)."""
+    posterior = vae.encode(pixels).latent_dist
+    reconstruction = vae.decode(posterior.sample(generator)).sample
+    loss = nn.functional.mse_loss(reconstruction, pixels) + kl_weight * posterior.kl().mean() / (
+        posterior.mean[0].numel()
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def latent_scale(vae: AutoencoderKL, batcher: Batcher, batches: int, size: int) -> float:
+    """``1 / std`` of posterior samples, the way SD's 0.18215 was measured."""
+    device = next(vae.parameters()).device
+    samples = [
+        vae.encode(batcher(size)[0].to(device)).latent_dist.sample().flatten()
+        for _ in range(batches)
+    ]
+    return float(1 / torch.cat(samples).std())
+
+
+def diffusion_loss(
+    models: DemoModels,
+    scheduler: DDPMScheduler,
+    pixels: torch.Tensor,
+    input_ids: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    snr_gamma: float | None = 5.0,
+) -> torch.Tensor:
+    """The epsilon-prediction loss on a batch, with optional Min-SNR-gamma weighting.
+
+    Min-SNR (Hang et al. 2023) down-weights the nearly-noiseless timesteps, which otherwise
+    dominate the epsilon loss's gradient; it converges several times faster, which matters on a
+    CPU budget. The VAE is frozen here: its posterior is sampled without gradients.
+    """
+    device = pixels.device
+    with torch.no_grad():
+        latents = models.vae.encode(pixels).latent_dist.sample(generator)
+        latents = latents * models.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    steps = scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    context = models.text_encoder(input_ids.to(device))[0]
+    prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
+    per_sample = ((prediction.float() - noise) ** 2).mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        alphas = scheduler.alphas_cumprod.to(device)[timesteps]
+        snr = alphas / (1 - alphas)
+        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+    return per_sample.mean()
+
+
+def diffusion_step(
+    models: DemoModels,
+    scheduler: DDPMScheduler,
+    pixels: torch.Tensor,
+    input_ids: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    parameters: Iterable[nn.Parameter],
+    *,
+    generator: torch.Generator | None = None,
+    max_grad_norm: float = 1.0,
+) -> float:
+    """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
+    loss = diffusion_loss(models, scheduler, pixels, input_ids, generator=generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)
+    optimizer.step()
+    return float(loss.detach())
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, parameters: Iterable[nn.Parameter], decay: float) -> None:
+        self.parameters = list(parameters)
+        self.shadow = [p.detach().clone() for p in self.parameters]
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for shadow, param in zip(self.shadow, self.parameters, strict=True):
+            shadow.lerp_(param.detach(), 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, parameters: Iterable[nn.Parameter]) -> None:
+        for shadow, param in zip(self.shadow, parameters, strict=True):
+            param.copy_(shadow)
+
+
+def adamw(
+    modules: Iterable[nn.Module], lr: float, weight_decay: float
+) -> tuple[torch.optim.AdamW, list[nn.Parameter]]:
+    """AdamW without decay on biases, norms and embeddings (decay would shrink the embedding
+    rows of every token the captions never use, which ship with the model)."""
+    decay, plain = [], []
+    for module in modules:
+        for name, param in module.named_parameters():
+            if param.requires_grad:
+                no_decay = param.ndim < 2 or "embed" in name or "norm" in name
+                (plain if no_decay else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0}]
+    return torch.optim.AdamW(groups, lr=lr), decay + plain
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_diffusers_folder(models: DemoModels, out: Path, *, half: bool = True) -> dict[str, int]:
+    """Write a diffusers ``StableDiffusionPipeline`` folder as ``nodes.tiny`` does.
+
+    The U-Net and text encoder are stored in fp16 (``half``): at these magnitudes rounding is far
+    below what changes a picture, and it halves the package size. The VAE stays fp32: it is small,
+    and its decoder is where fp16 overflows in real SD models. Returns the bytes per component.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    copy.deepcopy(models.unet).to("cpu", dtype).save_pretrained(out / "unet")
+    copy.deepcopy(models.text_encoder).to("cpu", dtype).save_pretrained(out / "text_encoder")
+    copy.deepcopy(models.vae).to("cpu", torch.float32).save_pretrained(out / "vae")
+    write_clip_tokenizer(out / "tokenizer")
+    config = family_config("sd1", "scheduler")
+    getattr(diffusers, config["_class_name"]).from_config(config).save_pretrained(out / "scheduler")
+    _write_json(
+        out / "model_index.json",
+        {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "scheduler": ["diffusers", config["_class_name"]],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "feature_extractor": [None, None],
+            "image_encoder": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+        },
+    )
+    return {
+        part: sum(f.stat().st_size for f in (out / part).glob("*.safetensors"))
+        for part in ("unet", "text_encoder", "vae")
+    }
+
+
+@torch.no_grad()
+def quick_adherence(
+    models: DemoModels, count: int, cfg: float, seed: int, device: torch.device
+) -> dict[str, float]:
+    """Accuracy on ``count`` held-out captions (Euler, 20 steps): a sanity figure for the model
+    card, not the benchmark (``tests/benchmarks/bench_adherence.py``)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from nodes.demo.evaluate import score
+
+    pipe = StableDiffusionPipeline(
+        vae=models.vae,
+        text_encoder=models.text_encoder,
+        tokenizer=clip_tokenizer(),
+        unet=models.unet,
+        scheduler=EulerDiscreteScheduler.from_config(family_config("sd1", "scheduler")),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    rng = random.Random(seed)
+    scenes = [sample_scene(rng, split="held_out") for _ in range(count)]
+    results = []
+    for i, scene in enumerate(scenes):
+        image = pipe(
+            caption(scene),
+            height=64,
+            width=64,
+            num_inference_steps=20,
+            guidance_scale=cfg,
+            output_type="np",
+            generator=torch.Generator(device).manual_seed(seed + i),
+        ).images[0]
+        results.append(score(image, scene))
+    keys = ("background_ok", "color_ok", "shape_ok", "count_ok", "caption_ok")
+    return {k: sum(bool(r[k]) for r in results) / len(results) for k in keys}
+
+
+MODEL_CARD = """---
+license: apache-2.0
+library_name: diffusers
+pipeline_tag: text-to-image
+---
+
+# nodeflow demo model
+
+A small Stable Diffusion 1.x-architecture model (``StableDiffusionPipeline`` folder) trained from
+scratch by ``nodes/demo/train_demo.py`` on procedurally drawn scenes (``nodes/demo/dataset.py``):
+one to three circles, squares or triangles in eight colors on a plain background of another
+color, 64x64 pixels, with exact captions such as "a large red circle on a blue background". It
+draws only that world; it exists so nodeflow's main workflow makes a real picture with no
+downloads and so prompt adherence can be measured by rule (``nodes/demo/evaluate.py``).
+
+- Architecture: VAE downsampling by {vae_factor} (latents {latent}x{latent}x4), CLIP text encoder
+  (real CLIP tokenizer, width {text_width}, {text_layers} layers), U-Net with cross-attention,
+  block channels {unet_channels}.
+- Parameters: U-Net {unet_params:,}, text encoder {text_params:,} (of which the token table
+  {embed_params:,}), VAE {vae_params:,}. Files: U-Net and text encoder fp16, VAE fp32.
+- Noise schedule: SD's (scaled_linear 0.00085-0.012, 1000 steps, epsilon); captions dropped to ""
+  10% of the time, so classifier-free guidance works. Ships with SD's PNDM scheduler config.
+- Data: generated on the fly, seed {seed}; (shape, color, background) triples with
+  ``nodes.demo.dataset.is_held_out`` never appear in training.
+- Training: {vae_steps} autoencoder steps, then {steps} diffusion steps at batch {batch_size}
+  (lr {lr}, AdamW, EMA {ema}, Min-SNR-5) on {device} with {threads} threads; {minutes:.1f} minutes.
+- Quick check on {eval_count} held-out captions at CFG {eval_cfg}: {adherence}
+
+Reproduce:
+
+```
+{command}
+```
+
+License: Apache-2.0 (as nodeflow). The training data is generated by nodeflow's own code; the
+tokenizer files are CLIP's (MIT, see ``nodes/assets/clip/LICENSE-open_clip``).
+"""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="the diffusers folder to write")
+    parser.add_argument("--steps", type=int, default=5000, help="diffusion (U-Net) steps")
+    parser.add_argument("--vae-steps", type=int, default=600, help="autoencoder steps first")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--vae-batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-2)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay; 0 disables")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--eval-samples", type=int, default=32, help="held-out check; 0 skips")
+    parser.add_argument("--eval-cfg", type=float, default=4.0)
+    parser.add_argument("--micro", action="store_true", help="the micro test architecture")
+    parser.add_argument("--fp32", action="store_true", help="save everything in fp32")
+    return parser.parse_args(argv)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train and save; returns a summary (sizes, timings, quick adherence)."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(
+        "cuda"
+        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    torch.manual_seed(args.seed)
+    sizes = ModelSizes.micro() if args.micro else ModelSizes()
+    models = build_models(sizes, args.seed).to(device)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # Stage 1: the autoencoder, on plain and outlined pictures (the LoRA reuses it frozen).
+    vae_batches = Batcher(args.seed + 100, style=None, dropout=0)
+    optimizer = torch.optim.AdamW(models.vae.parameters(), lr=args.vae_lr, weight_decay=0)
+    models.vae.train()
+    stage = time.perf_counter()
+    for step in range(args.vae_steps):
+        loss = vae_step(
+            models.vae,
+            vae_batches(args.vae_batch_size)[0].to(device),
+            optimizer,
+            args.kl_weight,
+            generator,
+        )
+        if step % args.log_every == 0 or step == args.vae_steps - 1:
+            per_step = (time.perf_counter() - stage) / (step + 1)
+            _log(f"vae {step:6d}  loss {loss:.5f}  {per_step:.3f} s/step")
+    timings["vae_s_per_step"] = (time.perf_counter() - stage) / max(1, args.vae_steps)
+    models.vae.eval().requires_grad_(False)
+    scale = latent_scale(models.vae, vae_batches, batches=8, size=args.vae_batch_size)
+    models.vae.register_to_config(scaling_factor=scale)
+    _log(f"latent scaling factor {scale:.5f}")
+
+    # Stage 2: text encoder and U-Net on the diffusion objective.
+    scheduler = noise_scheduler()
+    batches = Batcher(args.seed + 200)
+    optimizer, parameters = adamw((models.unet, models.text_encoder), args.lr, args.weight_decay)
+    ema = EMA(parameters, args.ema) if args.ema > 0 else None
+    models.unet.train()
+    models.text_encoder.train()
+    stage = time.perf_counter()
+    running = None
+    for step in range(args.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * lr_factor(step, args.steps, args.warmup)
+        pixels, ids, _ = batches(args.batch_size)
+        loss = diffusion_step(
+            models, scheduler, pixels.to(device), ids, optimizer, parameters, generator=generator
+        )
+        if ema is not None:
+            ema.update()
+        running = loss if running is None else 0.98 * running + 0.02 * loss
+        if step % args.log_every == 0 or step == args.steps - 1:
+            per_step = (time.perf_counter() - stage) / (step + 1)
+            eta = per_step * (args.steps - step - 1) / 60
+            _log(f"unet {step:6d}  loss {running:.5f}  {per_step:.3f} s/step  eta {eta:.1f} min")
+    timings["unet_s_per_step"] = (time.perf_counter() - stage) / max(1, args.steps)
+    if ema is not None:
+        ema.copy_to(parameters)
+    models.unet.eval()
+    models.text_encoder.eval()
+    minutes = (time.perf_counter() - started) / 60
+
+    adherence: dict[str, float] = {}
+    if args.eval_samples:
+        adherence = quick_adherence(models, args.eval_samples, args.eval_cfg, args.seed, device)
+        _log(f"held-out adherence at CFG {args.eval_cfg}: {adherence}")
+    files = save_diffusers_folder(models, args.out, half=not args.fp32)
+    summary = {
+        "parameters": {
+            "unet": parameter_count(models.unet),
+            "text_encoder": parameter_count(models.text_encoder),
+            "token_table": models.text_encoder.get_input_embeddings().weight.numel(),
+            "vae": parameter_count(models.vae),
+        },
+        "file_bytes": files,
+        "timings": timings,
+        "minutes": minutes,
+        "adherence": adherence,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "sizes": asdict(sizes),
+    }
+    _write_json(args.out / "training_summary.json", summary)
+    command = (
+        "python -m nodes.demo.train_demo "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if not isinstance(v, bool)
+        )
+        + "".join(f" --{k}" for k, v in vars(args).items() if v is True)
+    )
+    (args.out / "README.md").write_text(
+        MODEL_CARD.format(
+            vae_factor=sizes.vae_factor,
+            latent=64 // sizes.vae_factor,
+            text_width=sizes.text_width,
+            text_layers=sizes.text_layers,
+            unet_channels=sizes.unet_channels,
+            unet_params=summary["parameters"]["unet"],
+            text_params=summary["parameters"]["text_encoder"],
+            embed_params=summary["parameters"]["token_table"],
+            vae_params=summary["parameters"]["vae"],
+            seed=args.seed,
+            vae_steps=args.vae_steps,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            ema=args.ema or "off",
+            device=device.type,
+            threads=args.threads,
+            minutes=minutes,
+            eval_count=args.eval_samples,
+            eval_cfg=args.eval_cfg,
+            adherence=json.dumps(adherence) if adherence else "not run",
+            command=command,
+        ),
+        encoding="utf-8",
+    )
+    _log(json.dumps(summary["parameters"]) + " " + json.dumps(files))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

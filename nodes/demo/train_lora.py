@@ -1,0 +1,155 @@
+"""Train the demo model's style LoRA: the outlined variant of the dataset, same captions.
+
+Run from the repository root after ``nodes.demo.train_demo`` (not run by CI)::
+
+    python -m nodes.demo.train_lora --base build/demo-sd --out build/demo-style.safetensors
+
+The base model is frozen; rank-``r`` pairs on the U-Net's attention projections (``to_q``,
+``to_k``, ``to_v``, ``to_out.0``) learn to draw outlines instead of filled shapes. Since the
+captions do not name the style, the LoRA alone carries it, and its strength can be measured with
+``nodes.demo.evaluate`` (outline score rising with strength). The file is written in kohya layout
+(``lora_unet_<module>.lora_down/lora_up.weight`` + ``.alpha``), the layout model sites serve and
+``nodes.lora`` reads; ``up`` starts at zero as in PEFT, so training starts from the base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import save_file
+from torch import nn
+from transformers import CLIPTextModel
+
+from nodes.demo.train_demo import Batcher, DemoModels, adamw, diffusion_step, noise_scheduler
+
+__all__ = ["LoraPair", "add_lora", "kohya_state", "load_base"]
+
+TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class LoraPair(nn.Module):
+    """``down`` then ``up``, scaled by ``alpha / rank`` and added to the target's output by a
+    forward hook, as PEFT and ``nodes.lora`` compute it (so training and inference agree)."""
+
+    def __init__(self, target: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(target.in_features, rank, bias=False)
+        self.up = nn.Linear(rank, target.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)  # PEFT's init for lora_A
+        nn.init.zeros_(self.up.weight)
+        self.alpha = alpha
+        self.rank = rank
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x)) * (self.alpha / self.rank)
+
+
+def add_lora(
+    unet: nn.Module, rank: int, alpha: float, targets: Sequence[str] = TARGETS
+) -> dict[str, LoraPair]:
+    """Attach trainable LoRA pairs to every ``targets`` linear layer of ``unet`` (frozen).
+
+    Returns {module name: pair}; the hooks stay for the model's life, so use a fresh model.
+    """
+    unet.requires_grad_(False)
+    pairs: dict[str, LoraPair] = {}
+    ends = tuple("." + t for t in targets)
+    for name, module in unet.named_modules():
+        if name.endswith(ends) and isinstance(module, nn.Linear):
+            pair = LoraPair(module, rank, alpha).to(module.weight.device)
+            pairs[name] = pair
+            module.register_forward_hook(lambda _m, args, out, p=pair: out + p.delta(args[0]))
+    if not pairs:
+        raise ValueError(f"no {targets} layers in the U-Net")
+    return pairs
+
+
+def kohya_state(pairs: dict[str, LoraPair]) -> dict[str, torch.Tensor]:
+    """The pairs in kohya layout: SD 1.x U-Net names are diffusers module names, dots to ``_``."""
+    state: dict[str, torch.Tensor] = {}
+    for name, pair in sorted(pairs.items()):
+        key = "lora_unet_" + name.replace(".", "_")
+        state[f"{key}.lora_down.weight"] = pair.down.weight.detach().to("cpu", torch.float16)
+        state[f"{key}.lora_up.weight"] = pair.up.weight.detach().to("cpu", torch.float16)
+        state[f"{key}.alpha"] = torch.tensor(float(pair.alpha))
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def load_base(folder: Path, device: torch.device) -> DemoModels:
+    """The trained demo model in fp32 (its files are fp16 where ``train_demo`` saved them so)."""
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    models = DemoModels(
+        vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32, **kwargs),
+        text_encoder=CLIPTextModel.from_pretrained(
+            folder / "text_encoder", dtype=torch.float32, **kwargs
+        ),
+        unet=UNet2DConditionModel.from_pretrained(
+            folder / "unet", torch_dtype=torch.float32, **kwargs
+        ),
+    ).to(device)
+    for model in (models.vae, models.text_encoder, models.unet):
+        model.eval().requires_grad_(False)
+    return models
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="the trained demo model folder")
+    parser.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--alpha", type=float, default=4.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=50)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(
+        "cuda"
+        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    torch.manual_seed(args.seed)
+    models = load_base(args.base, device)
+    pairs = add_lora(models.unet, args.rank, args.alpha)
+    holder = nn.ModuleList(pairs.values())
+    optimizer, parameters = adamw([holder], args.lr, weight_decay=0.0)
+    scheduler = noise_scheduler()
+    batches = Batcher(args.seed + 300, style="outlined")
+    generator = torch.Generator(device).manual_seed(args.seed)
+    started = time.perf_counter()
+    for step in range(args.steps):
+        pixels, ids, _ = batches(args.batch_size)
+        loss = diffusion_step(
+            models, scheduler, pixels.to(device), ids, optimizer, parameters, generator=generator
+        )
+        if step % args.log_every == 0 or step == args.steps - 1:
+            per_step = (time.perf_counter() - started) / (step + 1)
+            print(f"lora {step:6d}  loss {loss:.5f}  {per_step:.3f} s/step", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": "pt",
+        "nodeflow_training": json.dumps({k: str(v) for k, v in vars(args).items()}),
+    }
+    save_file(kohya_state(pairs), args.out, metadata=metadata)
+    summary = {"modules": len(pairs), "minutes": (time.perf_counter() - started) / 60}
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
