@@ -7,6 +7,7 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
   type Connection,
   type Edge,
   type FinalConnectionState,
@@ -19,9 +20,10 @@ import { catalog, compatible, convertible, setCatalog, typeColor } from "./catal
 import { graph, inputType, outputType, type AnyNode, type NfData } from "./graph";
 import { workflowFromPng } from "./png";
 import { runState, useRunState } from "./runstate";
-import { FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
+import { compactSelector, FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
 import { Gallery, HelpPanel, Lightbox, NodeSearch, Notices, Palette, QueuePanel } from "./components/Panels";
 import { uploadImage } from "./components/Widgets";
+import { extensionStatus, loadExtensions } from "./extensions";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
 
@@ -350,6 +352,23 @@ function Editor() {
   }, []);
 
   const onlyVisible = nodes.length > 150;
+  // Far zoomed out in a big graph: the canvas gets "nf-low-detail", and styles.css drops what is
+  // costly to paint or hit-test in software raster (background dots, handles, edge hit paths,
+  // shadows, rounded corners, clipped labels). Changes only when the zoom crosses the threshold.
+  const lowDetail = useStore(compactSelector);
+
+  // Panning: capture the pointer on the pane, so the browser does not hit-test every node and
+  // edge under the mouse on each move of the drag (the pane gets the events either way).
+  const onPointerDownCapture = useCallback((e: React.PointerEvent) => {
+    const target = e.target as HTMLElement;
+    if (e.button === 0 && e.isPrimary && target.classList?.contains("react-flow__pane")) {
+      try {
+        target.setPointerCapture(e.pointerId);
+      } catch {
+        /* not capturable (the pointer is gone): nothing to save */
+      }
+    }
+  }, []);
 
   return (
     <div className="nf-app">
@@ -369,9 +388,11 @@ function Editor() {
       <div className="nf-main">
         {showPalette && <Palette onAdd={addAtCenter} />}
         <div
-          className="nf-canvas"
+          className={`nf-canvas${lowDetail ? " nf-low-detail" : ""}`}
           data-testid="canvas"
+          data-detail={lowDetail ? "low" : "full"}
           onDoubleClick={onDoubleClick}
+          onPointerDownCapture={onPointerDownCapture}
           onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
         >
           <ReactFlow<AnyNode, Edge>
@@ -706,6 +727,7 @@ export function App() {
       setReady(true);
       nodeflowApi.ready = true;
       runState.connect();
+      void loadExtensions();
       api
         .system()
         .then((system) => {
@@ -768,6 +790,8 @@ export const nodeflowApi = {
   undo: () => graph.undo(),
   redo: () => graph.redo(),
   fitView: () => fitRequest?.(),
+  /** The plugins' editor extensions: whether loading has finished, and each script and style. */
+  extensions: () => extensionStatus(),
 };
 
 declare global {

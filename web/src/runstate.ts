@@ -159,6 +159,13 @@ class RunState {
 
   // --- events ----------------------------------------------------------------------------
 
+  private taps = new Set<(msg: Record<string, unknown>) => void>();
+  /** Also hand each websocket event (after the editor's own handling) to `tap`. */
+  tapEvents(tap: (msg: Record<string, unknown>) => void): () => void {
+    this.taps.add(tap);
+    return () => this.taps.delete(tap);
+  }
+
   handleEvent(msg: Record<string, unknown>) {
     const type = msg.type as string;
     const runId = msg.run_id as string | undefined;
@@ -320,7 +327,9 @@ class RunState {
     ws.onmessage = (ev) => {
       if (typeof ev.data === "string") {
         try {
-          this.handleEvent(JSON.parse(ev.data) as Record<string, unknown>);
+          const msg = JSON.parse(ev.data) as Record<string, unknown>;
+          this.handleEvent(msg);
+          for (const tap of this.taps) tap(msg);
         } catch {
           /* ignore malformed */
         }

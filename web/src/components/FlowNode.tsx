@@ -17,7 +17,12 @@ interface SocketRow {
 /** In big graphs, below this zoom, nodes draw their widgets as plain blocks (cheap to paint). */
 const COMPACT_ZOOM = 0.45;
 const COMPACT_MIN_NODES = 150;
-const compactSelector = (s: ReactFlowState) => s.transform[2] < COMPACT_ZOOM && s.nodes.length > COMPACT_MIN_NODES;
+/**
+ * The coarse detail level: true while a big graph is zoomed out below COMPACT_ZOOM. Components
+ * must read the viewport only through this (a boolean, so they re-render when the zoom crosses
+ * the threshold, never on each pan or zoom step).
+ */
+export const compactSelector = (s: ReactFlowState) => s.transform[2] < COMPACT_ZOOM && s.nodes.length > COMPACT_MIN_NODES;
 
 export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps<NfNode>) {
   const run = useNodeRun(id);

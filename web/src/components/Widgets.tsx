@@ -3,6 +3,7 @@ import { memo, useEffect, useRef, useState, useSyncExternalStore } from "react";
 import { api, fileUrl, type InputDef } from "../api";
 import { graph, SEED_MODES, type SeedMode } from "../graph";
 import { runState } from "../runstate";
+import { customWidgetName, useCustomWidget, type WidgetRender } from "../extensions";
 
 interface WidgetProps {
   nodeId: string;
@@ -18,6 +19,8 @@ export const Widget = memo(function Widget(props: WidgetProps) {
   const { def } = props;
   const schema = def.schema ?? {};
   const x = schema["x-nodeflow"] ?? {};
+  const custom = useCustomWidget(customWidgetName(def));
+  if (custom) return <ExtensionWidget {...props} plugin={custom.plugin} render={custom.render} />;
   if (Array.isArray(schema.enum)) return <ComboWidget {...props} options={schema.enum} />;
   if (x.files === "input") return <ImageWidget {...props} />;
   if (x.files) return <ModelWidget {...props} kind={x.files} />;
@@ -39,6 +42,66 @@ export const Widget = memo(function Widget(props: WidgetProps) {
       return <TextWidget {...props} multiline={!!x.multiline} />;
   }
 });
+
+/**
+ * A widget drawn by a plugin's editor extension (plain DOM in a container). `render` runs at
+ * mount and again (after its cleanup) when the value changes from outside the widget (undo, load,
+ * setValue); a value the widget itself reported through onChange does not re-render it.
+ */
+function ExtensionWidget({ nodeId, name, def, value, plugin, render }: WidgetProps & { plugin: string; render: WidgetRender }) {
+  const container = useRef<HTMLDivElement>(null);
+  const reported = useRef<{ value: unknown } | null>(null);
+  const [failed, setFailed] = useState<string | null>(null);
+  const [generation, setGeneration] = useState(0);
+  const valueRef = useRef(value);
+  valueRef.current = value;
+  const shown = useRef(value);
+  useEffect(() => {
+    if (Object.is(shown.current, value)) return;
+    shown.current = value;
+    if (reported.current && Object.is(reported.current.value, value)) return;
+    reported.current = null;
+    setGeneration((g) => g + 1);
+  }, [value]);
+  useEffect(() => {
+    const el = container.current;
+    if (!el) return;
+    let cleanup: (() => void) | void = undefined;
+    try {
+      cleanup = render(el, {
+        value: valueRef.current,
+        schema: def.schema ?? {},
+        nodeId,
+        input: name,
+        onChange: (next: unknown) => {
+          reported.current = { value: next };
+          graph.setValue(nodeId, name, next);
+        },
+      });
+      setFailed(null);
+    } catch (err) {
+      console.error(`nodeflow: widget of plugin ${plugin} failed`, err);
+      setFailed((err as Error)?.message ?? String(err));
+    }
+    return () => {
+      try {
+        if (typeof cleanup === "function") cleanup();
+      } catch (err) {
+        console.error(`nodeflow: cleanup of a widget of plugin ${plugin} failed`, err);
+      }
+      el.replaceChildren();
+    };
+  }, [render, nodeId, name, def, plugin, generation]);
+  return (
+    <div
+      ref={container}
+      className={`${CONTROL} nf-extension-widget${failed ? " invalid" : ""}`}
+      data-testid={`widget-${name}`}
+      data-plugin={plugin}
+      title={failed ? `This widget of plugin ${plugin} failed: ${failed}` : undefined}
+    />
+  );
+}
 
 function TextWidget({ nodeId, name, value, multiline }: WidgetProps & { multiline: boolean }) {
   const text = value === undefined || value === null ? "" : String(value);
