@@ -46,7 +46,8 @@ class Widget:
 
     ``files`` names a kind of file the value picks (``"checkpoints"``, ``"loras"``, ``"input"``):
     the editor offers the files of that kind. ``seed`` marks a seed, which the editor can
-    randomize or increment after each run.
+    randomize or increment after each run. ``widget`` names a custom widget a plugin's editor
+    extension registers (``api.registerWidget(name, render)``; see docs/plugins.md).
     """
 
     multiline: bool = False
@@ -54,6 +55,7 @@ class Widget:
     display: Literal["number", "slider"] | None = None
     step: float | None = None
     seed: bool = False
+    widget: str | None = None
 
     def hints(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, False)}

@@ -198,6 +198,30 @@ def test_lora_example_from_the_examples_list_runs(page, shot, nodeflow_server):
     assert len(list(nodeflow_server.output.glob("web-lora_*.png"))) == 1
 
 
+def test_saved_workflows_record_the_plugins_they_need(page, nodeflow_server):
+    """A workflow using third-party nodes names their plugins' distributions and versions (as
+    the server stamps stored runs), and one using only built-in nodes names none."""
+    system = nodeflow_server.get("/api/system")
+    plugins = {p["name"]: p for p in system["plugins"]}
+    if "sweep" not in plugins:
+        pytest.fail("the example plugins must be installed (see the README's install command)")
+    open_editor(page)
+    load_workflow(page, example("cfg_sweep.json"))
+    wait_until(lambda: "sweep" in (get_workflow(page).get("requires") or {}), 10,
+               "requires in the saved workflow")  # fmt: skip
+    requires = get_workflow(page)["requires"]
+    types = [n["type"] for n in example("cfg_sweep.json")["nodes"].values()]
+    used = {t.split(".")[0] for t in types if "." in t}
+    assert set(requires) == used
+    for name in used:
+        assert requires[name] == {
+            "distribution": plugins[name]["distribution"],
+            "version": plugins[name]["version"],
+        }
+    load_workflow(page, example("txt2img.json"))
+    assert "requires" not in get_workflow(page)
+
+
 # --- (3) incompatible sockets ----------------------------------------------------------------
 
 

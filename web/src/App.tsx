@@ -16,7 +16,15 @@ import {
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 import { api, ApiError, type Issue, type NodeDef, type WorkflowJson } from "./api";
-import { catalog, compatible, convertible, setCatalog, typeColor } from "./catalog";
+import {
+  catalog,
+  compatible,
+  convertible,
+  type PluginDef,
+  setCatalog,
+  setPlugins,
+  typeColor,
+} from "./catalog";
 import { graph, inputType, outputType, type AnyNode, type NfData } from "./graph";
 import { workflowFromPng } from "./png";
 import { runState, useRunState } from "./runstate";
@@ -731,6 +739,7 @@ export function App() {
       api
         .system()
         .then((system) => {
+          setPlugins((system.plugins ?? []) as PluginDef[]);
           const failures = (system.failed_plugins ?? system.failures ?? []) as Record<string, unknown>[];
           for (const f of failures) {
             runState.addNotice(

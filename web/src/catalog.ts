@@ -3,12 +3,49 @@ import type { InputDef, NodeDef, TypeDef } from "./api";
 
 export const PRIMITIVES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN"]);
 
+/** A loaded plugin as /api/system lists it. */
+export interface PluginDef {
+  name: string;
+  distribution: string;
+  version: string;
+  builtin: boolean;
+}
+
 export interface Catalog {
   nodes: Record<string, NodeDef>;
   types: Record<string, TypeDef>;
+  plugins: Record<string, PluginDef>;
 }
 
-export const catalog: Catalog = { nodes: {}, types: {} };
+export const catalog: Catalog = { nodes: {}, types: {}, plugins: {} };
+
+export function setPlugins(plugins: PluginDef[]) {
+  catalog.plugins = Object.fromEntries(plugins.map((p) => [p.name, p]));
+}
+
+/**
+ * The plugins (distribution and version) a workflow's node types come from, as the server's
+ * `nodeflow.provenance.requirements` computes them: a plugin not loaded here keeps what the file
+ * recorded, so opening and saving a workflow never loses that information.
+ */
+export function requirements(
+  types: Iterable<string>,
+  recorded: Record<string, unknown> | undefined,
+): Record<string, { distribution: string; version: string }> {
+  const found: Record<string, { distribution: string; version: string }> = {};
+  for (const type of types) {
+    const plugin = (catalog.nodes[type] as { plugin?: string } | undefined)?.plugin ??
+      (type.includes(".") ? type.slice(0, type.lastIndexOf(".")) : undefined);
+    if (!plugin) continue;
+    const info = catalog.plugins[plugin];
+    if (info && !info.builtin) {
+      found[plugin] = { distribution: info.distribution, version: info.version };
+    } else if (!info && recorded && plugin in recorded) {
+      found[plugin] = recorded[plugin] as { distribution: string; version: string };
+    }
+  }
+  return Object.fromEntries(Object.entries(found).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
 
 const ancestorCache = new Map<string, Set<string>>();
 

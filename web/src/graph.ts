@@ -11,7 +11,15 @@ import {
   type XYPosition,
 } from "@xyflow/react";
 import type { WorkflowJson } from "./api";
-import { catalog, compatible, convertible, defaultValue, isSeed, typeColor } from "./catalog";
+import {
+  catalog,
+  compatible,
+  convertible,
+  defaultValue,
+  isSeed,
+  requirements,
+  typeColor,
+} from "./catalog";
 
 export type SeedMode = "randomize" | "fixed" | "increment";
 export const SEED_MODES: SeedMode[] = ["randomize", "fixed", "increment"];
@@ -520,7 +528,12 @@ export class GraphStore {
     else delete ui.notes;
     if (groups.length) ui.groups = groups;
     else delete ui.groups;
-    return { ...this.workflowExtra, version: 1, nodes: nodesJson, ui };
+    const workflow: WorkflowJson = { ...this.workflowExtra, version: 1, nodes: nodesJson, ui };
+    const types = Object.values(nodesJson).map((n) => (n as { type: string }).type);
+    const requires = requirements(types, this.workflowExtra.requires as Record<string, unknown>);
+    if (Object.keys(requires).length) workflow.requires = requires;
+    else delete workflow.requires;
+    return workflow;
   }
 
   /** Replace the graph with a workflow. Throws on something that is not a workflow. */
