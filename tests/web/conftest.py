@@ -13,7 +13,6 @@ bundle (``web/dist/index.html``) the browser tests are skipped, with the reason,
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from webharness import (
     free_port,
     http_json,
     missing_requirement,
+    stop_server,
+    wait_for_server,
 )
 
 
@@ -138,30 +139,10 @@ def nodeflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodefl
 
         tiny = make_tiny_sd(models / "checkpoints" / "tiny", seed=0)
         write_tiny_loras(tiny, models / "loras")
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"nodeflow serve exited with {process.returncode}:\n"
-                            f"{server.log_tail()}", pytrace=False)  # fmt: skip
-            try:
-                status, _ = http_json(server.url("/api/system"), timeout=2)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"nodeflow serve did not answer in 120 s:\n{server.log_tail()}",
-                            pytrace=False)  # fmt: skip
-            time.sleep(0.2)
+        wait_for_server(process, server.base, server.log_tail)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_server(process)
 
 
 @pytest.fixture(scope="module")

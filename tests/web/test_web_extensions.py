@@ -12,11 +12,9 @@ even parse.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,8 @@ from webharness import (
     missing_requirement,
     node,
     open_editor,
+    stop_server,
+    wait_for_server,
     wait_until,
 )
 
@@ -162,28 +162,10 @@ def extension_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                    start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"nodeflow serve exited:\n{log.read_text()[-4000:]}", pytrace=False)
-            try:
-                if http_json(base + "/api/system", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"nodeflow serve did not answer:\n{log.read_text()[-4000:]}",
-                            pytrace=False)  # fmt: skip
-            time.sleep(0.2)
+        wait_for_server(process, base, lambda: log.read_text()[-4000:])
         yield base
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_server(process)
 
 
 @pytest.fixture

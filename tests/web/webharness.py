@@ -395,3 +395,40 @@ def drop_files(page: Any, files: list[tuple[str, str, bytes]], x: float = 700,
         }""",
         [payload, x, y],
     )
+
+
+def wait_for_server(
+    process: Any, base: str, log_tail: Callable[[], str], timeout: float = 120
+) -> None:
+    """Until ``nodeflow serve`` (``process``) answers ``/api/system`` at ``base``; a server that
+    exits or never answers fails the test with the end of its log."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"nodeflow serve exited with {process.returncode}:\n{log_tail()}",
+                        pytrace=False)  # fmt: skip
+        try:
+            if http_json(base + "/api/system", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"nodeflow serve did not answer in {timeout:.0f} s:\n{log_tail()}",
+                        pytrace=False)  # fmt: skip
+        time.sleep(0.2)
+
+
+def stop_server(process: Any) -> None:
+    """Ctrl+C (the server's clean shutdown), then kill if it takes over 10 s."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
