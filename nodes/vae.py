@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from nodeflow import Context, node
@@ -23,10 +25,32 @@ def _latent_tensor(vae: VAE, latent: Latent) -> Any:
     return torch.zeros(shape, device=vae.model.device, dtype=vae.model.dtype)
 
 
-def decode(vae: VAE, latent: Latent) -> Image:
+@contextmanager
+def _upcast_if_needed(model: Any) -> Iterator[Any]:
+    """The SDXL VAE overflows in fp16 (black or NaN pictures); its config says so with
+    ``force_upcast``, and diffusers then decodes in fp32. So do we, and put it back after."""
     import torch
 
-    model = vae.model
+    if not (getattr(model.config, "force_upcast", False) and model.dtype == torch.float16):
+        yield model
+        return
+    # nn.Module.to, not diffusers' override, which warns about casting on every call
+    torch.nn.Module.to(model, torch.float32)
+    try:
+        yield model
+    finally:
+        torch.nn.Module.to(model, torch.float16)
+
+
+def decode(vae: VAE, latent: Latent) -> Image:
+
+    with _upcast_if_needed(vae.model) as model:
+        return _decode(vae, model, latent)
+
+
+def _decode(vae: VAE, model: Any, latent: Latent) -> Image:
+    import torch
+
     latents = _latent_tensor(vae, latent).to(device=model.device, dtype=model.dtype)
     with torch.inference_mode():
         if vae.is_vq:  # Kandinsky's MoVQ: unscaled latents, decoded without quantizing

@@ -144,3 +144,25 @@ def test_conditioning_from_another_model_is_a_clear_error_at_cfg(make_executor):
     assert "positive: the conditioning is 32 wide but this U-Net attends to 64" in (
         result.error.message
     )
+
+
+def test_an_fp16_sdxl_vae_decodes_in_fp32_and_stays_fp16(models_dir: Path) -> None:
+    """``force_upcast`` (SDXL's VAE overflows in fp16): decode in fp32, as diffusers does."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from nodes.types import VAE, Latent
+    from nodes.vae import decode
+
+    folder = models_dir / "checkpoints" / "tiny-sdxl" / "vae"
+    half = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float16, local_files_only=True)
+    assert half.config.force_upcast
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)).half()
+    actual = decode(VAE(half), Latent(samples=latents, width=32, height=32)).pixels
+    assert half.dtype == torch.float16
+    # The reference: the same (fp16-rounded) weights, decoded in fp32.
+    full = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float16, local_files_only=True)
+    torch.nn.Module.to(full, torch.float32)
+    full.register_to_config(force_upcast=False)
+    expected = decode(VAE(full), Latent(samples=latents.float(), width=32, height=32)).pixels
+    assert torch.equal(actual, expected)
