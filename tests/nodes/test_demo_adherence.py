@@ -1,0 +1,139 @@
+"""Prompt adherence of the demo model in CI: fixed held-out captions and seeds, a floor.
+
+The issue asks for "a test (fast, small N, fixed seeds) [that] asserts the adherence stays above a
+floor, so a regression in any node shows up in CI". The floor test renders through the same
+function as the benchmark (``nodes.demo.adherence``, used by
+``tests/benchmarks/bench_adherence.py``) and through the same name users' workflows use,
+``LoadCheckpoint path: "demo"``, so a broken text encoder, guidance, scheduler, sampler, decoder or
+demo-model wiring lowers the score here.
+
+The trained model is not shipped yet: its planned home is the package folder ``nodes/demo/model/``
+(weights as package data, TRAINING.md "Still to do"), and the floor test is skipped until that
+folder exists. The plumbing test below always runs, on a micro model the trainer makes in a few
+seconds, so the shared generate-and-score code cannot rot while the floor test is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from nodes.demo.adherence import (
+    CHECKS,
+    DEFAULT_CFG,
+    AdherenceRunner,
+    adherence_workflow,
+    held_out_scenes,
+    summarize,
+)
+from nodes.demo.dataset import caption, is_held_out
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_MODEL = ROOT / "nodes" / "demo" / "model"
+"""Where the trained demo model's weights will ship (package data of ``nodes``)."""
+requires_shipped_model = pytest.mark.skipif(
+    not SHIPPED_MODEL.exists(),
+    reason="the trained demo model is not shipped yet (issue 9): no nodes/demo/model/",
+)
+
+CI_CAPTIONS = 16
+CI_SEED = 0
+FLOOR = 0.75
+"""Below the benchmark's 90% targets: 16 captions give a coarse estimate (one caption is 6.25
+points), and the test must catch a broken node (accuracy near chance, ~1/8 per color), not
+sampling noise. Raise it once the shipped model's benchmark figures are known."""
+FLOOR_CHECKS = ("shape_color_ok", "background_ok")
+
+
+@pytest.fixture(scope="session")
+def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A micro-architecture demo model from the real trainer (``--micro``, two steps per stage):
+    its pictures are noise, but its folder is exactly what ``train_demo`` ships."""
+    import torch
+
+    trainer = importlib.import_module("nodes.demo.train_demo")
+    out = tmp_path_factory.mktemp("demo-micro") / "model"
+    steps = ["--steps", "2", "--vae-steps", "2", "--batch-size", "2", "--vae-batch-size", "2"]
+    quiet = ["--eval-samples", "0", "--device", "cpu", "--threads", "1", "--log-every", "1000"]
+    trainer.main(["--out", str(out), "--micro", *steps, *quiet])
+    torch.set_num_threads(1)
+    return out
+
+
+def test_held_out_scenes_are_fixed_and_held_out() -> None:
+    scenes = held_out_scenes(20, seed=CI_SEED)
+    assert scenes == held_out_scenes(20, seed=CI_SEED)
+    assert scenes != held_out_scenes(20, seed=CI_SEED + 1)
+    assert all(is_held_out(s) and s.style == "plain" for s in scenes)
+
+
+def test_workflow_is_the_standard_graph() -> None:
+    plain = adherence_workflow("a red circle", model="demo", cfg=2.0, seed=3).to_json()["nodes"]
+    assert {k: v["type"] for k, v in plain.items()} == {
+        "model": "LoadCheckpoint",
+        "pos": "TextEncode",
+        "neg": "TextEncode",
+        "sched": "Scheduler",
+        "cfg": "CFG",
+        "empty": "EmptyLatent",
+        "denoise": "Denoise",
+        "decode": "VAEDecode",
+    }
+    assert plain["neg"]["inputs"]["text"] == ""
+    assert plain["cfg"]["inputs"]["scale"] == 2.0 and plain["denoise"]["inputs"]["seed"] == 3
+    styled = adherence_workflow("a red circle", model="demo", lora="/x.safetensors", strength=0.5)
+    nodes = styled.to_json()["nodes"]
+    assert nodes["lora"]["type"] == "LoadLoRA"
+    assert nodes["lora"]["inputs"]["strength_unet"] == 0.5
+    assert nodes["sched"]["inputs"]["unet"] == {"from": "lora.unet"}
+    assert nodes["pos"]["inputs"]["text_encoder"] == {"from": "lora.text_encoder"}
+
+
+def test_generate_and_score_on_micro_model(micro_model: Path) -> None:
+    scenes = held_out_scenes(2, seed=CI_SEED)
+    runner = AdherenceRunner(str(micro_model))
+    try:
+        samples = runner.run(scenes, cfg=DEFAULT_CFG, seed=CI_SEED, per_caption=2)
+        assert runner.resolved_model() == micro_model
+    finally:
+        runner.close()
+    assert runner.pictures == 4
+    assert [(s.caption, s.seed, s.batch_index) for s in samples] == [
+        (caption(scenes[0]), CI_SEED, 0),
+        (caption(scenes[0]), CI_SEED, 1),
+        (caption(scenes[1]), CI_SEED + 1, 0),
+        (caption(scenes[1]), CI_SEED + 1, 1),
+    ]
+    for sample in samples:
+        assert sample.cfg == DEFAULT_CFG and sample.strength is None
+        assert all(sample.result[c] in (True, False, None) for c in CHECKS)
+        assert sample.result["position_ok"] is None or sample.scene.position is not None
+        assert 0.0 <= sample.result["outline_score"] <= 1.0
+    summary = summarize(samples)
+    assert summary["pictures"] == 4
+    assert set(summary) == {"pictures", "outline_score", *CHECKS}
+    assert all(v is None or 0.0 <= v <= 1.0 for k, v in summary.items() if k != "pictures")
+
+
+@requires_shipped_model
+def test_shipped_demo_model_adherence_floor() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    scenes = held_out_scenes(CI_CAPTIONS, seed=CI_SEED)
+    runner = AdherenceRunner("demo")
+    try:
+        resolved = runner.resolved_model()
+        samples = runner.run(scenes, cfg=DEFAULT_CFG, seed=CI_SEED)
+    finally:
+        runner.close()
+    summary = summarize(samples)
+    for check in FLOOR_CHECKS:
+        value = summary[check]
+        failed = [s.caption for s in samples if not s.result[check]]
+        assert value is not None and value >= FLOOR, (
+            f"{check} {value:.0%} is below the {FLOOR:.0%} floor on {CI_CAPTIONS} held-out "
+            f"captions at CFG {DEFAULT_CFG} ('demo' resolved to {resolved}); failed: {failed}"
+        )
