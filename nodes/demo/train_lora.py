@@ -27,7 +27,14 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPTextModel
 
-from nodes.demo.train_demo import Batcher, DemoModels, adamw, diffusion_step, noise_scheduler
+from nodes.demo.train_demo import (
+    Batcher,
+    DemoModels,
+    adamw,
+    choose_device,
+    diffusion_step,
+    noise_scheduler,
+)
 
 __all__ = ["LoraPair", "add_lora", "kohya_state", "load_base"]
 
@@ -118,11 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device(
-        "cuda"
-        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
+    device = choose_device(args.device)
     torch.manual_seed(args.seed)
     models = load_base(args.base, device)
     pairs = add_lora(models.unet, args.rank, args.alpha)

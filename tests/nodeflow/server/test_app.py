@@ -16,7 +16,7 @@ import testnodes
 
 from nodeflow.context import Environment
 from nodeflow.executor import Executor
-from nodeflow.plugins import load_catalog
+from nodeflow.plugins import Catalog, load_catalog
 from nodeflow.server.app import Server, ServerConfig
 from nodeflow.server.store import RunStore
 
@@ -37,10 +37,13 @@ def free_port() -> int:
 
 
 class Running:
-    def __init__(self, tmp: Path) -> None:
+    """A real server on loopback (the test nodes' catalog unless another is given)."""
+
+    def __init__(self, tmp: Path, catalog: Catalog | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        catalog = load_catalog(entry_points=False, plugins=[("testnodes", testnodes)])
+        if catalog is None:
+            catalog = load_catalog(entry_points=False, plugins=[("testnodes", testnodes)])
         env = Environment.from_dirs(tmp / "models", tmp / "output", tmp / "input")
         self.env = env
         self.store = RunStore(tmp / "runs.sqlite3")

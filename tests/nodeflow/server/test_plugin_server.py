@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import test_app
 from aiohttp import web
 
-from nodeflow.context import Environment
-from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog, load_catalog
-from nodeflow.server.app import Server, ServerConfig
-from nodeflow.server.store import RunStore
 
 ROUTES = """
 from aiohttp import web
@@ -69,30 +64,11 @@ def nodeflow_web_extensions():
 """
 
 
-class Running:
+class Running(test_app.Running):
     """A real server on loopback for ``catalog``; ``get`` returns (status, headers, body)."""
 
     def __init__(self, catalog: Catalog, tmp: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = Environment.from_dirs(tmp / "models", tmp / "output", tmp / "input")
-        self.store = RunStore(tmp / "runs.sqlite3")
-        executor = Executor(catalog, env=env)
-        self.server = Server(catalog, executor, self.store, ServerConfig(port=self.port))
-
-    async def __aenter__(self) -> Running:
-        self.runner = web.AppRunner(self.server.app())
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        self.session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.session.close()
-        await self.runner.cleanup()
-        self.store.close()
+        super().__init__(tmp, catalog)
 
     async def get(self, path: str) -> tuple[int, Any, Any]:
         async with self.session.get(self.base + path) as r:
