@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from nodeflow import Context, Widget, node
-from nodes.guidance import predict_noise
+from nodes.guidance import predict_noise, unet_inputs
 from nodes.lora import patched
 from nodes.preview import latent_preview
 from nodes.types import Guider, Latent, Scheduler
@@ -102,10 +102,11 @@ def sample(
     step_kwargs = _step_kwargs(scheduler, generator)
     total = len(timesteps)
     with torch.inference_mode(), patched(guider.unet.model, guider.unet.patches, "unet"):
+        inputs = unet_inputs(guider, latents)  # the conditioning is the same at every step
         for index, timestep in enumerate(timesteps):
             if ctx is not None:
                 ctx.check_interrupted()
-            noise_pred = predict_noise(guider, latents, timestep, scheduler)
+            noise_pred = predict_noise(guider, latents, timestep, scheduler, inputs)
             result = scheduler.step(noise_pred, timestep, latents, **step_kwargs)
             latents = result.prev_sample
             if ctx is not None:

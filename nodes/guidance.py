@@ -93,8 +93,23 @@ def _learned_variance(scheduler: Any) -> bool:
     return getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
 
 
-def predict_noise(guider: Guider, latents: Any, timestep: Any, scheduler: Any) -> Any:
-    """The guided model output for ``latents`` at ``timestep``.
+def unet_inputs(guider: Guider, latents: Any) -> dict[str, Any]:
+    """The U-Net's conditioning arguments for a batch like ``latents``: the same at every step,
+    so a sampling loop makes them once (``predict_noise(..., inputs=...)``)."""
+    if guider.scale == 1.0:
+        return _unet_inputs(guider, [guider.positive], latents)
+    return _unet_inputs(guider, [guider.negative, guider.positive], latents)
+
+
+def predict_noise(
+    guider: Guider,
+    latents: Any,
+    timestep: Any,
+    scheduler: Any,
+    inputs: dict[str, Any] | None = None,
+) -> Any:
+    """The guided model output for ``latents`` at ``timestep`` (``inputs``: from
+    ``unet_inputs``, made here when not given).
 
     At scale 1 the negative pass would cancel out, so it is skipped (half the U-Net work).
 
@@ -107,15 +122,15 @@ def predict_noise(guider: Guider, latents: Any, timestep: Any, scheduler: Any) -
 
     unet = guider.unet.model
     channels = latents.shape[1]
+    if inputs is None:
+        inputs = unet_inputs(guider, latents)
     if guider.scale == 1.0:
         model_input = scheduler.scale_model_input(latents, timestep)
-        inputs = _unet_inputs(guider, [guider.positive], latents)
         output = unet(model_input, timestep, **inputs, return_dict=False)[0]
         if output.shape[1] == 2 * channels and not _learned_variance(scheduler):
             return output[:, :channels]
         return output
     model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-    inputs = _unet_inputs(guider, [guider.negative, guider.positive], latents)
     output = unet(model_input, timestep, **inputs, return_dict=False)[0]
     variance = None
     if output.shape[1] == 2 * channels:
