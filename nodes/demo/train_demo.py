@@ -226,6 +226,7 @@ def vae_step(
     optimizer: torch.optim.Optimizer,
     kl_weight: float,
     generator: torch.Generator | None = None,
+    max_grad_norm: float = 1.0,
 ) -> float:
     """One autoencoder step: MSE reconstruction of a posterior sample plus a small KL term (SD
     used a tiny weight too; the latents' scale is fixed afterwards by ``scaling_factor``)."""
@@ -236,6 +237,9 @@ def vae_step(
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    # Without clipping and warm-up the autoencoder sometimes collapses to the mean picture
+    # (loss stuck near 0.33) in its first hundred steps, depending on thread count.
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), max_grad_norm)
     optimizer.step()
     return float(loss.detach())
 
@@ -481,6 +485,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--vae-warmup", type=int, default=50)
     parser.add_argument("--kl-weight", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--warmup", type=int, default=200)
@@ -524,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     models.vae.train()
     stage = time.perf_counter()
     for step in range(args.vae_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = args.vae_lr * lr_factor(step, args.vae_steps, args.vae_warmup)
         loss = vae_step(
             models.vae,
             vae_batches(args.vae_batch_size)[0].to(device),
