@@ -34,6 +34,7 @@ from nodes.single_file import (
     hf_text_state,
     load_checkpoint_file,
     openclip_text_state,
+    stored_architecture,
     unet_family,
 )
 from nodes.types import VAE, TextEncoder, UNet
@@ -421,10 +422,12 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
     else:
         prefix = UNET_PREFIX if any(k.startswith(UNET_PREFIX) for k in file.keys) else ""
         state = unet_to_diffusers(file.read(prefix, dtype))
-    model = build_unet(state, found.family)
+    stored = stored_architecture(file)
+    model = build_unet(state, found.family, stored=stored.get("unet"))
     chosen = found.prediction_type if prediction == "auto" else prediction
     scheduler = family_config(found.family, "scheduler") | {"prediction_type": chosen}
-    return UNet(model, scheduler, latent_scale=8, source=str(location))
+    vae_levels = len(stored["vae"]["block_out_channels"]) if "vae" in stored else 4
+    return UNet(model, scheduler, latent_scale=2 ** (vae_levels - 1), source=str(location))
 
 
 @node("LoadVAE", category="loaders", fingerprint=_identity(VAE_DIRS))
@@ -472,7 +475,11 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
     else:
         raise ValueError(f"{location.name} holds no VAE (it looks like {found.describe()})")
     chosen = family if family != "auto" else (found.family or "sd1")
-    return VAE(build_vae(state, chosen), source=str(location))  # type: ignore[arg-type]
+    stored = dict(stored_architecture(file).get("vae", {}))
+    if family != "auto":  # the family asked for decides the latent scaling
+        stored.pop("scaling_factor", None)
+    model = build_vae(state, chosen, stored=stored)  # type: ignore[arg-type]
+    return VAE(model, source=str(location))
 
 
 @node("LoadTextEncoder", category="loaders", fingerprint=_identity(TEXT_DIRS))

@@ -6,6 +6,11 @@ is read from tensor shapes; what weights cannot tell (attention heads, activatio
 latent scaling) comes from the family's real config shipped in ``nodes/configs/``, following the
 rules each family was built with. Nothing is fetched: the CLIP tokenizer ships too.
 
+A file may also say what its weights cannot: nodeflow writes a model that departs from its
+family's unseen choices (norm groups, heads, latent scaling) with each component's config in the
+safetensors metadata key ``nodeflow.architecture`` (see ``stored_architecture``); those values
+override the family's, so such a file loads as the model it was made from.
+
 Loading reads each tensor once from the file, converts its dtype if asked, renames it (views, no
 copies), and assigns it straight into a model built on the meta device, so a checkpoint costs its
 own size in memory, not twice that (see ``BENCHMARKS.md``).
@@ -37,6 +42,13 @@ SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 SD2_TEXT_PREFIX = "cond_stage_model.model."
 SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_TEXT_2_PREFIX = "conditioner.embedders.1.model."
+
+ARCHITECTURE_KEY = "nodeflow.architecture"
+"""Safetensors metadata key: JSON ``{"unet": {...}, "vae": {...}, "text_encoder": {...}}`` (and
+``"text_encoder_2"`` for SDXL), each the component's diffusers / transformers ``config.json``."""
+ARCHITECTURE_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_NOT_ARCHITECTURE = frozenset({"dtype", "torch_dtype"})
+"""Stored config keys ignored on load: the dtype comes from the tensors and the caller's choice."""
 
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -146,6 +158,41 @@ def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
         header = json.loads(f.read(size))
     header.pop("__metadata__", None)
     return header, 8 + size
+
+
+def stored_architecture(file: CheckpointFile) -> dict[str, dict[str, Any]]:
+    """The component configs a file declares in its ``nodeflow.architecture`` metadata, if any.
+
+    Weights fix sizes but not e.g. norm groups, heads per channel or the latent scaling, which
+    otherwise come from the family's config; a model trained with other choices stores them here
+    so that it does not load silently as a different model. Bookkeeping keys (``_class_name``,
+    ``_diffusers_version``, the saved dtype) are dropped. A malformed value is an error, not
+    ignored: the file says it is not a stock model, so guessing would load the wrong one.
+    """
+    raw = file.metadata.get(ARCHITECTURE_KEY)
+    if raw is None:
+        return {}
+    where = f"{file.path.name}: safetensors metadata {ARCHITECTURE_KEY!r}"
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where} is not valid JSON ({error})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{where} must be a JSON object of component configs")
+    unknown = sorted(set(parsed) - set(ARCHITECTURE_PARTS))
+    if unknown:
+        raise ValueError(f"{where} names unknown components {unknown} ({ARCHITECTURE_PARTS})")
+    for part, config in parsed.items():
+        if not isinstance(config, dict):
+            raise ValueError(f"{where}: {part!r} must be a JSON object (a config.json)")
+    return {
+        part: {
+            key: value
+            for key, value in config.items()
+            if not key.startswith("_") and key not in _NOT_ARCHITECTURE
+        }
+        for part, config in parsed.items()
+    }
 
 
 # ----- what a file is ---------------------------------------------------------------------------
@@ -259,9 +306,13 @@ def _count(state: Mapping[str, Any], pattern: str) -> int:
 
 
 def unet_config(
-    state: Mapping[str, Any], family: Family, pooled_dim: int | None = None
+    state: Mapping[str, Any],
+    family: Family,
+    pooled_dim: int | None = None,
+    stored: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A diffusers U-Net config for a diffusers-layout state dict of ``family``."""
+    """A diffusers U-Net config for a diffusers-layout state dict of ``family``; ``stored``
+    (a config the file declares, see ``stored_architecture``) overrides what is derived."""
     config = family_config(family, "unet")
     levels = _count(state, r"down_blocks\.(\d+)\.")
     channels = [
@@ -307,13 +358,17 @@ def unet_config(
             "addition_embed_type_num_heads",
         ):
             config.pop(key, None)  # fmt: skip
-    return config
+    return config | dict(stored or {})
 
 
-def vae_config(state: Mapping[str, Any], family: Family) -> dict[str, Any]:
+def vae_config(
+    state: Mapping[str, Any], family: Family, stored: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A diffusers VAE config: sizes from shapes, the rest (latent scaling included) from the
+    family's config, both overridden by a ``stored`` config the file declares."""
     config = family_config(family, "vae")
     levels = _count(state, r"encoder\.down_blocks\.(\d+)\.")
-    return config | {
+    derived = config | {
         "block_out_channels": [
             int(state[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0])
             for i in range(levels)
@@ -325,10 +380,14 @@ def vae_config(state: Mapping[str, Any], family: Family) -> dict[str, Any]:
         "in_channels": int(state["encoder.conv_in.weight"].shape[1]),
         "out_channels": int(state["decoder.conv_out.weight"].shape[0]),
     }
+    return derived | dict(stored or {})
 
 
-def text_config(state: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
-    """A CLIP text config for a transformers-layout state dict; one head per 64 channels."""
+def text_config(
+    state: Mapping[str, Any], base: Mapping[str, Any], stored: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A CLIP text config for a transformers-layout state dict; one head per 64 channels unless
+    a ``stored`` config the file declares says otherwise (it overrides everything derived)."""
     tokens = state["text_model.embeddings.token_embedding.weight"]
     hidden = int(tokens.shape[1])
     config = dict(base) | {
@@ -343,7 +402,7 @@ def text_config(state: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, 
     }
     if "text_projection.weight" in state:
         config["projection_dim"] = int(state["text_projection.weight"].shape[0])
-    return config
+    return config | dict(stored or {})
 
 
 # ----- building models --------------------------------------------------------------------------
@@ -363,7 +422,12 @@ def _materialise(make: Callable[[], Any], state: dict[str, Any], what: str) -> A
     # Transposed views (OpenCLIP's text projection) would take other matmul kernels than the
     # contiguous weights diffusers loads, and round differently; the copies are small.
     state = {key: value.contiguous() for key, value in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as error:  # size mismatches, e.g. a stored config that contradicts shapes
+        raise ValueError(
+            f"{what}: the weights do not fit the detected architecture ({error})"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"{what}: the weights do not fit the detected architecture "
@@ -383,27 +447,38 @@ def _materialise(make: Callable[[], Any], state: dict[str, Any], what: str) -> A
     return model.eval().requires_grad_(False)
 
 
-def build_unet(state: dict[str, Any], family: Family, pooled_dim: int | None = None) -> Any:
+def build_unet(
+    state: dict[str, Any],
+    family: Family,
+    pooled_dim: int | None = None,
+    stored: Mapping[str, Any] | None = None,
+) -> Any:
     from diffusers import UNet2DConditionModel
 
-    config = unet_config(state, family, pooled_dim)
+    config = unet_config(state, family, pooled_dim, stored)
     return _materialise(lambda: UNet2DConditionModel.from_config(config), state, "U-Net")
 
 
-def build_vae(state: dict[str, Any], family: Family) -> Any:
+def build_vae(
+    state: dict[str, Any], family: Family, stored: Mapping[str, Any] | None = None
+) -> Any:
     from diffusers import AutoencoderKL
 
-    config = vae_config(state, family)
+    config = vae_config(state, family, stored)
     return _materialise(lambda: AutoencoderKL.from_config(config), state, "VAE")
 
 
 def build_text_encoder(
-    state: dict[str, Any], base: Mapping[str, Any], *, projection: bool = False
+    state: dict[str, Any],
+    base: Mapping[str, Any],
+    *,
+    projection: bool = False,
+    stored: Mapping[str, Any] | None = None,
 ) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     state.pop("text_model.embeddings.position_ids", None)
-    config = CLIPTextConfig(**text_config(state, base))
+    config = CLIPTextConfig(**text_config(state, base, stored))
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
     return _materialise(lambda: cls(config), state, "text encoder")
 
@@ -454,7 +529,11 @@ class LoadedCheckpoint:
 def load_checkpoint_file(
     path: str | Path, dtype: Any, *, allow_pickle: bool = False, prediction: str = "auto"
 ) -> LoadedCheckpoint:
-    """Load an original-layout SD 1.x / 2.x / XL checkpoint file, offline."""
+    """Load an original-layout SD 1.x / 2.x / XL checkpoint file, offline.
+
+    Configs come from shapes and the family's config, overridden by any the file stores under
+    ``nodeflow.architecture``; the weights must fit the result either way.
+    """
     from nodes.ldm_layout import unet_to_diffusers, vae_to_diffusers
 
     file = CheckpointFile(path, allow_pickle=allow_pickle)
@@ -465,6 +544,7 @@ def load_checkpoint_file(
             f"{found.describe()}; load it with the matching loader"
         )
     family = found.family
+    stored = stored_architecture(file)
     known = (UNET_PREFIX, VAE_PREFIX, "cond_stage_model.", "conditioner.")
     ignored = [k for k in file.keys if not k.startswith(known)]
     if ignored:
@@ -475,21 +555,38 @@ def load_checkpoint_file(
     pooled_dim = None
     if family == "sd1":
         state = hf_text_state(file.read(SD1_TEXT_PREFIX, dtype))
-        text_encoders.append(build_text_encoder(state, family_config("sd1", "text_encoder")))
+        text_encoders.append(
+            build_text_encoder(
+                state, family_config("sd1", "text_encoder"), stored=stored.get("text_encoder")
+            )
+        )
     elif family == "sd2":
         state = openclip_text_state(file.read(SD2_TEXT_PREFIX, dtype), drop_last_layer=True)
-        text_encoders.append(build_text_encoder(state, family_config("sd2", "text_encoder")))
+        text_encoders.append(
+            build_text_encoder(
+                state, family_config("sd2", "text_encoder"), stored=stored.get("text_encoder")
+            )
+        )
     else:
         state = hf_text_state(file.read(SDXL_TEXT_PREFIX, dtype))
-        text_encoders.append(build_text_encoder(state, family_config("sdxl", "text_encoder")))
+        text_encoders.append(
+            build_text_encoder(
+                state, family_config("sdxl", "text_encoder"), stored=stored.get("text_encoder")
+            )
+        )
         state = openclip_text_state(file.read(SDXL_TEXT_2_PREFIX, dtype), drop_last_layer=False)
         encoder_2 = build_text_encoder(
-            state, family_config("sdxl", "text_encoder_2"), projection=True
+            state,
+            family_config("sdxl", "text_encoder_2"),
+            projection=True,
+            stored=stored.get("text_encoder_2"),
         )
         text_encoders.append(encoder_2)
         pooled_dim = int(encoder_2.config.projection_dim)
     tokenizers = [tokenizer_for(family, second=i > 0) for i in range(len(text_encoders))]
-    unet = build_unet(unet_to_diffusers(file.read(UNET_PREFIX, dtype)), family, pooled_dim)
-    vae = build_vae(vae_to_diffusers(file.read(VAE_PREFIX, dtype)), family)
+    unet = build_unet(
+        unet_to_diffusers(file.read(UNET_PREFIX, dtype)), family, pooled_dim, stored.get("unet")
+    )
+    vae = build_vae(vae_to_diffusers(file.read(VAE_PREFIX, dtype)), family, stored.get("vae"))
     chosen = found.prediction_type if prediction == "auto" else prediction
     return LoadedCheckpoint(family, chosen or "epsilon", unet, vae, text_encoders, tokenizers)

@@ -279,15 +279,23 @@ def _schedule_buffers(folder: Path) -> dict[str, torch.Tensor]:
     return {"betas": betas, "alphas_cumprod": torch.cumprod(1 - betas, dim=0)}
 
 
-def write_single_file(folder: str | Path, out: str | Path, *, seed: int = 0) -> Path:
+def write_single_file(
+    folder: str | Path, out: str | Path, *, seed: int = 0, architecture: bool = False
+) -> Path:
     """Write a tiny model folder as an original (CompVis / SGM layout) single-file checkpoint.
 
     The key layout is that of the files on model sites: the U-Net under ``model.diffusion_model.``,
     the VAE under ``first_stage_model.``, and the text encoders under ``cond_stage_model.`` (SD 1.x:
     transformers layout; SD 2.x: OpenCLIP layout) or ``conditioner.embedders.N.`` (SDXL).
+
+    Such files carry weights only, so a loader takes what shapes cannot tell from the family's
+    config. ``architecture`` also stores each component's ``config.json`` in the metadata key
+    ``nodeflow.architecture``, for models (like the trained demo) whose norm groups, heads or
+    latent scaling differ from their family's; off by default so the tiny files keep testing the
+    derivation from shapes.
     """
     from nodes.ldm_layout import hf_to_openclip, unet_to_ldm, vae_to_ldm
-    from nodes.single_file import hf_text_state
+    from nodes.single_file import ARCHITECTURE_KEY, hf_text_state
 
     folder, out = Path(folder), Path(out)
     index = json.loads((folder / "model_index.json").read_text())
@@ -315,6 +323,20 @@ def write_single_file(folder: str | Path, out: str | Path, *, seed: int = 0) -> 
         for key, value in text.items():
             state[f"cond_stage_model.transformer.{key}"] = value
     state |= _schedule_buffers(folder)
+    metadata = {"format": "pt"}
+    if architecture:
+        parts = ["unet", "vae", "text_encoder"]
+        if index["_class_name"] == "StableDiffusionXLPipeline":
+            parts.append("text_encoder_2")
+        metadata[ARCHITECTURE_KEY] = json.dumps(
+            {part: _component_config(folder / part) for part in parts}, sort_keys=True
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata={"format": "pt"})
+    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
     return out
+
+
+def _component_config(folder: Path) -> dict[str, Any]:
+    """A component's ``config.json`` without its bookkeeping (``_class_name``, versions)."""
+    config = json.loads((folder / "config.json").read_text())
+    return {key: value for key, value in config.items() if not key.startswith("_")}

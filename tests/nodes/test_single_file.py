@@ -19,10 +19,15 @@ from nodeflow.context import Environment
 from nodeflow.executor import Executor
 from nodes.ldm_layout import hf_to_openclip, unet_to_ldm, vae_to_ldm
 from nodes.single_file import (
+    ARCHITECTURE_KEY,
+    UNET_PREFIX,
+    VAE_PREFIX,
     CheckpointFile,
     PickleRefused,
     detect,
     family_config,
+    load_checkpoint_file,
+    stored_architecture,
     text_config,
     unet_config,
     vae_config,
@@ -349,6 +354,188 @@ def test_a_lora_named_as_a_checkpoint_is_a_clear_error(make_executor, models_dir
     assert result.status == "failed" and result.error.node == "model"
     assert "not a full Stable Diffusion checkpoint" in result.error.message
     assert "LoRA" in result.error.message
+
+
+# ----- architecture stored in the file ---------------------------------------------------------
+
+MICRO = "micro-demo"
+UNET_FIELDS = (
+    "norm_num_groups",
+    "attention_head_dim",
+    "block_out_channels",
+    "down_block_types",
+    "up_block_types",
+    "layers_per_block",
+    "cross_attention_dim",
+    "sample_size",
+)
+VAE_FIELDS = (
+    "norm_num_groups",
+    "scaling_factor",
+    "block_out_channels",
+    "latent_channels",
+    "sample_size",
+)
+TEXT_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "projection_dim",
+)
+
+
+@pytest.fixture(scope="module")
+def micro_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir with the micro demo architecture (U-Net groups 4 / 2 heads, VAE groups 4, a
+    non-SD latent scaling: nothing its shapes reveal) as a folder and as single files written
+    with and without its architecture."""
+    from nodes.demo import train_demo
+    from nodes.tiny import write_single_file
+
+    models = tmp_path_factory.mktemp("micro-models")
+    checkpoints = models / "checkpoints"
+    demo = train_demo.build_models(train_demo.ModelSizes.micro(), seed=0)
+    demo.vae.register_to_config(scaling_factor=0.3)
+    train_demo.save_diffusers_folder(demo, checkpoints / MICRO)
+    write_single_file(checkpoints / MICRO, checkpoints / f"{MICRO}.safetensors", architecture=True)
+    write_single_file(checkpoints / MICRO, checkpoints / f"{MICRO}-shapes.safetensors")
+    return models
+
+
+def _plain(value: Any) -> Any:
+    """Configs hold tuples or lists depending on who built them; compare them as JSON does."""
+    return json.loads(json.dumps(value))
+
+
+def _loaded_parts(executor: Executor, path: str) -> Any:
+    from nodeflow.builder import WorkflowBuilder
+
+    b = WorkflowBuilder()
+    b.add("LoadCheckpoint", id="model", path=path)
+    result = executor.run(b.build(), targets=["model"])
+    assert result.ok, result.error and result.error.traceback
+    return result.values["model"]
+
+
+def test_stored_architecture_loads_as_the_folder(sd_catalog, runtime, micro_models, tmp_path):
+    def make() -> Executor:
+        return _executor(sd_catalog, runtime, micro_models, tmp_path)
+
+    folder = _loaded_parts(make(), MICRO)
+    single = _loaded_parts(make(), f"{MICRO}.safetensors")
+    for part, model, fields in (
+        ("unet", lambda p: p["unet"].model, UNET_FIELDS),
+        ("vae", lambda p: p["vae"].model, VAE_FIELDS),
+        ("text", lambda p: p["text_encoder"].model, TEXT_FIELDS),
+    ):
+        for field in fields:
+            expected = _plain(getattr(model(folder).config, field))
+            assert _plain(getattr(model(single).config, field)) == expected, (part, field)
+    assert single["unet"].model.config.norm_num_groups == 4
+    assert single["vae"].model.config.scaling_factor == 0.3
+    assert single["unet"].latent_scale == single["vae"].scale_factor == 2
+
+    settings = {"prompt": "a red circle", "negative": "blue", "steps": 3}
+    expected = image_of(make, checkpoint=MICRO, **settings)
+    assert np.array_equal(image_of(make, checkpoint=f"{MICRO}.safetensors", **settings), expected)
+
+
+def test_component_loaders_read_the_stored_architecture(
+    sd_catalog, runtime, micro_models, tmp_path
+) -> None:
+    """LoadUNet and LoadVAE on a full checkpoint file take its stored configs too: the latent
+    scale from the stored VAE (2 for the micro model, not SD's 8) and the VAE's own scaling."""
+
+    def make() -> Executor:
+        return _executor(sd_catalog, runtime, micro_models, tmp_path)
+
+    single = f"{MICRO}.safetensors"
+    graph = _component_graph(unet=single, text=f"{MICRO}/text_encoder", vae=single)
+    result = make().run(graph, targets=["unet", "vae", "decode"])
+    assert result.ok, result.error and result.error.traceback
+    assert result.values["unet"]["unet"].latent_scale == 2
+    assert result.values["unet"]["unet"].model.config.norm_num_groups == 4
+    assert result.values["vae"]["vae"].model.config.scaling_factor == 0.3
+    expected = image_of(make, checkpoint=MICRO, prompt="a red circle", negative="")
+    assert np.array_equal(result.values["decode"]["image"].pixels.numpy(), expected)
+
+
+def test_without_stored_architecture_the_family_config_decides(micro_models: Path) -> None:
+    from nodes.ldm_layout import unet_to_diffusers, vae_to_diffusers
+
+    checkpoints = micro_models / "checkpoints"
+    plain = CheckpointFile(checkpoints / f"{MICRO}-shapes.safetensors")
+    assert ARCHITECTURE_KEY not in plain.metadata and stored_architecture(plain) == {}
+    unet_state = unet_to_diffusers(plain.read(UNET_PREFIX))
+    derived = unet_config(unet_state, "sd1")
+    assert (derived["norm_num_groups"], derived["attention_head_dim"]) == (32, 8)
+    vae_state = vae_to_diffusers(plain.read(VAE_PREFIX))
+    assert vae_config(vae_state, "sd1")["scaling_factor"] == 0.18215
+    with pytest.raises(ValueError):  # SD's 32 groups do not divide the micro model's channels
+        load_checkpoint_file(plain.path, torch.float32)
+
+    stored = stored_architecture(CheckpointFile(checkpoints / f"{MICRO}.safetensors"))
+    assert sorted(stored) == ["text_encoder", "unet", "vae"]
+    folder_unet = json.loads((checkpoints / MICRO / "unet" / "config.json").read_text())
+    assert unet_config(unet_state, "sd1", stored=stored["unet"])["norm_num_groups"] == 4
+    assert stored["unet"] == {k: v for k, v in folder_unet.items() if not k.startswith("_")}
+    assert vae_config(vae_state, "sd1", stored=stored["vae"])["scaling_factor"] == 0.3
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"unet": 3}', "'unet' must be a JSON object"),
+        ('{"unnet": {}}', "unknown components"),
+    ],
+)
+def test_malformed_stored_architecture_is_a_clear_error(
+    micro_models: Path, tmp_path: Path, value: str, message: str
+) -> None:
+    source = micro_models / "checkpoints" / f"{MICRO}-shapes.safetensors"
+    bad = _copy_unet_file(source, tmp_path / "bad.safetensors", metadata={ARCHITECTURE_KEY: value})
+    with pytest.raises(ValueError, match=message) as raised:
+        load_checkpoint_file(bad, torch.float32)
+    assert ARCHITECTURE_KEY in str(raised.value) and "bad.safetensors" in str(raised.value)
+
+
+def test_malformed_stored_architecture_fails_the_loader_node(
+    sd_catalog, runtime, micro_models, tmp_path
+) -> None:
+    source = micro_models / "checkpoints" / f"{MICRO}-shapes.safetensors"
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    bad = models / "checkpoints" / "bad.safetensors"
+    _copy_unet_file(source, bad, metadata={ARCHITECTURE_KEY: "{not json"})
+    result = _executor(sd_catalog, runtime, models, tmp_path).run(
+        sd_graph(checkpoint=bad.name, save=False, steps=1), targets=["decode"]
+    )
+    assert result.status == "failed" and result.error.node == "model"
+    assert result.error.exception_type == "ValueError"
+    assert ARCHITECTURE_KEY in result.error.message and "bad.safetensors" in result.error.message
+
+
+def test_stored_architecture_must_still_fit_the_weights(micro_models: Path, tmp_path) -> None:
+    source = micro_models / "checkpoints" / f"{MICRO}.safetensors"
+    stored = json.loads(CheckpointFile(source).metadata[ARCHITECTURE_KEY])
+    stored["unet"]["block_out_channels"] = [8, 32]  # the file's second level has 16 channels
+    wrong = _copy_unet_file(
+        source, tmp_path / "wrong.safetensors", metadata={ARCHITECTURE_KEY: json.dumps(stored)}
+    )
+    with pytest.raises(ValueError, match="U-Net: the weights do not fit"):
+        load_checkpoint_file(wrong, torch.float32)
+
+
+def test_models_list_describes_a_file_with_stored_architecture(micro_models: Path) -> None:
+    from nodes.inventory import describe
+
+    path = micro_models / "checkpoints" / f"{MICRO}.safetensors"
+    assert describe(path) == "SD 1.x checkpoint [ldm layout]"
 
 
 # ----- nodeflow models ------------------------------------------------------------------------
