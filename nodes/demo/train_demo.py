@@ -176,6 +176,24 @@ def build_models(sizes: ModelSizes, seed: int) -> DemoModels:
     return DemoModels(vae, text_encoder, unet)
 
 
+def load_base(folder: Path, device: torch.device) -> DemoModels:
+    """A trained demo model in fp32, frozen (its files are fp16 where ``save_diffusers_folder``
+    saved them so): the LoRA's base, or the start of a resumed run."""
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    models = DemoModels(
+        vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32, **kwargs),
+        text_encoder=CLIPTextModel.from_pretrained(
+            folder / "text_encoder", dtype=torch.float32, **kwargs
+        ),
+        unet=UNet2DConditionModel.from_pretrained(
+            folder / "unet", torch_dtype=torch.float32, **kwargs
+        ),
+    ).to(device)
+    for model in (models.vae, models.text_encoder, models.unet):
+        model.eval().requires_grad_(False)
+    return models
+
+
 def noise_scheduler() -> DDPMScheduler:
     """The training noise schedule, built from the same ``sd1`` config the model ships with."""
     return DDPMScheduler.from_config(family_config("sd1", "scheduler"))
@@ -497,6 +515,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=32, help="held-out check; 0 skips")
     parser.add_argument("--eval-cfg", type=float, default=4.0)
     parser.add_argument("--micro", action="store_true", help="the micro test architecture")
+    parser.add_argument(
+        "--resume", type=Path, help="continue a saved run's U-Net and text encoder (VAE kept)"
+    )
     parser.add_argument("--fp32", action="store_true", help="save everything in fp32")
     return parser.parse_args(argv)
 
@@ -518,10 +539,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = choose_device(args.device)
     torch.manual_seed(args.seed)
     sizes = ModelSizes.micro() if args.micro else ModelSizes()
-    models = build_models(sizes, args.seed).to(device)
-    generator = torch.Generator(device).manual_seed(args.seed)
+    previous: dict[str, Any] | None = None
+    if args.resume is not None:
+        # Continue a finished run: the autoencoder (and so the latent space) stays as it is, and
+        # the U-Net and text encoder train on a fresh stretch of the data stream.
+        previous = json.loads((args.resume / "training_summary.json").read_text())
+        sizes = ModelSizes(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in previous["sizes"].items()})  # fmt: skip
+        models = load_base(args.resume, device)
+        models.unet.requires_grad_(True)
+        models.text_encoder.requires_grad_(True)
+        args.vae_steps = 0
+    else:
+        models = build_models(sizes, args.seed).to(device)
+    generator = torch.Generator(device).manual_seed(args.seed + (1 if previous else 0))
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    if previous is not None:
+        return _train_diffusion(args, sizes, models, generator, started, timings, previous, device)
 
     # Stage 1: the autoencoder, on plain and outlined pictures (the LoRA reuses it frozen).
     vae_batches = Batcher(args.seed + 100, style=None, dropout=0)
@@ -546,10 +581,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scale = latent_scale(models.vae, vae_batches, batches=8, size=args.vae_batch_size)
     models.vae.register_to_config(scaling_factor=scale)
     _log(f"latent scaling factor {scale:.5f}")
+    return _train_diffusion(args, sizes, models, generator, started, timings, None, device)
 
-    # Stage 2: text encoder and U-Net on the diffusion objective.
+
+def _train_diffusion(
+    args: argparse.Namespace,
+    sizes: ModelSizes,
+    models: DemoModels,
+    generator: torch.Generator,
+    started: float,
+    timings: dict[str, float],
+    previous: dict[str, Any] | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Stage 2: text encoder and U-Net on the diffusion objective; then evaluate and save."""
     scheduler = noise_scheduler()
-    batches = Batcher(args.seed + 200)
+    batches = Batcher(args.seed + (400 if previous else 200))
     optimizer, parameters = adamw((models.unet, models.text_encoder), args.lr, args.weight_decay)
     ema = EMA(parameters, args.ema) if args.ema > 0 else None
     models.unet.train()
@@ -596,14 +643,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "args": {k: str(v) for k, v in vars(args).items()},
         "sizes": asdict(sizes),
     }
+    if previous is not None:
+        summary["resumed_from"] = previous
     _write_json(args.out / "training_summary.json", summary)
-    command = (
-        "python -m nodes.demo.train_demo "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if not isinstance(v, bool)
-        )
-        + "".join(f" --{k}" for k, v in vars(args).items() if v is True)
-    )
+    command = _command(summary["args"])
+    if previous is not None:  # the first run, then this one
+        command = _command(previous["args"]) + "\n" + command
+        steps = f"{previous['args']['steps']} + {args.steps} (resumed)"
+        minutes += previous["minutes"]
+    else:
+        steps = str(args.steps)
     (args.out / "README.md").write_text(
         MODEL_CARD.format(
             vae_factor=sizes.vae_factor,
@@ -616,8 +665,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             embed_params=summary["parameters"]["token_table"],
             vae_params=summary["parameters"]["vae"],
             seed=args.seed,
-            vae_steps=args.vae_steps,
-            steps=args.steps,
+            vae_steps=previous["args"]["vae_steps"] if previous else args.vae_steps,
+            steps=steps,
             batch_size=args.batch_size,
             lr=args.lr,
             ema=args.ema or "off",
@@ -633,6 +682,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     _log(json.dumps(summary["parameters"]) + " " + json.dumps(files))
     return summary
+
+
+def _command(args: dict[str, str]) -> str:
+    """The command line that reproduces a run, from its summary's ``args``."""
+    words = ["python -m nodes.demo.train_demo"]
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value == "True":
+            words.append(flag)
+        elif value not in ("False", "None"):
+            words.append(f"{flag} {value}")
+    return " ".join(words)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from torch import nn
-from transformers import CLIPTextModel
 
 from nodes.demo.train_demo import (
     Batcher,
-    DemoModels,
     adamw,
     choose_device,
     diffusion_step,
+    load_base,
     noise_scheduler,
 )
 
@@ -87,23 +85,6 @@ def kohya_state(pairs: dict[str, LoraPair]) -> dict[str, torch.Tensor]:
         state[f"{key}.lora_up.weight"] = pair.up.weight.detach().to("cpu", torch.float16)
         state[f"{key}.alpha"] = torch.tensor(float(pair.alpha))
     return {k: v.contiguous() for k, v in state.items()}
-
-
-def load_base(folder: Path, device: torch.device) -> DemoModels:
-    """The trained demo model in fp32 (its files are fp16 where ``train_demo`` saved them so)."""
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    models = DemoModels(
-        vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32, **kwargs),
-        text_encoder=CLIPTextModel.from_pretrained(
-            folder / "text_encoder", dtype=torch.float32, **kwargs
-        ),
-        unet=UNet2DConditionModel.from_pretrained(
-            folder / "unet", torch_dtype=torch.float32, **kwargs
-        ),
-    ).to(device)
-    for model in (models.vae, models.text_encoder, models.unet):
-        model.eval().requires_grad_(False)
-    return models
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
