@@ -13,7 +13,7 @@ NODEFLOW_API = 1
 
 @hookimpl
 def nodeflow_nodes() -> list[Any]:
-    return [sweeps.cfg_sweep, sweeps.seed_sweep]  # registered as sweep.CFGSweep, sweep.SeedSweep
+    return [sweeps.cfg_sweep, sweeps.seed_sweep, sweeps.prompt_sweep]  # sweep.CFGSweep, ...
 
 
 @hookimpl

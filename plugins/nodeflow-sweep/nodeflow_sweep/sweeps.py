@@ -18,9 +18,11 @@ from pydantic import Field
 from nodeflow import Context, Widget, node
 from nodes.denoise import sample
 from nodes.guidance import cfg
-from nodes.types import Conditioning, Guider, Latent, Scheduler, UNet
+from nodes.text import encode_text
+from nodes.types import Conditioning, Guider, Latent, Scheduler, TextEncoder, UNet
 
 MAX_VALUES = 64
+MAX_PROMPT = 1000
 _NUMBER = r"-?\d+(?:\.\d+)?"
 Numbers = Annotated[
     str,
@@ -41,6 +43,15 @@ def parse_numbers(text: str) -> list[float]:
     if not 1 <= len(values) <= MAX_VALUES:
         raise ValueError(f"a sweep takes 1 to {MAX_VALUES} values, not {len(values)}")
     return values
+
+
+def parse_prompts(text: str) -> list[str]:
+    """One prompt per non-blank line, stripped."""
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not 1 <= len(prompts) <= MAX_VALUES:
+        count = len(prompts)
+        raise ValueError(f"a sweep takes 1 to {MAX_VALUES} prompts, one per line, not {count}")
+    return prompts
 
 
 def _label(name: str, value: float) -> str:
@@ -127,4 +138,31 @@ def seed_sweep(
         if value != int(value) or value < 0:
             raise ValueError(f"seed {value:g} is not a whole number >= 0")
         jobs.append((guider, int(value), _label("seed", value)))
+    return run_sweep(ctx, jobs, scheduler, latent)
+
+
+@node("PromptSweep", category="sampling/sweep", display_name="Prompt Sweep")
+def prompt_sweep(
+    ctx: Context,
+    unet: UNet,
+    text_encoder: TextEncoder,
+    negative: Conditioning,
+    scheduler: Scheduler,
+    latent: Latent,
+    prompts: Annotated[
+        str, Field(min_length=1, max_length=MAX_VALUES * MAX_PROMPT), Widget(multiline=True)
+    ] = "a large red circle on a blue background\ntwo small yellow squares on a black background",
+    scale: Annotated[float, Field(ge=0, le=100)] = 7.5,
+    seed: Annotated[int, Field(ge=0, le=2**64 - 1), Widget(seed=True)] = 0,
+    rescale: Annotated[float, Field(ge=0, le=1)] = 0.0,
+) -> SweepOutput:
+    """Denoise the same noise once per prompt (one per line), each labelled with its prompt:
+    a picture of what the model does with each caption, for a model card or a regression look."""
+    ctx.models.use(*text_encoder.models)
+    device = text_encoder.model.device if text_encoder.model is not None else None
+    jobs = []
+    for prompt in parse_prompts(prompts):
+        positive = encode_text(text_encoder, prompt, device)
+        guider = cfg(unet, positive, negative, scale=scale, rescale=rescale)
+        jobs.append((guider, seed, prompt))
     return run_sweep(ctx, jobs, scheduler, latent)

@@ -98,13 +98,41 @@ def test_seed_sweep_cells_are_the_plain_seeded_pictures(executor):
     assert torch.allclose(batch[1], single.values["decode"]["image"].pixels[0], atol=1e-4)
 
 
+def test_prompt_sweep_encodes_each_line_and_each_cell_is_the_plain_prompt_picture(executor):
+    prompts = [
+        "a large red circle on a blue background",
+        "two small white squares on a black background",
+    ]
+    grid = Workflow.load(WORKFLOWS / "prompt_grid.json").with_values(
+        {("sweep", "prompts"): "\n" + "\n\n".join(prompts) + "\n", ("sched", "steps"): 2}
+    )
+    result = executor.run(grid, targets=["sweep", "decode"])
+    assert result.ok, result.error
+    assert result.values["sweep"]["labels"] == "\n".join(prompts)  # blank lines skipped
+    batch = result.values["decode"]["image"].pixels
+    assert batch.shape == (2, 64, 64, 3)
+    for index, prompt in enumerate(prompts):
+        plain = Workflow.load(WORKFLOWS / "txt2img.json").with_values(
+            {("sched", "steps"): 2, ("pos", "text"): prompt, ("denoise", "seed"): 0}
+        )
+        single = executor.run(plain, targets=["decode"]).values["decode"]["image"].pixels[0]
+        assert torch.allclose(batch[index], single, atol=1e-4), prompt
+    assert not torch.allclose(batch[0], batch[1], atol=1e-2)  # the prompt changed the picture
+
+    empty = grid.with_values({("sweep", "prompts"): " \n\n"})
+    failed = executor.run(empty, targets=["decode"])
+    assert not failed.ok and failed.error.node == "sweep"
+    assert "1 to 64 prompts" in str(failed.error.message)
+
+
 def test_the_example_workflows_run_as_shipped_through_the_cli(tmp_path, capsys):
-    for name in ("cfg_sweep.json", "seed_grid.json"):
+    for name in ("cfg_sweep.json", "seed_grid.json", "prompt_grid.json"):
         args = ["run", str(WORKFLOWS / name), "--output-dir", str(tmp_path), "--device", "cpu"]
         code = main([*args, "--quiet", "--set", "sched.steps=1"])
         assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
         "cfg_sweep_00001.png",
+        "prompt_grid_00001.png",
         "seed_grid_00001.png",
     ]
 
