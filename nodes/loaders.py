@@ -5,8 +5,10 @@ diffusers layout, told apart by its keys; see ``nodes.single_file``). Models are
 and moved to the device by the model manager when a node uses them.
 
 ``path: "demo"`` names the built-in default model when the models dir has no model by that name,
-so the example workflows run straight after install. Until the trained demo model ships, that is
-the tiny random model (its pictures are noise), made on first use in nodeflow's home folder.
+so the example workflows run straight after install: a small SD 1.x-architecture model trained on
+procedural scenes (``nodes/demo/``), shipped as package data. ``"demo.safetensors"`` is the same
+model as one original-layout file. The other built-in names (``demo-sdxl``, the unCLIP demos) are
+tiny random models of their architectures, made on first use in nodeflow's home folder.
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ DEMO_KANDINSKY_PRIOR = "demo-kandinsky-prior"
 DEMO_KANDINSKY_DECODER = "demo-kandinsky-decoder"
 DEMO_CLIP_VISION = "demo-clip-vision"
 DEMO_STABLE_UNCLIP = "demo-stable-unclip"
+DEMO_FILE = "demo.safetensors"
+SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
+"""The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
+the model card)."""
+BUILT_IN = {DEMO: SHIPPED / "demo-sd", DEMO_FILE: SHIPPED / "demo-sd.safetensors"}
+"""Checkpoint names that resolve to shipped files when the models dir has none by that name."""
 DEMOS = {
-    DEMO: "tiny-sd-2",
     DEMO_SDXL: "tiny-sdxl-1",
     DEMO_KANDINSKY_PRIOR: "tiny-kandinsky-prior-1",
     DEMO_KANDINSKY_DECODER: "tiny-kandinsky-decoder-1",
@@ -81,13 +88,18 @@ def resolve_checkpoint(name: str, env: Environment) -> Path:
     try:
         return resolve_model(name, env, *CHECKPOINT_DIRS, what="checkpoint")
     except FileNotFoundError:
+        if name in BUILT_IN:
+            return BUILT_IN[name]
         if name in DEMOS:
             return demo_model(name)
         raise
 
 
 def demo_model(name: str = DEMO) -> Path:
-    """A built-in model's folder, made once (atomically) on first use."""
+    """A built-in model's folder: the shipped one for ``demo``; the tiny random ones made once
+    (atomically) on first use."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
     path = nodeflow_home() / "models" / DEMOS[name]
     if (path / "model_index.json").exists():
         return path
@@ -105,7 +117,6 @@ def _demo_maker(name: str) -> Callable[[Path], Path]:
     from nodes import tiny, tiny_unclip
 
     return {
-        DEMO: tiny.make_tiny_sd,
         DEMO_SDXL: tiny.make_tiny_sdxl,
         DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,
         DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,
@@ -115,24 +126,11 @@ def _demo_maker(name: str) -> Callable[[Path], Path]:
 
 
 DEMO_LORA = "demo-style"
-DEMO_LORA_VERSION = "tiny-lora-1"
 
 
 def demo_lora() -> Path:
-    """The built-in LoRA for the demo model (kohya layout), made once on first use."""
-    path = nodeflow_home() / "models" / DEMO_LORA_VERSION / f"{DEMO_LORA}.safetensors"
-    if path.exists():
-        return path
-    from nodes.tiny_lora import write_tiny_loras
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".making-", dir=path.parent))
-    try:
-        written = write_tiny_loras(demo_model(DEMO), staging)
-        written["kohya"].replace(path)  # atomic: a concurrent maker writes the same bytes
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+    """The built-in style LoRA for the demo model (kohya layout, outlined shapes), shipped."""
+    return SHIPPED / f"{DEMO_LORA}.safetensors"
 
 
 def quiet_hub_libraries() -> None:

@@ -56,7 +56,7 @@ DEFAULT_CFG = 7.5
 DEFAULT_STEPS = 20
 DEFAULT_SCHEDULER = "euler"
 CHECKS = (
-    "shape_color_ok",
+    "shape_and_color_ok",
     "background_ok",
     "shape_ok",
     "color_ok",

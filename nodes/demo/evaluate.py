@@ -178,7 +178,7 @@ def score(image: Any, scene: Scene) -> dict[str, Any]:
     result: dict[str, Any] = {f"found_{k}": v for k, v in asdict(found).items()}
     result |= checks
     result |= {
-        "shape_color_ok": bool(checks["shape_ok"] and checks["color_ok"]),
+        "shape_and_color_ok": bool(checks["shape_ok"] and checks["color_ok"]),
         "caption_ok": caption_ok,
         "style": found.style,
         "style_ok": found.style == scene.style,

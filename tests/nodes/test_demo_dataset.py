@@ -40,7 +40,7 @@ CHECKS = (
     "shape_ok",
     "count_ok",
     "size_ok",
-    "shape_color_ok",
+    "shape_and_color_ok",
     "caption_ok",
     "style_ok",
 )
