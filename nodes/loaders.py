@@ -88,9 +88,7 @@ def resolve_checkpoint(name: str, env: Environment) -> Path:
     try:
         return resolve_model(name, env, *CHECKPOINT_DIRS, what="checkpoint")
     except FileNotFoundError:
-        if name in BUILT_IN:
-            return BUILT_IN[name]
-        if name in DEMOS:
+        if name in BUILT_IN or name in DEMOS:
             return demo_model(name)
         raise
 
