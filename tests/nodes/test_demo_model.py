@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pixels import assert_same_pixels
 from safetensors import safe_open
 from sdgraphs import sd_graph
 
@@ -81,7 +82,7 @@ def test_the_single_file_is_the_folder(executor) -> None:
     folder = _image(executor, DEMO, **settings)
     single = _image(executor, DEMO_FILE, **settings)
     assert folder.shape == (1, 64, 64, 3)
-    assert np.array_equal(folder, single)
+    assert_same_pixels(single, folder)
 
 
 def test_the_trained_model_gives_the_diffusers_pipelines_pixels(executor) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pixels import assert_same_pixels
 from safetensors.torch import load_file, save_file
 from sdgraphs import sd_graph
 
@@ -48,7 +49,7 @@ def test_single_file_gives_the_pixels_of_the_folder_it_was_made_from(make_execut
         make_executor, checkpoint=f"{name}.safetensors", prompt="a red circle", negative="blue"
     )
     assert folder.shape == (1, 64, 64, 3)
-    assert np.array_equal(folder, single)
+    assert_same_pixels(single, folder)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +231,7 @@ def test_ckpt_is_refused_unless_allowed(sd_catalog, runtime, ckpt_models, tmp_pa
     )
     assert allowed.ok, allowed.error and allowed.error.traceback
     expected = image_of(make_executor, checkpoint="tiny", steps=2)
-    assert np.array_equal(allowed.values["decode"]["image"].pixels.numpy(), expected)
+    assert_same_pixels(allowed.values["decode"]["image"].pixels.numpy(), expected)
 
 
 class _Exploit:
@@ -302,7 +303,7 @@ def test_component_loaders_give_the_checkpoints_pixels(make_executor, component_
     )
     result = make_executor().run(graph, targets=["decode"])
     assert result.ok, result.error and result.error.traceback
-    assert np.array_equal(result.values["decode"]["image"].pixels.numpy(), expected)
+    assert_same_pixels(result.values["decode"]["image"].pixels.numpy(), expected)
 
 
 def test_sdxl_component_files_load_as_the_folder(make_executor, component_files) -> None:
@@ -316,7 +317,7 @@ def test_sdxl_component_files_load_as_the_folder(make_executor, component_files)
     graph = graph.with_values({("vae", "family"): "sdxl"})
     result = make_executor().run(graph, targets=["decode"])
     assert result.ok, result.error and result.error.traceback
-    assert np.array_equal(result.values["decode"]["image"].pixels.numpy(), expected)
+    assert_same_pixels(result.values["decode"]["image"].pixels.numpy(), expected)
 
 
 def test_unet_file_alone_gets_its_config_from_shapes(make_executor, models_dir, component_files):
@@ -440,7 +441,7 @@ def test_stored_architecture_loads_as_the_folder(sd_catalog, runtime, micro_mode
 
     settings = {"prompt": "a red circle", "negative": "blue", "steps": 3}
     expected = image_of(make, checkpoint=MICRO, **settings)
-    assert np.array_equal(image_of(make, checkpoint=f"{MICRO}.safetensors", **settings), expected)
+    assert_same_pixels(image_of(make, checkpoint=f"{MICRO}.safetensors", **settings), expected)
 
 
 def test_component_loaders_read_the_stored_architecture(
@@ -460,7 +461,7 @@ def test_component_loaders_read_the_stored_architecture(
     assert result.values["unet"]["unet"].model.config.norm_num_groups == 4
     assert result.values["vae"]["vae"].model.config.scaling_factor == 0.3
     expected = image_of(make, checkpoint=MICRO, prompt="a red circle", negative="")
-    assert np.array_equal(result.values["decode"]["image"].pixels.numpy(), expected)
+    assert_same_pixels(result.values["decode"]["image"].pixels.numpy(), expected)
 
 
 def test_without_stored_architecture_the_family_config_decides(micro_models: Path) -> None:
