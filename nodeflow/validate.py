@@ -18,6 +18,7 @@ from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.node import MISSING, NodeSpec
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import missing_plugin_issue, plugin_of
+from nodeflow.text import with_suggestion
 from nodeflow.workflow import Link, Workflow
 
 
@@ -74,7 +75,8 @@ def validate(
     if target_list is not None:
         for target in target_list:
             if target not in workflow.nodes:
-                issues.append(Issue(target, None, "unknown_target", f"no node {target!r} to run"))
+                message = with_suggestion(f"no node {target!r} to run", target, workflow.nodes)
+                issues.append(Issue(target, None, "unknown_target", message))
         if not target_list:
             issues.append(Issue(None, None, "no_output", "no targets were given"))
     elif not any(n.spec.output_node for n in nodes.values()) and not any(
@@ -109,6 +111,7 @@ def _unknown_type_issue(node_id: str, node_type: str, catalog: Catalog) -> Issue
     info = catalog.plugin(plugin) if plugin else None
     if info is not None:  # the plugin is here, the type is not: another version of it?
         message += f": plugin {plugin!r} ({info.origin}) has no such node type"
+    message = with_suggestion(message, node_type, catalog.nodes)
     return Issue(node_id, None, "unknown_node_type", message)
 
 
@@ -126,13 +129,9 @@ def _check_inputs(
         input_spec = spec.inputs.get(name)
         if input_spec is None:
             known = ", ".join(spec.inputs) or "none"
+            message = f"{spec.type} has no input {name!r} (its inputs: {known})"
             issues.append(
-                Issue(
-                    node_id,
-                    name,
-                    "unknown_input",
-                    f"{spec.type} has no input {name!r} (its inputs: {known})",
-                )
+                Issue(node_id, name, "unknown_input", with_suggestion(message, name, spec.inputs))
             )
             continue
         if isinstance(value, Link):
@@ -183,11 +182,9 @@ def _check_link(
 ) -> Issue | None:
     source = workflow.nodes.get(link.node)
     if source is None:
+        message = f"link from {link.source!r}: there is no node {link.node!r}"
         return Issue(
-            node_id,
-            name,
-            "missing_node",
-            f"link from {link.source!r}: there is no node {link.node!r}",
+            node_id, name, "missing_node", with_suggestion(message, link.node, workflow.nodes)
         )
     source_spec = catalog.spec(source.type)
     if source_spec is None:
@@ -195,12 +192,15 @@ def _check_link(
     output = next((o for o in source_spec.outputs if o.name == link.output), None)
     if output is None:
         known = ", ".join(source_spec.output_names) or "none"
+        message = (
+            f"link from {link.source!r}: {source.type} has no output "
+            f"{link.output!r} (its outputs: {known})"
+        )
         return Issue(
             node_id,
             name,
             "missing_output",
-            f"link from {link.source!r}: {source.type} has no output "
-            f"{link.output!r} (its outputs: {known})",
+            with_suggestion(message, link.output, source_spec.output_names),
         )
     if not catalog.types.compatible(output.type, input_type):
         return Issue(

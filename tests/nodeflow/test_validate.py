@@ -92,3 +92,27 @@ def test_subtypes_primitive_links_and_defaults_bind(catalog):
     assert set(bound.nodes["s"].links) == {"x", "factor"}
     assert bound.nodes["o"].values == {"title": ""}
     assert sorted(bound.graph.edges) == [("c", "i"), ("i", "k"), ("i", "s"), ("k", "s"), ("s", "o")]
+
+
+# --- did you mean -------------------------------------------------------------------------------
+
+
+def test_unknown_names_get_the_closest_known_one_suggested(catalog):
+    workflow = make_workflow(
+        {
+            "c": ("Constnat", {}),
+            "k": ("Constant", {"valeu": 3}),
+            "s": ("Scale", {"x": "@k.integr"}),
+            "t": ("Scale", {"x": "@kk.integer"}),
+            "o": ("Show", {"x": "@s.number"}),
+            "far": ("Zzyzx", {}),
+        }
+    )
+    _, issues = validate(workflow, catalog, targets=["o", "oo"])
+    messages = {(i.node, i.input): i.message for i in issues}
+    assert messages["c", None] == "unknown node type 'Constnat'; did you mean 'Constant'?"
+    assert messages["k", "valeu"].endswith("(its inputs: value); did you mean 'value'?")
+    assert messages["s", "x"].endswith("did you mean 'integer'?")
+    assert messages["t", "x"].endswith("there is no node 'kk'; did you mean 'k'?")
+    assert messages["oo", None] == "no node 'oo' to run; did you mean 'o'?"
+    assert "did you mean" not in messages["far", None]
