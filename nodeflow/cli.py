@@ -91,9 +91,17 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only where outputs went")
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("validate", help="check a workflow file without running it")
+    check = sub.add_parser(
+        "validate", help="check a workflow file (and the files it picks) without running it"
+    )
     check.add_argument("workflow", type=Path)
     check.add_argument("--json", action="store_true", help="print the errors as JSON")
+    check.add_argument(
+        "--models-dir", type=Path, help="where its models are looked up (default: ./models)"
+    )
+    check.add_argument(
+        "--input-dir", type=Path, help="where its input pictures are looked up (default: ./input)"
+    )
     check.set_defaults(func=cmd_validate)
 
     nodes = sub.add_parser("nodes", help="list node types, by plugin and category")
@@ -167,7 +175,7 @@ def _vram_budget(text: str) -> int | None:
 def environment(args: argparse.Namespace) -> Environment:
     return Environment.from_dirs(
         args.models_dir,
-        args.output_dir,
+        getattr(args, "output_dir", None),
         args.input_dir,
         allow_pickle=getattr(args, "allow_pickle", False),
     )
@@ -213,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         workflow = Workflow.load(args.workflow)
-        _, issues = validate(workflow, args.catalog)
+        _, issues = validate(workflow, args.catalog, env=environment(args))
     except WorkflowInvalid as exc:
         issues = exc.issues
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nodeflow import hookimpl
+from nodeflow import FileKind, hookimpl
 from nodes import (
     clip_vision,
     denoise,
@@ -21,6 +21,7 @@ from nodes import (
     unclip,
     vae,
 )
+from nodes.files import FILE_KINDS
 from nodes.types import SOCKET_TYPES
 
 NODEFLOW_API = 1
@@ -60,6 +61,12 @@ def nodeflow_nodes() -> list[object]:
         embeds.blend_embeds,
         unclip.unclip_conditioning,
     ]
+
+
+@hookimpl
+def nodeflow_loaders() -> dict[str, FileKind]:
+    # where the files the pack's widgets pick are found, so validation can check them
+    return dict(FILE_KINDS)
 
 
 @hookimpl

@@ -9,6 +9,7 @@ from nodeflow_imageops import grid, lut, ops
 from nodeflow.context import Environment
 from nodeflow.executor import Executor
 from nodeflow.plugins import load_catalog
+from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 from nodes.types import Image
 
@@ -121,3 +122,36 @@ def test_apply_lut_runs_in_a_workflow_through_the_registered_loader(tmp_path):
     assert result.ok, result.error
     assert calls and calls[0].name == "warm.cube"  # the bundled default, via ctx.loaders
     assert result.values["lut"]["image"].pixels.shape == (1, 16, 16, 3)
+
+
+def test_a_missing_lut_is_found_by_validation_through_the_registered_file_kind(tmp_path):
+    catalog = load_catalog()
+    assert catalog.loaders.owners["luts"] == "imageops"
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    workflow = Workflow.from_json(
+        {
+            "version": 1,
+            "nodes": {
+                "load": {"type": "LoadImage", "inputs": {"path": "red-circle.png"}},
+                "warm": {
+                    "type": "imageops.ApplyLUT",
+                    "inputs": {"image": {"from": "load.image"}},  # the bundled warm.cube
+                },
+                "lut": {
+                    "type": "imageops.ApplyLUT",
+                    "inputs": {"image": {"from": "load.image"}, "path": "cool.cube"},
+                },
+            },
+        }
+    )
+    (issue,) = validate(workflow, catalog, targets=["warm", "lut"], env=env)[1]
+    assert (issue.node, issue.input, issue.code) == ("lut", "path", "file_not_found")
+    assert issue.message == (
+        f"no LUT 'cool.cube' in {tmp_path / 'models' / 'luts'} or {lut.BUNDLED}"
+    )
+    with pytest.raises(FileNotFoundError, match=r"no LUT 'cool\.cube'"):  # the node agrees
+        lut.resolve("cool.cube", env)
+    (tmp_path / "models" / "luts").mkdir(parents=True)
+    (tmp_path / "models" / "luts" / "cool.cube").write_text("LUT_3D_SIZE 2\n" + "0 0 0\n" * 8)
+    assert validate(workflow, catalog, targets=["warm", "lut"], env=env)[1] == []
+    assert lut.resolve("cool.cube", env) == tmp_path / "models" / "luts" / "cool.cube"
