@@ -76,7 +76,9 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     models.set_defaults(func=_list_models, models_dir="models", json=False)
     actions = models.add_subparsers(metavar="ACTION")
-    listing = actions.add_parser("list", help="list models by kind, with detected architecture")
+    listing = actions.add_parser(
+        "list", help="list models by kind, with detected architecture, and the built-in names"
+    )
     listing.add_argument("--models-dir", default="models", help="the models dir (default: models)")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_list_models)
@@ -99,9 +101,9 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
 def _list_models(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nodes.inventory import as_json, format_table, list_models
+    from nodes.inventory import as_json, built_in_models, format_table, list_models
 
-    entries = list_models(Path(args.models_dir))
+    entries = list_models(Path(args.models_dir)) + built_in_models(Path(args.models_dir))
     print(as_json(entries) if args.json else format_table(entries, Path(args.models_dir)))
     return 0
 
