@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.plugins import Catalog, call_each, load_catalog
 from nodeflow.runtime.device import DTYPES
 from nodeflow.runtime.models import SIZE_HELP, parse_bytes
+from nodeflow.text import first_paragraph, summary
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow, json_schema
 
@@ -69,7 +71,7 @@ def _load(args: argparse.Namespace) -> Catalog:
 
 
 def _parser(catalog: Catalog) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodeflow", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="nodeflow", description=first_paragraph(__doc__))
     _add_plugin_options(parser)
     sub = parser.add_subparsers(metavar="COMMAND")
 
@@ -242,11 +244,14 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for spec in data.values():
         groups.setdefault((spec["plugin"], spec["category"]), []).append(spec)
+    name_width = max((len(name) for name in data), default=0)
+    # a terminal gets lines of its width (never too narrow to read), a pipe or a log 120 columns
+    columns = shutil.get_terminal_size((120, 24)).columns
+    text_width = max(columns - name_width - 3, 40)
     for (plugin, category), specs in sorted(groups.items()):
         print(f"{plugin} / {category}")
         for spec in specs:
-            summary = spec["description"].split("\n")[0]
-            print(f"  {spec['type']:<24} {summary}")
+            print(f"  {spec['type']:<{name_width}} {summary(spec['description'], text_width)}")
     return EXIT_OK
 
 

@@ -311,3 +311,22 @@ def test_validate_checks_the_files_a_workflow_picks(write, tmp_path, capsys):
     (models / "checkpoints" / "mine.safetensors").write_bytes(b"")
     assert main(["validate", write(document), "--models-dir", str(models)]) == 0
     assert capsys.readouterr().out.strip().endswith(": ok")
+
+
+def test_nodes_and_help_print_plain_text_cut_at_words(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["nodes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if "``" in line or ":class:" in line]
+    assert max(len(line) for line in lines) <= 80
+    cut = [line for line in lines if line.endswith("…")]
+    assert cut, "at 80 columns some summaries are cut"
+    for line in cut:  # at the end of a word, never inside one
+        assert line[-2] not in " ,;:("
+    loaders = next(line for line in lines if line.strip().startswith("LoadTextEncoder "))
+    assert "(path: CLIP" in loaders  # ``path`` shown as plain text
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "The nodeflow command line" in out and "``" not in out
