@@ -2,6 +2,7 @@
 
 from nodeflow.context import Context, Environment, Interrupted
 from nodeflow.hookspecs import hookimpl
+from nodeflow.loaders import FileKind
 from nodeflow.node import NodeSpec, Widget, node
 from nodeflow.types import ANY, Socket, SocketType, socket_type
 
@@ -18,6 +19,7 @@ __all__ = [
     "PLUGIN_API_VERSION",
     "Context",
     "Environment",
+    "FileKind",
     "Interrupted",
     "NodeSpec",
     "Socket",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.plugins import Catalog, call_each, load_catalog
 from nodeflow.runtime.device import DTYPES
 from nodeflow.runtime.models import SIZE_HELP, parse_bytes
+from nodeflow.text import first_paragraph, summary
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow, json_schema
 
@@ -69,7 +71,7 @@ def _load(args: argparse.Namespace) -> Catalog:
 
 
 def _parser(catalog: Catalog) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodeflow", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="nodeflow", description=first_paragraph(__doc__))
     _add_plugin_options(parser)
     sub = parser.add_subparsers(metavar="COMMAND")
 
@@ -91,9 +93,17 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only where outputs went")
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("validate", help="check a workflow file without running it")
+    check = sub.add_parser(
+        "validate", help="check a workflow file (and the files it picks) without running it"
+    )
     check.add_argument("workflow", type=Path)
     check.add_argument("--json", action="store_true", help="print the errors as JSON")
+    check.add_argument(
+        "--models-dir", type=Path, help="where its models are looked up (default: ./models)"
+    )
+    check.add_argument(
+        "--input-dir", type=Path, help="where its input pictures are looked up (default: ./input)"
+    )
     check.set_defaults(func=cmd_validate)
 
     nodes = sub.add_parser("nodes", help="list node types, by plugin and category")
@@ -167,7 +177,7 @@ def _vram_budget(text: str) -> int | None:
 def environment(args: argparse.Namespace) -> Environment:
     return Environment.from_dirs(
         args.models_dir,
-        args.output_dir,
+        getattr(args, "output_dir", None),
         args.input_dir,
         allow_pickle=getattr(args, "allow_pickle", False),
     )
@@ -213,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         workflow = Workflow.load(args.workflow)
-        _, issues = validate(workflow, args.catalog)
+        _, issues = validate(workflow, args.catalog, env=environment(args))
     except WorkflowInvalid as exc:
         issues = exc.issues
     if args.json:
@@ -234,11 +244,14 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for spec in data.values():
         groups.setdefault((spec["plugin"], spec["category"]), []).append(spec)
+    name_width = max((len(name) for name in data), default=0)
+    # a terminal gets lines of its width (never too narrow to read), a pipe or a log 120 columns
+    columns = shutil.get_terminal_size((120, 24)).columns
+    text_width = max(columns - name_width - 3, 40)
     for (plugin, category), specs in sorted(groups.items()):
         print(f"{plugin} / {category}")
         for spec in specs:
-            summary = spec["description"].split("\n")[0]
-            print(f"  {spec['type']:<24} {summary}")
+            print(f"  {spec['type']:<{name_width}} {summary(spec['description'], text_width)}")
     return EXIT_OK
 
 

@@ -108,12 +108,13 @@ class Executor:
         targets: Iterable[str] | None = None,
         run_id: str | None = None,
     ) -> RunResult:
-        """Validate (raising ``WorkflowInvalid``), plan and run; never raises for node errors."""
+        """Validate (raising ``WorkflowInvalid``; the files widgets pick are checked against this
+        executor's folders), plan and run; never raises for node errors."""
         target_list = list(targets) if targets is not None else None
         bound = (
             workflow
             if isinstance(workflow, BoundWorkflow)
-            else bind(workflow, self.catalog, target_list)
+            else bind(workflow, self.catalog, target_list, self.env)
         )
         with self._lock:
             self._interrupt.clear()

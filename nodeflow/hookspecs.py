@@ -52,7 +52,10 @@ def nodeflow_loaders() -> Mapping[str, Callable[..., Any]]:
     """Return loaders for file formats or model kinds this plugin reads, keyed by file suffix
     (``".cube"``) or kind name (``"upscale_model"``). Nodes find them with
     ``ctx.loaders.for_path(path)`` or ``ctx.loaders.get(kind)``, so a format is read by one
-    function whichever node (or plugin) needs it. A key two plugins claim is refused naming both."""
+    function whichever node (or plugin) needs it. A ``FileKind`` under the name a
+    ``Widget(files=...)`` gives (``"luts"``) says where those files are found (folders, built-in
+    names), so validation checks a chosen file before anything runs. A key two plugins claim is
+    refused naming both."""
 
 
 @hookspec

@@ -73,6 +73,9 @@ class InputSpec:
     default: Any = MISSING
     adapter: TypeAdapter | None = field(default=None, compare=False, repr=False)
     schema: dict[str, Any] | None = None
+    files: str | None = None
+    """The kind of file a widget's value picks (``Widget(files=...)``): validation checks the
+    name against the ``FileKind`` a plugin registered for it."""
 
     def coerce(self, value: Any) -> Any:
         """Validate and coerce a widget value; raises pydantic's ValidationError."""
@@ -292,6 +295,7 @@ def _input_spec(where: str, name: str, annotation: Any, default: Any) -> InputSp
         default=None if optional and default is MISSING else default,
         adapter=adapter,
         schema=schema,
+        files=widget.files,
     )
 
 

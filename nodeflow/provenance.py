@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from nodeflow.errors import Issue
 from nodeflow.plugins import Catalog
+from nodeflow.text import with_suggestion
 from nodeflow.workflow import PluginRequirement, Workflow
 
 
@@ -70,8 +71,9 @@ def missing_plugin_issue(
         state = f"is installed but failed to load ({failure.stage}: {failure.error})"
     elif distribution:
         state = f"is not installed: pip install {distribution}"
-    else:
+    else:  # nothing known about it: perhaps a typo for a type that is here
         state = f"is not installed: install the package that provides the {plugin!r} plugin"
+        state = with_suggestion(state, node_type, catalog.nodes)
     return Issue(
         node_id, None, "missing_plugin", f"node type {node_type!r} needs {which}, which {state}"
     )

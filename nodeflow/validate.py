@@ -3,6 +3,11 @@
 Validation binds a workflow to the catalog: it resolves each node's spec, coerces widget values
 through pydantic and builds the link graph. The result (a ``BoundWorkflow``) is what planning and
 execution use, so nothing is looked up or coerced twice.
+
+Given the run's folders (``env``), it also checks every file a widget picks
+(``Widget(files=...)``) against the ``FileKind`` a plugin registered for that kind, so a missing
+model is reported before anything runs, with the workflow's other problems. A name nobody knows
+(node type, input, output, node) gets the closest known one suggested.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
+from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
-from nodeflow.node import MISSING, NodeSpec
+from nodeflow.node import MISSING, InputSpec, NodeSpec
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import missing_plugin_issue, plugin_of
+from nodeflow.text import with_suggestion
 from nodeflow.workflow import Link, Workflow
 
 
@@ -43,9 +50,16 @@ class BoundWorkflow:
 
 
 def validate(
-    workflow: Workflow, catalog: Catalog, targets: Iterable[str] | None = None
+    workflow: Workflow,
+    catalog: Catalog,
+    targets: Iterable[str] | None = None,
+    env: Environment | None = None,
 ) -> tuple[BoundWorkflow | None, list[Issue]]:
-    """Check the whole workflow; returns the bound workflow (None if any issue) and the issues."""
+    """Check the whole workflow; returns the bound workflow (None if any issue) and the issues.
+
+    With ``env`` (the folders a run would use), the files widgets pick are checked too; without
+    it there is nowhere to look, so they are not.
+    """
     issues: list[Issue] = []
     nodes: dict[str, BoundNode] = {}
     graph = nx.DiGraph()
@@ -63,6 +77,8 @@ def validate(
                     graph.add_edge(link.node, node_id)
             continue
         values, links = _check_inputs(node_id, entry.inputs, spec, workflow, catalog, issues)
+        if env is not None:
+            issues.extend(_file_issues(node_id, spec, values, catalog, env))
         for link in links.values():
             if link.node in workflow.nodes:
                 graph.add_edge(link.node, node_id)
@@ -74,7 +90,8 @@ def validate(
     if target_list is not None:
         for target in target_list:
             if target not in workflow.nodes:
-                issues.append(Issue(target, None, "unknown_target", f"no node {target!r} to run"))
+                message = with_suggestion(f"no node {target!r} to run", target, workflow.nodes)
+                issues.append(Issue(target, None, "unknown_target", message))
         if not target_list:
             issues.append(Issue(None, None, "no_output", "no targets were given"))
     elif not any(n.spec.output_node for n in nodes.values()) and not any(
@@ -94,10 +111,13 @@ def validate(
 
 
 def bind(
-    workflow: Workflow, catalog: Catalog, targets: Iterable[str] | None = None
+    workflow: Workflow,
+    catalog: Catalog,
+    targets: Iterable[str] | None = None,
+    env: Environment | None = None,
 ) -> BoundWorkflow:
     """Like ``validate`` but raises ``WorkflowInvalid`` listing every issue."""
-    bound, issues = validate(workflow, catalog, targets)
+    bound, issues = validate(workflow, catalog, targets, env)
     if bound is None:
         raise WorkflowInvalid(issues)
     return bound
@@ -109,7 +129,39 @@ def _unknown_type_issue(node_id: str, node_type: str, catalog: Catalog) -> Issue
     info = catalog.plugin(plugin) if plugin else None
     if info is not None:  # the plugin is here, the type is not: another version of it?
         message += f": plugin {plugin!r} ({info.origin}) has no such node type"
+    message = with_suggestion(message, node_type, catalog.nodes)
     return Issue(node_id, None, "unknown_node_type", message)
+
+
+def _file_issues(
+    node_id: str,
+    spec: NodeSpec,
+    values: dict[str, Any],
+    catalog: Catalog,
+    env: Environment,
+) -> list[Issue]:
+    """A ``file_not_found`` issue for each file a widget value names that is not there.
+
+    Only values are checked (written in the workflow, or defaults): a linked value is known only
+    at run time, and an empty value where the default is empty means "none" (SDXL's optional
+    ``path_2``). A kind no plugin registered a ``FileKind`` for is not checked.
+    """
+    issues = []
+    for name, input_spec in spec.inputs.items():
+        kind = catalog.loaders.file_kind(input_spec.files) if input_spec.files else None
+        value = values.get(name)
+        if kind is None or name not in values:  # linked inputs are in ``links``, not ``values``
+            continue
+        if not isinstance(value, str) or (not value and _empty_means_none(input_spec)):
+            continue
+        problem = kind.missing(value, env)
+        if problem is not None:
+            issues.append(Issue(node_id, name, "file_not_found", problem))
+    return issues
+
+
+def _empty_means_none(input_spec: InputSpec) -> bool:
+    return input_spec.default in ("", None)
 
 
 def _check_inputs(
@@ -126,13 +178,9 @@ def _check_inputs(
         input_spec = spec.inputs.get(name)
         if input_spec is None:
             known = ", ".join(spec.inputs) or "none"
+            message = f"{spec.type} has no input {name!r} (its inputs: {known})"
             issues.append(
-                Issue(
-                    node_id,
-                    name,
-                    "unknown_input",
-                    f"{spec.type} has no input {name!r} (its inputs: {known})",
-                )
+                Issue(node_id, name, "unknown_input", with_suggestion(message, name, spec.inputs))
             )
             continue
         if isinstance(value, Link):
@@ -183,11 +231,9 @@ def _check_link(
 ) -> Issue | None:
     source = workflow.nodes.get(link.node)
     if source is None:
+        message = f"link from {link.source!r}: there is no node {link.node!r}"
         return Issue(
-            node_id,
-            name,
-            "missing_node",
-            f"link from {link.source!r}: there is no node {link.node!r}",
+            node_id, name, "missing_node", with_suggestion(message, link.node, workflow.nodes)
         )
     source_spec = catalog.spec(source.type)
     if source_spec is None:
@@ -195,12 +241,15 @@ def _check_link(
     output = next((o for o in source_spec.outputs if o.name == link.output), None)
     if output is None:
         known = ", ".join(source_spec.output_names) or "none"
+        message = (
+            f"link from {link.source!r}: {source.type} has no output "
+            f"{link.output!r} (its outputs: {known})"
+        )
         return Issue(
             node_id,
             name,
             "missing_output",
-            f"link from {link.source!r}: {source.type} has no output "
-            f"{link.output!r} (its outputs: {known})",
+            with_suggestion(message, link.output, source_spec.output_names),
         )
     if not catalog.types.compatible(output.type, input_type):
         return Issue(

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from nodeflow.errors import Issue, WorkflowInvalid
+from nodeflow.text import with_suggestion
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 LINK_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$"
@@ -191,9 +192,8 @@ class Workflow(BaseModel):
         data = self.to_json()
         for (node_id, name), value in values.items():
             if node_id not in data["nodes"]:
-                raise WorkflowInvalid(
-                    [Issue(node_id, name, "missing_node", f"no node {node_id!r} to set")]
-                )
+                message = with_suggestion(f"no node {node_id!r} to set", node_id, data["nodes"])
+                raise WorkflowInvalid([Issue(node_id, name, "missing_node", message)])
             data["nodes"][node_id]["inputs"][name] = value
         return Workflow.from_json(data)
 
@@ -252,6 +252,24 @@ def _issues_from_pydantic(exc: ValidationError) -> list[Issue]:
         path = ".".join(p for p in loc if p not in ("link", "value")) or "document"
         message = f"{path}: {error['msg']}"
         if error["type"] == "extra_forbidden":
-            message = f"{path}: unknown key {loc[-1]!r}"
+            message = with_suggestion(
+                f"{path}: unknown key {loc[-1]!r}", loc[-1], _keys_at(loc[:-1])
+            )
         issues.append(Issue(node, name, code, message))
     return issues
+
+
+def _keys_at(parent: list[str]) -> list[str]:
+    """The keys the file format allows in the object at ``parent`` (a pydantic error location),
+    to suggest the one an unknown key was meant to be."""
+    if not parent:
+        model: type[BaseModel] = Workflow
+    elif parent[0] == "nodes" and len(parent) == 2:
+        model = NodeEntry
+    elif parent[0] == "requires" and len(parent) == 2:
+        model = PluginRequirement
+    elif parent[-1] == "link":
+        model = Link
+    else:
+        return []
+    return [info.alias or field for field, info in model.model_fields.items()]

@@ -2,7 +2,9 @@
 
 Reading a safetensors header costs a few kilobytes whatever the file's size, so listing a folder
 of multi-GB checkpoints is instant. Pickle files are never opened here (opening one runs code);
-they are listed as such.
+they are listed as such. The built-in names (``demo``, ``demo-style``, ...) are listed too, since
+workflows can use them with an empty models dir, each saying whether it is the trained demo model
+or a random tiny test model; the random ones are never made just to be listed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nodeflow import Environment
+from nodes.files import FILE_KINDS
+from nodes.loaders import BUILT_IN, BUILT_IN_CHECKPOINTS, BUILT_IN_LORAS, DEMO_LORA, demo_lora
 from nodes.paths import MODEL_KINDS
 from nodes.single_file import PICKLE_SUFFIXES, SAFE_SUFFIXES, CheckpointFile, detect
 
@@ -28,8 +33,11 @@ class ModelEntry:
     kind: str
     """The models-dir subfolder it is in (checkpoints, loras, vae, ...)."""
     name: str
-    size: int
+    size: int | None
+    """Bytes on disk; None for a built-in model not made yet."""
     architecture: str
+    built_in: bool = False
+    """A built-in name (no file in the models dir): what ``path: "demo"`` and the like load."""
 
 
 def describe(path: Path) -> str:
@@ -94,14 +102,36 @@ def list_models(models_dir: Path) -> list[ModelEntry]:
     return entries
 
 
+def built_in_models(models_dir: Path) -> list[ModelEntry]:
+    """The built-in names a workflow can use, and what each is. A name the models dir has a file
+    for is left out: that file is what the name loads (it is listed with the files)."""
+    env = Environment.from_dirs(models_dir)
+    shipped = {**BUILT_IN, DEMO_LORA: demo_lora()}
+    entries = []
+    for kind, names in (("checkpoints", BUILT_IN_CHECKPOINTS), ("loras", BUILT_IN_LORAS)):
+        for name, what in names.items():
+            if FILE_KINDS[kind].find(name, env) != name:  # a file of that name wins
+                continue
+            size = _size(shipped[name]) if name in shipped else None
+            entries.append(ModelEntry(kind, name, size, what, built_in=True))
+    return entries
+
+
 def format_table(entries: list[ModelEntry], models_dir: Path) -> str:
-    if not entries:
-        return f"no models found in {models_dir.resolve()} ({', '.join(MODEL_KINDS)})"
-    width = max(len(f"{e.kind}/{e.name}") for e in entries)
-    lines = []
-    for e in entries:
-        size = f"{e.size / 1e6:9.1f} MB"
-        lines.append(f"{f'{e.kind}/{e.name}':<{width}}  {size}  {e.architecture}")
+    files = [e for e in entries if not e.built_in]
+    built_in = [e for e in entries if e.built_in]
+    width = max((len(f"{e.kind}/{e.name}") for e in entries), default=0)
+
+    def line(e: ModelEntry) -> str:
+        size = f"{'-':>9}   " if e.size is None else f"{e.size / 1e6:9.1f} MB"
+        return f"{f'{e.kind}/{e.name}':<{width}}  {size}  {e.architecture}"
+
+    lines = [line(e) for e in files]
+    if not files:
+        lines.append(f"no models found in {models_dir.resolve()} ({', '.join(MODEL_KINDS)})")
+    if built_in:
+        lines += ["", "built in (what these names load when the models dir has no such file):"]
+        lines += [line(e) for e in built_in]
     return "\n".join(lines)
 
 

@@ -62,6 +62,19 @@ DEMOS = {
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
+TRAINED = "trained demo model"
+RANDOM = "random tiny test model"
+BUILT_IN_CHECKPOINTS = {
+    DEMO: f"{TRAINED}: SD 1.x architecture, 64x64 shape scenes (diffusers folder, shipped)",
+    DEMO_FILE: f"{TRAINED}, as one original-layout single file (shipped)",
+    DEMO_SDXL: f"{RANDOM}: SDXL (made on first use; pictures are noise)",
+    DEMO_KANDINSKY_PRIOR: f"{RANDOM}: Kandinsky 2.2 prior (made on first use)",
+    DEMO_KANDINSKY_DECODER: f"{RANDOM}: Kandinsky 2.2 decoder (made on first use)",
+    DEMO_CLIP_VISION: f"{RANDOM}: the Kandinsky prior's CLIP image encoder (made on first use)",
+    DEMO_STABLE_UNCLIP: f"{RANDOM}: Stable unCLIP (made on first use)",
+}
+"""Every built-in checkpoint name and what it is, for listings and validation messages: whether
+it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 
 
@@ -124,6 +137,7 @@ def _demo_maker(name: str) -> Callable[[Path], Path]:
 
 
 DEMO_LORA = "demo-style"
+BUILT_IN_LORAS = {DEMO_LORA: f"{TRAINED}'s style LoRA: outlined shapes (shipped)"}
 
 
 def demo_lora() -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nodeflow import hookimpl
+from nodeflow import FileKind, hookimpl
 from nodes import (
     clip_vision,
     denoise,
@@ -21,6 +21,7 @@ from nodes import (
     unclip,
     vae,
 )
+from nodes.files import FILE_KINDS
 from nodes.types import SOCKET_TYPES
 
 NODEFLOW_API = 1
@@ -63,13 +64,21 @@ def nodeflow_nodes() -> list[object]:
 
 
 @hookimpl
+def nodeflow_loaders() -> dict[str, FileKind]:
+    # where the files the pack's widgets pick are found, so validation can check them
+    return dict(FILE_KINDS)
+
+
+@hookimpl
 def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     models = subparsers.add_parser(
         "models", help="model files: list what the models dir holds, make tiny test models"
     )
     models.set_defaults(func=_list_models, models_dir="models", json=False)
     actions = models.add_subparsers(metavar="ACTION")
-    listing = actions.add_parser("list", help="list models by kind, with detected architecture")
+    listing = actions.add_parser(
+        "list", help="list models by kind, with detected architecture, and the built-in names"
+    )
     listing.add_argument("--models-dir", default="models", help="the models dir (default: models)")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_list_models)
@@ -92,9 +101,9 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
 def _list_models(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nodes.inventory import as_json, format_table, list_models
+    from nodes.inventory import as_json, built_in_models, format_table, list_models
 
-    entries = list_models(Path(args.models_dir))
+    entries = list_models(Path(args.models_dir)) + built_in_models(Path(args.models_dir))
     print(as_json(entries) if args.json else format_table(entries, Path(args.models_dir)))
     return 0
 

@@ -171,7 +171,7 @@ class Server:
             workflow = Workflow.from_json(data["workflow"])
         except WorkflowInvalid as exc:
             return _issues(400, [i.to_json() for i in exc.issues])
-        _, issues = validate(workflow, self.catalog, targets)
+        _, issues = validate(workflow, self.catalog, targets, self.env)
         if issues:
             return _issues(400, [i.to_json() for i in issues])
         # stored as run: naming the plugins (and versions) its node types came from

@@ -275,3 +275,58 @@ def nodeflow_cli(subparsers):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "FAILED    rude" in out and "no commands today" in out and "ok        hello" in out
+
+
+def test_validate_checks_the_files_a_workflow_picks(write, tmp_path, capsys):
+    """A missing model fails validation (exit 2) naming the folders searched, not the run."""
+    models = tmp_path / "models"
+    document = {
+        "version": 1,
+        "nodes": {
+            "model": {"type": "LoadCheckpoint", "inputs": {"path": "mine.safetensors"}},
+            "builtin": {"type": "LoadCheckpoint", "inputs": {"path": "demo-sdxl"}},
+            "img": {"type": "LoadImage", "inputs": {"path": "red-circle.png"}},  # bundled
+            "pos": {"type": "TextEncdoe", "inputs": {"text": "a red circle"}},
+            "save": {"type": "SaveImage", "inputs": {"image": {"from": "img.image"}}},
+        },
+    }
+    path = write(document)
+    assert main(["validate", path, "--json", "--models-dir", str(models)]) == 2
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert sorted((e["node"], e["input"], e["code"]) for e in errors) == [
+        ("model", "path", "file_not_found"),
+        ("pos", None, "unknown_node_type"),
+    ]
+    messages = {e["node"]: e["message"] for e in errors}
+    searched = models.resolve() / "checkpoints"
+    assert f"no checkpoint 'mine.safetensors' in {searched}" in messages["model"]
+    assert "demo" in messages["model"]  # the built-in names are named too
+    assert messages["pos"].endswith("did you mean 'TextEncode'?")
+
+    assert main(["run", path, "--models-dir", str(models)]) == 2  # refused before running
+    assert "model.path: no checkpoint 'mine.safetensors'" in capsys.readouterr().err
+
+    del document["nodes"]["pos"]
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "mine.safetensors").write_bytes(b"")
+    assert main(["validate", write(document), "--models-dir", str(models)]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+
+
+def test_nodes_and_help_print_plain_text_cut_at_words(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["nodes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if "``" in line or ":class:" in line]
+    assert max(len(line) for line in lines) <= 80
+    cut = [line for line in lines if line.endswith("…")]
+    assert cut, "at 80 columns some summaries are cut"
+    for line in cut:  # at the end of a word, never inside one
+        assert line[-2] not in " ,;:("
+    loaders = next(line for line in lines if line.strip().startswith("LoadTextEncoder "))
+    assert "(path: CLIP" in loaders  # ``path`` shown as plain text
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "The nodeflow command line" in out and "``" not in out

@@ -9,6 +9,7 @@ from nodeflow import events as ev
 from nodeflow.context import Environment
 from nodeflow.errors import WorkflowInvalid
 from nodeflow.executor import Executor
+from nodeflow.validate import bind
 
 CHAIN = {
     "c": ("Constant", {"value": 3}),
@@ -200,10 +201,13 @@ def test_a_fingerprinted_node_reruns_when_its_file_changes(executor, calls, tmp_
     assert executor.run(workflow).executed == []
     path.write_text("2.25")
     assert executor.run(workflow).outputs["o"]["value"] == 2.25
+    bound = bind(workflow, executor.catalog, env=executor.env)
     path.unlink()
-    failed = executor.run(workflow)
+    failed = executor.run(bound)  # validated while the file was there: fails at its node
     assert failed.status == "failed" and failed.error.node == "r"
     assert "No such file" in failed.error.message
+    with pytest.raises(WorkflowInvalid, match="no number file"):  # validated now: refused
+        executor.run(workflow)
 
 
 def test_targets_run_only_what_they_need_and_return_values(executor, calls):

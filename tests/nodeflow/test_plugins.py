@@ -10,6 +10,7 @@ import nodeflow
 from nodeflow.context import Environment
 from nodeflow.executor import Executor
 from nodeflow.plugins import load_catalog
+from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 
 GOOD = """
@@ -268,6 +269,55 @@ def test_nodeflow_loaders_are_looked_up_by_suffix_or_kind(install_plugin, tmp_pa
     ).with_values({("r", "path"): str(tmp_path / "note.shout.txt")})
     result = Executor(catalog).run(workflow, targets=["r"])
     assert result.values["r"]["string"] == "HELLO"
+
+
+NOTES = """
+from typing import Annotated
+
+from nodeflow import FileKind, Widget, hookimpl, node
+
+@node("ReadNote", output_node=True)
+def read_note(path: Annotated[str, Widget(files="notes")]) -> dict:
+    "Report a note's name."
+    return {"note": path}
+
+@hookimpl
+def nodeflow_loaders():
+    return {"notes": FileKind(lambda env: [env.models_dir / "notes"], what="note")}
+
+@hookimpl
+def nodeflow_nodes():
+    return [read_note]
+"""
+
+
+def test_nodeflow_loaders_file_kinds_let_validation_check_a_plugins_files(install_plugin, tmp_path):
+    install_plugin("notes-pack", "notes_pack", NOTES, entry_name="notes")
+    install_plugin("rival-notes", "rival_notes", NOTES, entry_name="copy")  # claims "notes" too
+    install_plugin(
+        "dotted-pack",
+        "dotted_pack",
+        NOTES.replace('{"notes":', '{".notes":'),
+        entry_name="dotted",
+    )
+    catalog = load_catalog()
+    assert catalog.loaders.owners["notes"] == "notes"
+    assert catalog.loaders.file_kind("notes").what == "note"
+    assert catalog.loaders.get("notes") is None  # a file kind is no loader
+    failures = {f.plugin: f for f in catalog.failures if f.stage == "nodeflow_loaders"}
+    assert "'notes'" in failures["copy"].error and "'copy'" in failures["copy"].error
+    assert "need the kind's name" in failures["dotted"].error
+
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    workflow = Workflow.from_json(
+        {"version": 1, "nodes": {"r": {"type": "notes.ReadNote", "inputs": {"path": "a.txt"}}}}
+    )
+    (issue,) = validate(workflow, catalog, env=env)[1]
+    assert (issue.node, issue.input, issue.code) == ("r", "path", "file_not_found")
+    assert issue.message == f"no note 'a.txt' in {tmp_path / 'models' / 'notes'}"
+    (tmp_path / "models" / "notes").mkdir(parents=True)
+    (tmp_path / "models" / "notes" / "a.txt").write_text("hi")
+    assert validate(workflow, catalog, env=env)[1] == []
 
 
 LISTENERS = """

@@ -54,6 +54,27 @@ def test_unknown_keys_are_errors_not_dropped(mutate, node, input_, fragment):
     assert fragment in issue.message
 
 
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda d: d.update(node={}), "unknown key 'node'; did you mean 'nodes'?"),
+        (lambda d: d.update(requires={"p": {"distributon": "x"}}), "did you mean 'distribution'?"),
+        (lambda d: d["nodes"]["c"].update(input={}), "unknown key 'input'; did you mean 'inputs'?"),
+        (lambda d: d["nodes"]["s"]["inputs"]["x"].update(form="x"), "did you mean 'from'?"),
+        (lambda d: d.update(zzz=1), "unknown key 'zzz'"),  # nothing close: no suggestion
+    ],
+)
+def test_an_unknown_key_gets_the_closest_allowed_one_suggested(mutate, fragment):
+    doc = json.loads(json.dumps(DOC))
+    mutate(doc)
+    with pytest.raises(WorkflowInvalid) as info:
+        Workflow.from_json(doc)
+    (issue,) = info.value.issues
+    assert issue.message.endswith(fragment)
+    with pytest.raises(WorkflowInvalid, match=r"no node 'cc' to set; did you mean 'c'\?"):
+        Workflow.from_json(DOC).with_values({("cc", "value"): 1})
+
+
 def test_bad_ids_links_and_versions_are_located():
     doc = {
         "version": 2,

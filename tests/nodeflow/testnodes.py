@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field
 
-from nodeflow import Context, Widget, hookimpl, node, socket_type
+from nodeflow import Context, FileKind, Widget, hookimpl, node, socket_type
 from nodeflow.workflow import Workflow
 
 CALLS: list[str] = []
@@ -134,6 +134,23 @@ def read_number(ctx: Context, path: Annotated[str, Widget(files="input")]) -> Nu
     return Number(float(Path(path).read_text()))
 
 
+@node("Files", category="io", output_node=True)
+def files(
+    path: Annotated[str, Widget(files="input")],
+    path_2: Annotated[str, Widget(files="input")] = "",
+) -> dict:
+    """Report two file names (validation checks them; nothing reads them)."""
+    return {"files": [path, path_2]}
+
+
+INPUT_FILES = FileKind(
+    lambda env: [env.input_dir, env.models_dir / "numbers"],
+    built_in={"zero": "the number 0, built in"},
+    what="number file",
+)
+"""Where ``Widget(files="input")`` names are found: the input dir, then models/numbers."""
+
+
 @hookimpl
 def nodeflow_types():
     return [Number, Integer]
@@ -141,7 +158,14 @@ def nodeflow_types():
 
 @hookimpl
 def nodeflow_nodes():
-    return [constant, add, scale, split, to_int, label, show, slow, fail, volatile, read_number]
+    return [
+        constant, add, scale, split, to_int, label, show, slow, fail, volatile, read_number, files
+    ]  # fmt: skip
+
+
+@hookimpl
+def nodeflow_loaders():
+    return {"input": INPUT_FILES}
 
 
 def make_workflow(nodes: dict[str, Any]) -> Workflow:

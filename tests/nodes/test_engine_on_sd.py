@@ -10,6 +10,8 @@ from PIL import Image
 from sdgraphs import sd_graph
 
 from nodeflow import events as ev
+from nodeflow.errors import WorkflowInvalid
+from nodeflow.validate import bind
 
 
 def test_changing_only_the_seed_reruns_denoise_decode_and_save(make_executor):
@@ -103,13 +105,29 @@ def test_load_image_fingerprints_its_file(make_executor, tmp_path):
     assert executor.run(workflow).executed[:2] == ["load", "encode"]
 
 
-def test_missing_files_fail_at_their_node(make_executor):
-    result = make_executor().run(sd_graph(steps=1, image="nope.png", strength=0.5))
+def test_missing_files_are_refused_before_the_run_naming_the_folders(make_executor, models_dir):
+    with pytest.raises(WorkflowInvalid) as raised:
+        make_executor().run(sd_graph(steps=1, image="nope.png", checkpoint="not-there"))
+    issues = {(i.node, i.input): i for i in raised.value.issues}
+    assert {i.code for i in issues.values()} == {"file_not_found"}
+    assert set(issues) == {("load", "path"), ("model", "path")}
+    assert "no image 'nope.png'" in issues["load", "path"].message
+    message = issues["model", "path"].message
+    assert "no checkpoint 'not-there'" in message
+    assert str(models_dir / "checkpoints") in message and "demo" in message
+
+
+def test_a_file_gone_after_validation_fails_at_its_node(make_executor, tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(path)
+    executor = make_executor()
+    bound = bind(
+        sd_graph(steps=1, image=str(path), strength=0.5), executor.catalog, env=executor.env
+    )
+    path.unlink()
+    result = executor.run(bound)
     assert result.status == "failed" and result.error.node == "load"
-    assert "no image 'nope.png'" in result.error.message
-    missing = make_executor().run(sd_graph(steps=1, checkpoint="not-there"))
-    assert missing.status == "failed" and missing.error.node == "model"
-    assert "no checkpoint 'not-there'" in missing.error.message
+    assert f"no image {str(path)!r}" in result.error.message
 
 
 def test_models_are_loaded_once_and_shared_across_nodes_and_runs(make_executor, runtime):

@@ -286,18 +286,35 @@ def test_invalid_graph_shows_errors_on_the_right_nodes(page, shot, nodeflow_serv
     shot("fixed-and-ran")
 
 
-def test_failing_node_shows_its_error(page, shot):
+def test_failing_node_shows_its_error(page, shot, nodeflow_server):
+    # a file that is there (so validation passes) but is no checkpoint: it fails at run time
+    (nodeflow_server.models / "checkpoints" / "broken.safetensors").write_bytes(b"not weights")
     open_editor(page)
     workflow = small(example("txt2img.json"), prefix="web-fail")
-    workflow["nodes"]["model"]["inputs"]["path"] = "no-such-model"
+    workflow["nodes"]["model"]["inputs"]["path"] = "broken.safetensors"
     load_workflow(page, workflow)
     queue(page)
     error = node(page, "model").locator("[data-testid=node-error]")
     error.wait_for(state="visible", timeout=30_000)
     shot("node-error")
-    assert "no-such-model" in error.inner_text()
+    assert "deserializing" in error.inner_text()
     assert body_state(page, "model") == "error"
     assert page.locator("[data-testid=node-error]").count() == 1
+
+
+def test_missing_model_file_is_shown_on_its_input_before_running(page, shot, nodeflow_server):
+    open_editor(page)
+    workflow = small(example("txt2img.json"), prefix="web-missing")
+    workflow["nodes"]["model"]["inputs"]["path"] = "no-such-model"
+    load_workflow(page, workflow)
+    runs_before = len(nodeflow_server.runs())
+    queue(page)
+    error = node(page, "model").locator('[data-testid="input-error-path"]')
+    error.wait_for(state="visible", timeout=10_000)
+    shot("file-not-found")
+    assert "no-such-model" in error.inner_text()
+    assert str(nodeflow_server.models / "checkpoints") in error.inner_text()
+    assert len(nodeflow_server.runs()) == runs_before, "a workflow with a missing file was queued"
 
 
 # --- (5) save, reload, load back ---------------------------------------------------------------

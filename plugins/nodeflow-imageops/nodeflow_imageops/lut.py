@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from nodeflow import Context, Environment, Widget, node
+from nodeflow import Context, Environment, FileKind, Widget, node
 from nodeflow.runtime.models import file_identity
 from nodes.types import Image
 
@@ -91,12 +91,17 @@ def apply(lut: Lut3D, image: Image, strength: float = 1.0) -> Image:
     return Image((pixels + strength * (result - pixels)).clamp(0, 1))
 
 
+LUTS = FileKind(lambda env: [env.models_dir / "luts", BUNDLED], what="LUT", directories=False)
+"""Where ``Widget(files="luts")`` names are found; registered through ``nodeflow_loaders``, so
+validation reports a missing LUT before anything runs, and the node looks it up the same way."""
+
+
 def resolve(path: str, env: Environment) -> Path:
     """``models/luts/<path>``, an absolute path, or one of the plugin's bundled LUTs."""
-    for candidate in (env.models_dir / "luts" / path, Path(path), BUNDLED / path):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no LUT {path!r} (looked in {env.models_dir / 'luts'} and {BUNDLED})")
+    found = LUTS.find(path, env)
+    if not isinstance(found, Path):
+        raise FileNotFoundError(LUTS.missing(path, env))
+    return found
 
 
 def _fingerprint(values: Mapping[str, Any], env: Environment) -> Any:

@@ -28,7 +28,8 @@ def nodeflow_nodes() -> list[Any]:
 
 @hookimpl
 def nodeflow_loaders() -> dict[str, Any]:
-    return {".cube": lut.load_cube}
+    # the .cube reader, and where the LUT files ApplyLUT's widget picks are found
+    return {".cube": lut.load_cube, "luts": lut.LUTS}
 
 
 @hookimpl

@@ -9,6 +9,7 @@ from nodeflow_imageops import grid, lut, ops
 from nodeflow.context import Environment
 from nodeflow.executor import Executor
 from nodeflow.plugins import load_catalog
+from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 from nodes.types import Image
 
@@ -63,7 +64,7 @@ def test_composite_pastes_clipped_and_blends_by_opacity():
 def test_image_grid_lays_out_cells_exactly_with_labels_above():
     image = pictures(batch=3)
     out = grid.make_grid(image, columns=2, labels=["cfg 1", "cfg 7.5", "cfg 15"], padding=4)
-    strip = grid._strip_height(grid._font())
+    strip = grid._strip_height(grid._label_font(["cfg 1", "cfg 7.5", "cfg 15"], 12))
     height = 2 * (8 + strip) + 3 * 4
     assert out.pixels.shape == (1, height, 2 * 12 + 3 * 4, 3)
     canvas = out.pixels[0]
@@ -77,6 +78,52 @@ def test_image_grid_lays_out_cells_exactly_with_labels_above():
     assert unlabelled.pixels.shape == (1, 8, 36, 3)
     with pytest.raises(ValueError, match="4 labels for 3 pictures"):
         grid.image_grid(image, labels="a\nb\nc\nd")
+
+
+PROMPTS = [  # the README's grid (workflows/prompt_grid.json)
+    "a large red circle on a blue background",
+    "two small yellow squares on a black background",
+    "three small orange circles on a purple background",
+    "a small blue square at the top on a yellow background",
+    "two small green triangles on a red background",
+]
+
+
+def _words_seen(strip: torch.Tensor, gap: int = 3) -> int:
+    """How many runs of ink a label strip shows, separated by at least ``gap`` blank columns."""
+    ink = (strip[..., 0] < 0.5).any(dim=0).tolist()
+    runs, blank = 0, gap
+    for column in ink:
+        if column:
+            runs += blank >= gap
+            blank = 0
+        else:
+            blank += 1
+    return runs
+
+
+@pytest.mark.parametrize("width", [320, 256])
+def test_grid_labels_keep_the_spaces_between_words(width):
+    """Each word is its own run of ink, at least 3 px from the next, while letters within a word
+    are closer: at 10 px Pillow's default font put "two" and "small" 2 px apart, as close as its
+    letters ("twosmall yellowsquareson" in the README's grid)."""
+    font = grid._label_font(PROMPTS, width)
+    assert font.size >= grid.MIN_FONT
+    height = grid._strip_height(font)
+    for prompt in PROMPTS:
+        strip = grid._label(prompt, width, height, font)
+        assert strip.min() < 0.5, "nothing drawn"
+        assert _words_seen(strip) == len(prompt.split()), prompt
+        assert not torch.any(strip[-1] < 0.5) and not torch.any(strip[0] < 0.5), "text clipped"
+
+
+def test_a_long_label_is_cut_at_the_cell_with_an_ellipsis():
+    font = grid._label_font(PROMPTS, 96)
+    assert font.size == grid.MIN_FONT  # nothing fits 96 px: the smallest size, then cut
+    strip = grid._label(PROMPTS[1], 96, grid._strip_height(font), font)
+    ink = (strip[..., 0] < 0.5).any(dim=0)
+    assert ink[:2].sum() == 0 and ink[-2:].sum() == 0  # inside its cell, margins kept
+    assert grid._text_width("two small…", font) <= 92
 
 
 def test_a_cube_lut_is_read_and_an_identity_lut_changes_nothing(tmp_path):
@@ -121,3 +168,36 @@ def test_apply_lut_runs_in_a_workflow_through_the_registered_loader(tmp_path):
     assert result.ok, result.error
     assert calls and calls[0].name == "warm.cube"  # the bundled default, via ctx.loaders
     assert result.values["lut"]["image"].pixels.shape == (1, 16, 16, 3)
+
+
+def test_a_missing_lut_is_found_by_validation_through_the_registered_file_kind(tmp_path):
+    catalog = load_catalog()
+    assert catalog.loaders.owners["luts"] == "imageops"
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    workflow = Workflow.from_json(
+        {
+            "version": 1,
+            "nodes": {
+                "load": {"type": "LoadImage", "inputs": {"path": "red-circle.png"}},
+                "warm": {
+                    "type": "imageops.ApplyLUT",
+                    "inputs": {"image": {"from": "load.image"}},  # the bundled warm.cube
+                },
+                "lut": {
+                    "type": "imageops.ApplyLUT",
+                    "inputs": {"image": {"from": "load.image"}, "path": "cool.cube"},
+                },
+            },
+        }
+    )
+    (issue,) = validate(workflow, catalog, targets=["warm", "lut"], env=env)[1]
+    assert (issue.node, issue.input, issue.code) == ("lut", "path", "file_not_found")
+    assert issue.message == (
+        f"no LUT 'cool.cube' in {tmp_path / 'models' / 'luts'} or {lut.BUNDLED}"
+    )
+    with pytest.raises(FileNotFoundError, match=r"no LUT 'cool\.cube'"):  # the node agrees
+        lut.resolve("cool.cube", env)
+    (tmp_path / "models" / "luts").mkdir(parents=True)
+    (tmp_path / "models" / "luts" / "cool.cube").write_text("LUT_3D_SIZE 2\n" + "0 0 0\n" * 8)
+    assert validate(workflow, catalog, targets=["warm", "lut"], env=env)[1] == []
+    assert lut.resolve("cool.cube", env) == tmp_path / "models" / "luts" / "cool.cube"

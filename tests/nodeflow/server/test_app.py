@@ -160,6 +160,26 @@ def test_a_bad_workflow_gets_400_with_every_error_and_the_server_keeps_serving(t
     asyncio.run(scenario())
 
 
+def test_a_missing_file_gets_400_located_at_its_input_naming_the_folders(tmp_path):
+    picks = {"version": 1, "nodes": {"f": {"type": "Files", "inputs": {"path": "n.txt"}}}}
+
+    async def scenario():
+        async with Running(tmp_path) as srv:
+            status, body = await srv.submit(picks)
+            assert status == 400
+            (error,) = body["errors"]
+            assert (error["node"], error["input"], error["code"]) == ("f", "path", "file_not_found")
+            assert str(srv.env.input_dir) in error["message"]
+            assert srv.store.queue() == [] and srv.store.history() == []  # never queued
+            srv.env.input_dir.mkdir(parents=True)
+            (srv.env.input_dir / "n.txt").write_text("1")
+            status, body = await srv.submit(picks)
+            assert status == 201
+            assert (await srv.until_done(body["run_id"]))["status"] == "finished"
+
+    asyncio.run(scenario())
+
+
 def test_cancel_a_queued_run_and_interrupt_the_running_one(tmp_path):
     slow = {
         "version": 1,

@@ -1,0 +1,40 @@
+"""Where the files the pack's widgets pick are found, told to the engine as ``FileKind``s.
+
+The engine knows no checkpoints, so the pack says, through ``nodeflow_loaders``, which folders
+and built-in names each ``Widget(files=...)`` kind resolves against; validation then reports a
+missing model before anything runs. The folders are the ones the loaders search (their ``*_DIRS``),
+so a name validation accepts is one the node can load (``tests/nodes/test_files.py`` holds them
+to that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nodeflow import Environment, FileKind
+from nodes.image import ASSETS
+from nodes.loaders import (
+    BUILT_IN_CHECKPOINTS,
+    BUILT_IN_LORAS,
+    CHECKPOINT_DIRS,
+    TEXT_DIRS,
+    UNET_DIRS,
+    VAE_DIRS,
+)
+
+
+def _models(*kinds: str) -> Callable[[Environment], Sequence[Path]]:
+    """The models dir's subfolders of these kinds, in the order the loaders search them."""
+    return lambda env: [env.models_dir / kind for kind in kinds]
+
+
+FILE_KINDS: dict[str, FileKind] = {
+    "checkpoints": FileKind(_models(*CHECKPOINT_DIRS), BUILT_IN_CHECKPOINTS, what="checkpoint"),
+    "unet": FileKind(_models(*UNET_DIRS), what="U-Net"),
+    "vae": FileKind(_models(*VAE_DIRS), what="VAE"),
+    "text_encoders": FileKind(_models(*TEXT_DIRS), what="text encoder"),
+    "loras": FileKind(_models("loras"), BUILT_IN_LORAS, what="LoRA file", directories=False),
+    "input": FileKind(lambda env: [env.input_dir, ASSETS], what="image", directories=False),
+}
+"""By the ``files`` name the pack's widgets declare."""
