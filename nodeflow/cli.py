@@ -47,6 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkflowInvalid as exc:
         _print_issues(exc.issues, exc.source)
         return EXIT_INVALID
+    except BrokenPipeError:  # `nodeflow nodes | head`: the reader has what it wanted
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush into the closed pipe is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _add_plugin_options(parser: argparse.ArgumentParser) -> None:

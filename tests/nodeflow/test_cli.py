@@ -330,3 +330,19 @@ def test_nodes_and_help_print_plain_text_cut_at_words(capsys, monkeypatch):
         main(["--help"])
     out = capsys.readouterr().out
     assert "The nodeflow command line" in out and "``" not in out
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`nodeflow nodes | head -1`: the closed pipe is not an error and prints no traceback."""
+    import subprocess
+    import sys
+
+    script = "import sys; from nodeflow.cli import main; sys.exit(main(['nodes']))"
+    reader = "import sys; sys.stdin.readline()"  # reads one line, then closes the pipe
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as writer:  # fmt: skip
+        subprocess.run([sys.executable, "-c", reader], stdin=writer.stdout, check=True)
+        writer.stdout.close()
+        stderr = writer.stderr.read().decode()
+    assert writer.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
