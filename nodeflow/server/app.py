@@ -2,6 +2,7 @@
 
 Every submitted workflow is validated before it is queued: a bad one gets 400 with every issue
 and is never queued, so it can neither take the server down nor disturb the runs behind it.
+Every other refusal is ``{"error": ...}`` (see :mod:`nodeflow.server.errors`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,13 @@ from aiohttp import web
 
 import nodeflow
 from nodeflow.context import Environment
-from nodeflow.errors import WorkflowInvalid
+from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import stamp
 from nodeflow.server import security
 from nodeflow.server.editor import Editor
+from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
 from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
 from nodeflow.server.store import RunStore
@@ -33,6 +36,9 @@ from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 
 MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"}
+#: A model kind is a models-dir subfolder name (checkpoints, loras, clip_vision, ...). Bounded,
+#: so no request can ask the file system for a name longer than it allows.
+MODEL_KIND = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Server:
         app = web.Application(
             client_max_size=self.config.max_upload_bytes,
             middlewares=[
+                error_middleware(),  # outermost: it answers for the others and the router too
                 security.origin_middleware(hosts),
                 security.token_middleware(self.config.token),
             ],
@@ -120,36 +127,18 @@ class Server:
 
     async def submit(self, request: web.Request) -> web.Response:
         if request.content_length and request.content_length > self.config.max_body_bytes:
-            return _error(413, f"request body over {self.config.max_body_bytes} bytes")
+            return json_error(413, f"request body over {self.config.max_body_bytes} bytes")
         body = await request.read()
         if len(body) > self.config.max_body_bytes:
-            return _error(413, f"request body over {self.config.max_body_bytes} bytes")
+            return json_error(413, f"request body over {self.config.max_body_bytes} bytes")
         try:
             data = json.loads(body)
-        except ValueError as exc:
-            return _issues(
-                400,
-                [
-                    {
-                        "node": None,
-                        "input": None,
-                        "code": "json_syntax",
-                        "message": f"request body is not JSON: {exc}",
-                    }
-                ],
-            )
+        except RecursionError:  # the parser gives up on deep nesting; the client sent it
+            return _request_issues("json_syntax", "request body is JSON nested too deeply")
+        except ValueError as exc:  # UnicodeDecodeError included
+            return _request_issues("json_syntax", f"request body is not JSON: {exc}")
         if not isinstance(data, dict) or "workflow" not in data:
-            return _issues(
-                400,
-                [
-                    {
-                        "node": None,
-                        "input": None,
-                        "code": "format",
-                        "message": 'expected {"workflow": {...}, "targets"?, "front"?}',
-                    }
-                ],
-            )
+            return _request_issues("format", 'expected {"workflow": {...}, "targets"?, "front"?}')
         unknown = set(data) - {"workflow", "targets", "front"}
         targets = data.get("targets")
         front = data.get("front", False)
@@ -163,10 +152,7 @@ class Server:
         if not isinstance(front, bool):
             problems.append("front must be true or false")
         if problems:
-            return _issues(
-                400,
-                [{"node": None, "input": None, "code": "format", "message": p} for p in problems],
-            )
+            return _request_issues("format", *problems)
         try:
             workflow = Workflow.from_json(data["workflow"])
         except WorkflowInvalid as exc:
@@ -184,16 +170,18 @@ class Server:
     async def runs(self, request: web.Request) -> web.Response:
         try:
             limit = min(int(request.query.get("limit", "100")), 1000)
+            if limit < 0:  # SQLite reads a negative LIMIT as "no limit"
+                raise ValueError("limit must be 0 or more")
             status = request.query.get("status")
             records = self.store.history(limit=limit, status=status)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return json_error(400, str(exc))
         return web.json_response({"runs": [_summary(r.to_json()) for r in records]})
 
     async def run(self, request: web.Request) -> web.Response:
         record = self.store.get(request.match_info["run_id"])
         if record is None:
-            return _error(404, "no such run")
+            return json_error(404, "no such run")
         data = record.to_json()
         data["position"] = self.store.position(record.run_id)
         return web.json_response(data)
@@ -207,8 +195,10 @@ class Server:
             return web.json_response({"run_id": run_id, "status": "interrupting"})
         record = self.store.get(run_id)
         if record is None:
-            return _error(404, "no such run")
-        return _error(409, f"run is {record.status}; only queued or running runs can be cancelled")
+            return json_error(404, "no such run")
+        return json_error(
+            409, f"run is {record.status}; only queued or running runs can be cancelled"
+        )
 
     async def interrupt(self, request: web.Request) -> web.Response:
         return web.json_response({"interrupted": self.worker.interrupt()})
@@ -222,7 +212,7 @@ class Server:
         try:
             path = security.contained_file(folder, request.match_info["path"])
         except security.PathRefused as exc:
-            return _error(exc.status, str(exc))
+            return json_error(exc.status, str(exc))
         content_type, headers = security.safe_content_type(path)
         response = web.FileResponse(path, headers=headers)
         response.content_type = content_type
@@ -235,16 +225,16 @@ class Server:
             while part is not None and getattr(part, "name", None) != "image":
                 part = await reader.next()
             if part is None:
-                return _error(400, 'expected a multipart field named "image"')
+                return json_error(400, 'expected a multipart field named "image"')
             data = await part.read(decode=False)
         except (ValueError, AssertionError) as exc:
-            return _error(400, f"malformed upload: {exc}")
+            return json_error(400, f"malformed upload: {exc}")
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"upload over {self.config.max_upload_bytes} bytes")
+            return json_error(413, f"upload over {self.config.max_upload_bytes} bytes")
         try:
             security.check_image_upload(data, self.config.max_upload_bytes)
         except security.UploadRefused as exc:
-            return _error(exc.status, str(exc))
+            return json_error(exc.status, str(exc))
         # clients may percent-encode the name (aiohttp's does); sanitising comes after decoding
         name = security.safe_upload_name(unquote(part.filename or "upload.png"))
         self.env.input_dir.mkdir(parents=True, exist_ok=True)
@@ -261,8 +251,8 @@ class Server:
 
     async def models(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
-        if not kind.replace("_", "").isalnum():
-            return _error(400, "invalid model kind")
+        if not MODEL_KIND.fullmatch(kind):
+            return json_error(400, "invalid model kind: letters, digits and _ only, at most 64")
         folder = self.env.models_dir / kind
         names = []
         if folder.is_dir():
@@ -313,12 +303,13 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run.items() if k != "workflow"}
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 def _issues(status: int, issues: list[dict[str, Any]]) -> web.Response:
     return web.json_response({"errors": issues}, status=status)
+
+
+def _request_issues(code: str, *messages: str) -> web.Response:
+    """400 with issues about the request itself (no node or input to point at)."""
+    return _issues(400, [Issue(None, None, code, message).to_json() for message in messages])
 
 
 def default_db(env: Environment) -> Path:
