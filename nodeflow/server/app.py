@@ -8,6 +8,7 @@ Every other refusal is ``{"error": ...}`` (see :mod:`nodeflow.server.errors`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import platform
 import re
@@ -20,6 +21,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 import nodeflow
+from nodeflow import events as ev
 from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.executor import Executor
@@ -29,8 +31,9 @@ from nodeflow.server import security
 from nodeflow.server.editor import Editor
 from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
+from nodeflow.server.outputs import outputs_with_urls, report_with_urls
 from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
-from nodeflow.server.store import RunStore
+from nodeflow.server.store import RunRecord, RunStore
 from nodeflow.server.worker import Worker
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
@@ -71,9 +74,7 @@ class Server:
         self.store = store
         self.config = config or ServerConfig()
         self.hub = Hub()
-        self.worker = Worker(
-            executor, store, publish=self.hub.publish, on_change=self.hub.broadcast
-        )
+        self.worker = Worker(executor, store, publish=self._publish, on_change=self.hub.broadcast)
 
     def app(self) -> web.Application:
         hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts
@@ -114,6 +115,12 @@ class Server:
     async def _stop(self, app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
         await self.hub.close()
+
+    def _publish(self, event: ev.Event) -> None:
+        """Forward an engine event to the websockets, with URLs on the pictures it reports."""
+        if isinstance(event, ev.NodeFinished) and event.report:
+            event = dataclasses.replace(event, report=report_with_urls(event.report))
+        self.hub.publish(event)
 
     # --- catalog ---------------------------------------------------------------------------
 
@@ -176,13 +183,13 @@ class Server:
             records = self.store.history(limit=limit, status=status)
         except ValueError as exc:
             return json_error(400, str(exc))
-        return web.json_response({"runs": [_summary(r.to_json()) for r in records]})
+        return web.json_response({"runs": [_summary(_served(r)) for r in records]})
 
     async def run(self, request: web.Request) -> web.Response:
         record = self.store.get(request.match_info["run_id"])
         if record is None:
             return json_error(404, "no such run")
-        data = record.to_json()
+        data = _served(record)
         data["position"] = self.store.position(record.run_id)
         return web.json_response(data)
 
@@ -297,6 +304,13 @@ def _device_memory() -> dict[str, Any]:
         return {"cuda": False}
     free, total = torch.cuda.mem_get_info()
     return {"cuda": True, "name": torch.cuda.get_device_name(), "free": free, "total": total}
+
+
+def _served(record: RunRecord) -> dict[str, Any]:
+    """A run record as the API shows it: pictures in its outputs carry a ready ``url``."""
+    data = record.to_json()
+    data["outputs"] = outputs_with_urls(data["outputs"])
+    return data
 
 
 def _summary(run: dict[str, Any]) -> dict[str, Any]:
