@@ -38,6 +38,12 @@ from nodeflow.server.worker import Worker
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 
+#: Seconds in-flight requests get to finish when the server stops (aiohttp's default is 60).
+#: Every API request takes milliseconds and runs live in the store, not in requests, so only a
+#: stalled client (an upload that stopped sending) is still going after a moment; it must not
+#: keep a stopping server alive for a minute.
+SHUTDOWN_TIMEOUT = 0.5
+
 MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"}
 #: A model kind is a models-dir subfolder name (checkpoints, loras, clip_vision, ...). Bounded,
 #: so no request can ask the file system for a name longer than it allows.
