@@ -275,6 +275,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from nodeflow.executor import Executor
     from nodeflow.runtime import Runtime
+    from nodeflow.server import logs
     from nodeflow.server.app import SHUTDOWN_TIMEOUT, Server, ServerConfig
     from nodeflow.server.store import RunStore
 
@@ -290,6 +291,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return EXIT_INVALID
     quick_exit = _QuickExit() if getattr(args, "owns_process", False) else None
+    logs.configure()
     env = environment(args)
     runtime = Runtime(args.device, args.dtype, args.vram_budget)
     executor = Executor(args.catalog, env=env, runtime=runtime)
@@ -305,6 +307,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             print=None,
+            access_log_class=logs.AccessLogger,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
     finally:

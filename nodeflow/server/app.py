@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import platform
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import stamp
-from nodeflow.server import security
+from nodeflow.server import runlog, security
 from nodeflow.server.editor import Editor
 from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
@@ -37,6 +39,8 @@ from nodeflow.server.store import RunRecord, RunStore
 from nodeflow.server.worker import Worker
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
+
+log = logging.getLogger(__name__)
 
 #: Seconds in-flight requests get to finish when the server stops (aiohttp's default is 60).
 #: Every API request takes milliseconds and runs live in the store, not in requests, so only a
@@ -113,9 +117,8 @@ class Server:
 
     async def _start(self, app: web.Application) -> None:
         self.hub.attach(asyncio.get_running_loop())
-        recovered = self.store.recover()
-        if recovered:
-            print(f"nodeflow: marked {len(recovered)} run(s) interrupted by the last shutdown")
+        for run_id in self.store.recover():
+            log.warning("run %s was executing when the server last stopped: interrupted", run_id)
         self.worker.start()
 
     async def _stop(self, app: web.Application) -> None:
@@ -176,6 +179,7 @@ class Server:
         # stored as run: naming the plugins (and versions) its node types came from
         stored = stamp(workflow, self.catalog).to_json()
         record, position = self.store.submit(stored, targets, front=front)
+        runlog.queued(record.run_id, len(workflow.nodes), position)
         self.worker.notify()
         self.hub.broadcast(self.worker.queue_message())
         return web.json_response({"run_id": record.run_id, "position": position}, status=201)
@@ -202,6 +206,9 @@ class Server:
     async def cancel(self, request: web.Request) -> web.Response:
         run_id = request.match_info["run_id"]
         if self.store.cancel(run_id):
+            record = self.store.get(run_id)
+            if record is not None:
+                runlog.cancelled_in_queue(run_id, time.time() - record.submitted_at)
             self.hub.broadcast(self.worker.queue_message())
             return web.json_response({"run_id": run_id, "status": "cancelled"})
         if self.worker.interrupt(run_id):

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from nodeflow import events as ev
 from nodeflow.errors import WorkflowInvalid
 from nodeflow.executor import Executor
+from nodeflow.server import runlog
 from nodeflow.server.store import INTERRUPTED, RunRecord, RunStore
 from nodeflow.workflow import Workflow
 
@@ -51,6 +53,8 @@ class Worker:
         self.on_change = on_change
         """Called (from the worker thread) with a ``{"type": "queue", ...}`` message."""
         self.current: str | None = None
+        self._record: RunRecord | None = None
+        self._planned = 0
         self._final_event: ev.Event | None = None
         executor.subscribe(self._forward)
         self._wake = threading.Event()
@@ -101,9 +105,14 @@ class Worker:
         }
 
     def _forward(self, event: ev.Event) -> None:
-        if isinstance(event, ev.RunStarted) and self._stop.is_set():
-            # stop() interrupted before Executor.run cleared the flag for this run
-            self.executor.interrupt()
+        if isinstance(event, ev.RunStarted):
+            if self._stop.is_set():
+                # stop() interrupted before Executor.run cleared the flag for this run
+                self.executor.interrupt()
+            self._planned = len(event.nodes)
+            record = self._record
+            if record is not None and record.run_id == event.run_id:
+                runlog.started(event.run_id, self._planned, _waited(record))
         if isinstance(event, ev.RunFinished | ev.RunFailed | ev.RunCancelled):
             self._final_event = event  # published once the store has the result
         else:
@@ -117,15 +126,17 @@ class Worker:
             if record is None:
                 self._wake.wait(1.0)
                 continue
-            self.current = record.run_id
+            self.current, self._record = record.run_id, record
             self.on_change(self.queue_message())
             try:
                 self._run(record)
             except Exception:  # the worker must outlive any run
                 log.exception("run %s crashed the worker loop", record.run_id)
-                self.store.finish(record.run_id, "failed", error={"message": "internal error"})
+                error = {"message": "internal error"}
+                self.store.finish(record.run_id, "failed", error=error)
+                runlog.ended(record.run_id, "failed", _ran_for(record), error=error)
             finally:
-                self.current = None
+                self.current, self._record, self._planned = None, None, 0
                 final, self._final_event = self._final_event, None
                 if final is not None:
                     self.publish(final)
@@ -136,14 +147,12 @@ class Worker:
             workflow = Workflow.from_json(record.workflow)
             result = self.executor.run(workflow, targets=record.targets, run_id=record.run_id)
         except WorkflowInvalid as exc:  # plugins changed since it was queued
-            self.store.finish(
-                record.run_id,
-                "failed",
-                error={
-                    "issues": [i.to_json() for i in exc.issues],
-                    "message": "the workflow is no longer valid",
-                },
-            )
+            error = {
+                "issues": [i.to_json() for i in exc.issues],
+                "message": "the workflow is no longer valid",
+            }
+            self.store.finish(record.run_id, "failed", error=error)
+            runlog.ended(record.run_id, "failed", _ran_for(record), error=error)
             return
         status: str = result.status
         error = None
@@ -155,3 +164,22 @@ class Worker:
             status = INTERRUPTED  # the server stopped it; nobody cancelled it
             error = {"message": STOPPED_MESSAGE, "node": stopped_in}
         self.store.finish(record.run_id, status, outputs=result.outputs, error=error)
+        runlog.ended(
+            record.run_id,
+            status,
+            _ran_for(record),
+            nodes=self._planned,
+            ran=len(result.executed),
+            cached=len(result.cached),
+            error=error or {"node": stopped_in},
+        )
+
+
+def _waited(record: RunRecord) -> float:
+    """Seconds a claimed run spent queued."""
+    return max(0.0, (record.started_at or record.submitted_at) - record.submitted_at)
+
+
+def _ran_for(record: RunRecord) -> float:
+    """Seconds since a claimed run started (what its end is logged with)."""
+    return max(0.0, time.time() - (record.started_at or record.submitted_at))

@@ -1,4 +1,4 @@
-"""``nodeflow serve`` as a real process: startup, SIGKILL and restart, SIGTERM, bind policy."""
+"""``nodeflow serve`` as a real process: startup, SIGKILL and restart, SIGTERM, binds, logs."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ QUICK = {
         "o": {"type": "testnodes.Show", "inputs": {"x": {"from": "c.integer"}}},
     },
 }
+FAILING = {
+    "version": 1,
+    "nodes": {
+        "c": {"type": "testnodes.Constant"},
+        "f": {"type": "testnodes.Fail", "inputs": {"x": {"from": "c.integer"}, "message": "boom"}},
+        "o": {"type": "testnodes.Show", "inputs": {"x": {"from": "f.number"}}},
+    },
+}
 
 SLOW_TEARDOWN = """
 import time
@@ -69,8 +77,8 @@ def nodeflow_nodes():
 
 
 class Served:
-    """A ``nodeflow serve`` process whose output is read as it comes (a full pipe would stall
-    it)."""
+    """A ``nodeflow serve`` process whose output is read as it comes (a full pipe would stall it,
+    now that it logs every request)."""
 
     def __init__(self, process: subprocess.Popen, port: int) -> None:
         self.process = process
@@ -272,6 +280,7 @@ def test_sigterm_interrupts_the_running_run_and_records_it_interrupted(serve, tm
     assert run is not None and run.status == "interrupted"
     assert run.error is not None and run.error["node"] == "w"
     assert "stopped" in run.error["message"]
+    assert f"run {run_id} interrupted" in server.output()
 
 
 def test_sigterm_does_not_wait_for_a_node_that_never_checks_for_interrupts(serve):
@@ -285,6 +294,37 @@ def test_sigterm_does_not_wait_for_a_node_that_never_checks_for_interrupts(serve
 
     serve(port)  # the next start marks it interrupted, as after a crash
     assert wait_for(port, run_id, {"interrupted"})["error"]["message"]
+
+
+def test_the_terminal_shows_each_run_event_and_every_request_but_never_the_token(serve):
+    token = "s3cret-TOKEN-value"
+    bearer = {"Authorization": f"Bearer {token}"}
+    port = free_port()
+    server = serve(port, "--auth-token", token)
+    finished = submit(port, QUICK, bearer)
+    failed = submit(port, FAILING, bearer)
+    wait_for(port, finished, {"finished"}, headers=bearer)
+    wait_for(port, failed, {"failed"}, headers=bearer)
+    get(port, f"/api/system?token={token}")
+    get(port, f"/api/nodes?a=1&%74oken={token}")  # the server reads %74oken as token, too
+    get(port, "/api/types", {**bearer, "Referer": f"http://127.0.0.1:{port}/?token={token}"})
+    server.stop()
+    output = server.output()
+
+    assert token not in output
+    assert '"GET /api/system?token=*** HTTP/1.1" 200' in output
+    assert '"GET /api/nodes?a=1&%74oken=*** HTTP/1.1" 200' in output
+    assert '"GET /api/types HTTP/1.1" 200' in output
+    for line in [
+        f"run {finished} queued: 2 nodes, position 0",
+        f"run {finished} started: 2 nodes planned",
+        f"run {finished} finished in ",
+        "2 nodes (2 ran, 0 cached)",
+        f"run {failed} queued: 3 nodes",
+        f"run {failed} failed after ",
+        "in node 'f' (testnodes.Fail): boom",
+    ]:
+        assert line in output, output
 
 
 def test_a_public_bind_needs_a_token():
