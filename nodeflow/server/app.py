@@ -2,14 +2,19 @@
 
 Every submitted workflow is validated before it is queued: a bad one gets 400 with every issue
 and is never queued, so it can neither take the server down nor disturb the runs behind it.
+Every other refusal is ``{"error": ...}`` (see :mod:`nodeflow.server.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import platform
+import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,21 +23,35 @@ from urllib.parse import unquote
 from aiohttp import web
 
 import nodeflow
+from nodeflow import events as ev
 from nodeflow.context import Environment
-from nodeflow.errors import WorkflowInvalid
+from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import stamp
-from nodeflow.server import security
+from nodeflow.server import runlog, security
 from nodeflow.server.editor import Editor
+from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
+from nodeflow.server.outputs import outputs_with_urls, report_with_urls
 from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
-from nodeflow.server.store import RunStore
+from nodeflow.server.store import RunRecord, RunStore
 from nodeflow.server.worker import Worker
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 
+log = logging.getLogger(__name__)
+
+#: Seconds in-flight requests get to finish when the server stops (aiohttp's default is 60).
+#: Every API request takes milliseconds and runs live in the store, not in requests, so only a
+#: stalled client (an upload that stopped sending) is still going after a moment; it must not
+#: keep a stopping server alive for a minute.
+SHUTDOWN_TIMEOUT = 0.5
+
 MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"}
+#: A model kind is a models-dir subfolder name (checkpoints, loras, clip_vision, ...). Bounded,
+#: so no request can ask the file system for a name longer than it allows.
+MODEL_KIND = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 @dataclass
@@ -65,15 +84,14 @@ class Server:
         self.store = store
         self.config = config or ServerConfig()
         self.hub = Hub()
-        self.worker = Worker(
-            executor, store, publish=self.hub.publish, on_change=self.hub.broadcast
-        )
+        self.worker = Worker(executor, store, publish=self._publish, on_change=self.hub.broadcast)
 
     def app(self) -> web.Application:
         hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts
         app = web.Application(
             client_max_size=self.config.max_upload_bytes,
             middlewares=[
+                error_middleware(),  # outermost: it answers for the others and the router too
                 security.origin_middleware(hosts),
                 security.token_middleware(self.config.token),
             ],
@@ -99,14 +117,19 @@ class Server:
 
     async def _start(self, app: web.Application) -> None:
         self.hub.attach(asyncio.get_running_loop())
-        recovered = self.store.recover()
-        if recovered:
-            print(f"nodeflow: marked {len(recovered)} run(s) interrupted by the last shutdown")
+        for run_id in self.store.recover():
+            log.warning("run %s was executing when the server last stopped: interrupted", run_id)
         self.worker.start()
 
     async def _stop(self, app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
         await self.hub.close()
+
+    def _publish(self, event: ev.Event) -> None:
+        """Forward an engine event to the websockets, with URLs on the pictures it reports."""
+        if isinstance(event, ev.NodeFinished) and event.report:
+            event = dataclasses.replace(event, report=report_with_urls(event.report))
+        self.hub.publish(event)
 
     # --- catalog ---------------------------------------------------------------------------
 
@@ -120,36 +143,18 @@ class Server:
 
     async def submit(self, request: web.Request) -> web.Response:
         if request.content_length and request.content_length > self.config.max_body_bytes:
-            return _error(413, f"request body over {self.config.max_body_bytes} bytes")
+            return json_error(413, f"request body over {self.config.max_body_bytes} bytes")
         body = await request.read()
         if len(body) > self.config.max_body_bytes:
-            return _error(413, f"request body over {self.config.max_body_bytes} bytes")
+            return json_error(413, f"request body over {self.config.max_body_bytes} bytes")
         try:
             data = json.loads(body)
-        except ValueError as exc:
-            return _issues(
-                400,
-                [
-                    {
-                        "node": None,
-                        "input": None,
-                        "code": "json_syntax",
-                        "message": f"request body is not JSON: {exc}",
-                    }
-                ],
-            )
+        except RecursionError:  # the parser gives up on deep nesting; the client sent it
+            return _request_issues("json_syntax", "request body is JSON nested too deeply")
+        except ValueError as exc:  # UnicodeDecodeError included
+            return _request_issues("json_syntax", f"request body is not JSON: {exc}")
         if not isinstance(data, dict) or "workflow" not in data:
-            return _issues(
-                400,
-                [
-                    {
-                        "node": None,
-                        "input": None,
-                        "code": "format",
-                        "message": 'expected {"workflow": {...}, "targets"?, "front"?}',
-                    }
-                ],
-            )
+            return _request_issues("format", 'expected {"workflow": {...}, "targets"?, "front"?}')
         unknown = set(data) - {"workflow", "targets", "front"}
         targets = data.get("targets")
         front = data.get("front", False)
@@ -163,10 +168,7 @@ class Server:
         if not isinstance(front, bool):
             problems.append("front must be true or false")
         if problems:
-            return _issues(
-                400,
-                [{"node": None, "input": None, "code": "format", "message": p} for p in problems],
-            )
+            return _request_issues("format", *problems)
         try:
             workflow = Workflow.from_json(data["workflow"])
         except WorkflowInvalid as exc:
@@ -177,6 +179,7 @@ class Server:
         # stored as run: naming the plugins (and versions) its node types came from
         stored = stamp(workflow, self.catalog).to_json()
         record, position = self.store.submit(stored, targets, front=front)
+        runlog.queued(record.run_id, len(workflow.nodes), position)
         self.worker.notify()
         self.hub.broadcast(self.worker.queue_message())
         return web.json_response({"run_id": record.run_id, "position": position}, status=201)
@@ -184,31 +187,38 @@ class Server:
     async def runs(self, request: web.Request) -> web.Response:
         try:
             limit = min(int(request.query.get("limit", "100")), 1000)
+            if limit < 0:  # SQLite reads a negative LIMIT as "no limit"
+                raise ValueError("limit must be 0 or more")
             status = request.query.get("status")
             records = self.store.history(limit=limit, status=status)
         except ValueError as exc:
-            return _error(400, str(exc))
-        return web.json_response({"runs": [_summary(r.to_json()) for r in records]})
+            return json_error(400, str(exc))
+        return web.json_response({"runs": [_summary(_served(r)) for r in records]})
 
     async def run(self, request: web.Request) -> web.Response:
         record = self.store.get(request.match_info["run_id"])
         if record is None:
-            return _error(404, "no such run")
-        data = record.to_json()
+            return json_error(404, "no such run")
+        data = _served(record)
         data["position"] = self.store.position(record.run_id)
         return web.json_response(data)
 
     async def cancel(self, request: web.Request) -> web.Response:
         run_id = request.match_info["run_id"]
         if self.store.cancel(run_id):
+            record = self.store.get(run_id)
+            if record is not None:
+                runlog.cancelled_in_queue(run_id, time.time() - record.submitted_at)
             self.hub.broadcast(self.worker.queue_message())
             return web.json_response({"run_id": run_id, "status": "cancelled"})
         if self.worker.interrupt(run_id):
             return web.json_response({"run_id": run_id, "status": "interrupting"})
         record = self.store.get(run_id)
         if record is None:
-            return _error(404, "no such run")
-        return _error(409, f"run is {record.status}; only queued or running runs can be cancelled")
+            return json_error(404, "no such run")
+        return json_error(
+            409, f"run is {record.status}; only queued or running runs can be cancelled"
+        )
 
     async def interrupt(self, request: web.Request) -> web.Response:
         return web.json_response({"interrupted": self.worker.interrupt()})
@@ -222,7 +232,7 @@ class Server:
         try:
             path = security.contained_file(folder, request.match_info["path"])
         except security.PathRefused as exc:
-            return _error(exc.status, str(exc))
+            return json_error(exc.status, str(exc))
         content_type, headers = security.safe_content_type(path)
         response = web.FileResponse(path, headers=headers)
         response.content_type = content_type
@@ -235,16 +245,16 @@ class Server:
             while part is not None and getattr(part, "name", None) != "image":
                 part = await reader.next()
             if part is None:
-                return _error(400, 'expected a multipart field named "image"')
+                return json_error(400, 'expected a multipart field named "image"')
             data = await part.read(decode=False)
         except (ValueError, AssertionError) as exc:
-            return _error(400, f"malformed upload: {exc}")
+            return json_error(400, f"malformed upload: {exc}")
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"upload over {self.config.max_upload_bytes} bytes")
+            return json_error(413, f"upload over {self.config.max_upload_bytes} bytes")
         try:
             security.check_image_upload(data, self.config.max_upload_bytes)
         except security.UploadRefused as exc:
-            return _error(exc.status, str(exc))
+            return json_error(exc.status, str(exc))
         # clients may percent-encode the name (aiohttp's does); sanitising comes after decoding
         name = security.safe_upload_name(unquote(part.filename or "upload.png"))
         self.env.input_dir.mkdir(parents=True, exist_ok=True)
@@ -261,8 +271,8 @@ class Server:
 
     async def models(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
-        if not kind.replace("_", "").isalnum():
-            return _error(400, "invalid model kind")
+        if not MODEL_KIND.fullmatch(kind):
+            return json_error(400, "invalid model kind: letters, digits and _ only, at most 64")
         folder = self.env.models_dir / kind
         names = []
         if folder.is_dir():
@@ -309,16 +319,24 @@ def _device_memory() -> dict[str, Any]:
     return {"cuda": True, "name": torch.cuda.get_device_name(), "free": free, "total": total}
 
 
+def _served(record: RunRecord) -> dict[str, Any]:
+    """A run record as the API shows it: pictures in its outputs carry a ready ``url``."""
+    data = record.to_json()
+    data["outputs"] = outputs_with_urls(data["outputs"])
+    return data
+
+
 def _summary(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run.items() if k != "workflow"}
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 def _issues(status: int, issues: list[dict[str, Any]]) -> web.Response:
     return web.json_response({"errors": issues}, status=status)
+
+
+def _request_issues(code: str, *messages: str) -> web.Response:
+    """400 with issues about the request itself (no node or input to point at)."""
+    return _issues(400, [Issue(None, None, code, message).to_json() for message in messages])
 
 
 def default_db(env: Environment) -> Path:

@@ -424,6 +424,6 @@ class Hub:
 def _is_ping(data: str) -> bool:
     try:
         message = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: not a ping
         return False
     return isinstance(message, dict) and message.get("type") == "ping"

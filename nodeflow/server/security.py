@@ -21,8 +21,10 @@ outputs (:func:`contained_file`), stored XSS through uploaded or produced files 
 SVG (:func:`safe_content_type`), non-images and decompression bombs uploaded as "images"
 (:func:`check_image_upload`), and hostile upload names (:func:`safe_upload_name`).
 
-Tokens passed as ``?token=`` appear in aiohttp's access log request line; keep the token in the
-``Authorization`` header wherever the client can set headers.
+Tokens passed as ``?token=`` would appear in aiohttp's access log request line (and in the
+Referer of requests from a page opened with one); ``nodeflow serve`` logs through
+:class:`nodeflow.server.logs.AccessLogger`, which redacts them. Still, keep the token in the
+``Authorization`` header wherever the client can set headers: proxies log URLs too.
 """
 
 from __future__ import annotations
