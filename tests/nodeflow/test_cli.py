@@ -338,10 +338,11 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     import sys
 
     script = "import sys; from nodeflow.cli import main; sys.exit(main(['nodes']))"
-    reader = "import sys; sys.stdin.readline()"  # reads one line, then closes the pipe
     with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as writer:  # fmt: skip
-        subprocess.run([sys.executable, "-c", reader], stdin=writer.stdout, check=True)
+        # The reader takes nothing and exits; once this process lets go of its copy of the
+        # pipe too, the writer's first write finds it closed.
+        subprocess.run([sys.executable, "-c", "pass"], stdin=writer.stdout, check=True)
         writer.stdout.close()
         stderr = writer.stderr.read().decode()
     assert writer.returncode == 0, stderr
