@@ -239,6 +239,8 @@ class Server:
         return response
 
     async def upload(self, request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/"):
+            return json_error(415, 'expected multipart/form-data with a field named "image"')
         try:
             reader = await request.multipart()
             part = await reader.next()
