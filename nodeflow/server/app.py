@@ -281,7 +281,13 @@ class Server:
             for entry in sorted(folder.iterdir()):
                 if entry.is_dir() or entry.suffix.lower() in MODEL_SUFFIXES:
                     names.append(entry.name)
-        return web.json_response({"kind": kind, "models": names})
+        # The names a plugin's nodes resolve without a file (the pack's demo models), so the
+        # editor's file choices offer them on an empty models folder too; a file of that name
+        # is listed once, as the file it is.
+        file_kind = self.catalog.loaders.file_kind(kind)
+        built_in = dict(file_kind.built_in) if file_kind is not None else {}
+        names += [name for name in built_in if name not in names]
+        return web.json_response({"kind": kind, "models": names, "built_in": built_in})
 
     async def system(self, request: web.Request) -> web.Response:
         data = self.catalog.to_json()

@@ -102,3 +102,40 @@ def test_txt2img_through_the_server(sd_catalog, runtime, models_dir, tmp_path):
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_model_lists_offer_the_built_in_names_on_an_empty_models_folder(
+    sd_catalog, runtime, tmp_path
+):
+    """The editor's checkpoint and LoRA choices come from /api/models: the demo models must be
+    there before the user has any file, and a user's file of the same name is listed once."""
+    port = free_port()
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    (tmp_path / "models" / "loras" / "demo-style").write_bytes(b"")  # no suffix: not listed
+    (tmp_path / "models" / "loras" / "mine.safetensors").write_bytes(b"")
+    store = RunStore(tmp_path / "runs.sqlite3")
+    server = Server(
+        sd_catalog, Executor(sd_catalog, env=env, runtime=runtime), store, ServerConfig(port=port)
+    )
+
+    async def scenario() -> tuple[dict, dict]:
+        runner = web.AppRunner(server.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                base = f"http://127.0.0.1:{port}/api/models"
+                async with session.get(f"{base}/checkpoints") as r:
+                    checkpoints = await r.json()
+                async with session.get(f"{base}/loras") as r:
+                    loras = await r.json()
+            return checkpoints, loras
+        finally:
+            await runner.cleanup()
+            store.close()
+
+    checkpoints, loras = asyncio.run(scenario())
+    assert {"demo", "demo.safetensors", "demo-sdxl"} <= set(checkpoints["models"])
+    assert "trained" in checkpoints["built_in"]["demo"]
+    assert loras["models"] == ["mine.safetensors", "demo-style"]
