@@ -214,7 +214,7 @@ def text_encode(
 
     weighting, how a weight changes a token's embedding:
     - comfy (ComfyUI's default): moves it away from the empty prompt's embedding at the same
-      position, by the weight: empty + (token - empty) x weight. Weight 0 gives the empty prompt.
+      position, by the weight: empty + (token - empty) x weight; weight 0 gives the empty prompt's.
     - a1111 (A1111's "Original" emphasis): multiplies it by the weight, then scales the whole
       chunk so that its mean is what it was, which also changes the unweighted tokens slightly.
 
