@@ -130,6 +130,13 @@ def test_weights_of_one_give_exactly_the_plain_pixels(make_executor, weighting, 
     assert np.array_equal(actual, expected)
 
 
+def test_weights_of_one_give_exactly_the_plain_sdxl_pixels(make_executor):
+    settings = {"checkpoint": "tiny-sdxl", "negative": "blurry"}
+    expected = run(make_executor, sd_graph(save=False, prompt=LONG, **settings))
+    actual = run(make_executor, weighted_graph("a1111", prompt=f"({LONG}:1)", **settings))
+    assert np.array_equal(actual, expected)
+
+
 # --- long prompts ---------------------------------------------------------------------------
 
 
@@ -198,7 +205,8 @@ def test_comfy_weight_zero_is_the_empty_prompt_there(sd) -> None:
     close(zeroed[:, 1:4], empty[:, 1:4])
 
 
-def test_sdxl_weights_both_encoders_and_pools_the_first_chunk(sdxl) -> None:
+@pytest.mark.parametrize("weighting", ["comfy", "a1111"])
+def test_sdxl_weights_both_encoders_and_pools_the_first_chunk(sdxl, weighting) -> None:
     prompt = LONG + " " + PROMPT
     tokens, weights = tokens_and_weights(sdxl.tokenizer, [(LONG + " ", 1.0), *PIECES])
     assert ids_of(sdxl.tokenizer_2, prompt) == ids_of(sdxl.tokenizer, prompt)
@@ -213,14 +221,14 @@ def test_sdxl_weights_both_encoders_and_pools_the_first_chunk(sdxl) -> None:
         empty, _ = hidden(chunk_ids(tokenizer, [])[0])
         chunks = chunk_ids(tokenizer, tokens)
         zs = [
-            comfy_weighted(hidden(ids)[0], empty, w)
+            weighted(hidden(ids)[0], empty, w, weighting)
             for ids, w in zip(chunks, chunk_weights(weights), strict=True)
         ]
         per_encoder.append(torch.cat(zs, dim=1))
         pooled = hidden(chunks[0])[1]
     assert sdxl.tokenizer_2.pad_token_id == 0  # OpenCLIP pads with "!"
 
-    conditioning = encode_text(sdxl, prompt, "cpu", "comfy")
+    conditioning = encode_text(sdxl, prompt, "cpu", weighting)
     assert conditioning.embeds.shape == (1, 154, 64)
     close(conditioning.embeds, torch.cat(per_encoder, dim=-1))
     close(conditioning.pooled, pooled)
