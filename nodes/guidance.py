@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -71,6 +72,24 @@ def _cat(tensors: list[Any], batch: int) -> Any:
     return torch.cat([_repeat_to(t, batch) for t in tensors])
 
 
+def same_length(embeds: list[Any]) -> list[Any]:
+    """Prompt embeddings made as long as each other, so they batch: each is repeated along the
+    tokens up to the least common multiple of the lengths (as ComfyUI does).
+
+    A long prompt is encoded in 77-token chunks, so a positive and a negative prompt may differ in
+    length. Repeating a whole sequence k times leaves cross-attention's result unchanged (every
+    key and value appears k times, the softmax weights each copy 1/k as much), so each prompt
+    still means exactly what it did alone, unlike padding with extra tokens.
+    """
+    if any(e is None for e in embeds):
+        return embeds
+    lengths = [int(e.shape[1]) for e in embeds]
+    if len(set(lengths)) == 1:
+        return embeds
+    target = math.lcm(*lengths)
+    return [e.repeat(1, target // n, 1) for e, n in zip(embeds, lengths, strict=True)]
+
+
 def takes_class_labels(unet: UNet) -> bool:
     """A U-Net with a class embedding (Stable unCLIP: the noised image embedding)."""
     return getattr(unet.model.config, "class_embed_type", None) is not None
@@ -81,7 +100,7 @@ def _unet_inputs(guider: Guider, conditionings: list[Conditioning], latents: Any
     batch = latents.shape[0]
     embeds = [c.embeds for c in conditionings]
     inputs: dict[str, Any] = {
-        "encoder_hidden_states": None if embeds[0] is None else _cat(embeds, batch),
+        "encoder_hidden_states": None if embeds[0] is None else _cat(same_length(embeds), batch),
         "added_cond_kwargs": _added_conditions(guider, conditionings, latents),
     }
     if takes_class_labels(guider.unet):
