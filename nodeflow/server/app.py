@@ -108,7 +108,9 @@ class Server:
         app.router.add_get("/api/models/{kind}", self.models)
         app.router.add_get("/api/system", self.system)
         app.router.add_get("/api/ws", self.hub.handler)
-        Editor(self.config.web_dir, self.config.workflows_dir).add_routes(app)
+        Editor(self.config.web_dir, self.config.workflows_dir, self.catalog, self.env).add_routes(
+            app
+        )
         add_extension_routes(app, self.catalog)
         add_plugin_routes(app, self.catalog, self.executor)  # /api/plugins/<plugin>/...
         app.on_startup.append(self._start)
@@ -226,17 +228,33 @@ class Server:
     # --- files -----------------------------------------------------------------------------
 
     async def file(self, request: web.Request) -> web.StreamResponse:
-        folder = (
-            self.env.output_dir if request.match_info["kind"] == "output" else self.env.input_dir
-        )
         try:
-            path = security.contained_file(folder, request.match_info["path"])
+            path = self._served_file(request.match_info["kind"], request.match_info["path"])
         except security.PathRefused as exc:
             return json_error(exc.status, str(exc))
         content_type, headers = security.safe_content_type(path)
         response = web.FileResponse(path, headers=headers)
         response.content_type = content_type
         return response
+
+    def _served_file(self, kind: str, relative: str) -> Path:
+        """The file ``/api/files/<kind>/<relative>`` serves. An input name is looked up in the
+        folders the ``input`` file kind's nodes resolve it in (a plugin's ``FileKind``: the input
+        folder, then e.g. the pack's bundled example pictures), so the editor can show what the
+        run will use; each folder with the containment checks of ``security.contained_file``."""
+        if kind == "output":
+            return security.contained_file(self.env.output_dir, relative)
+        file_kind = self.catalog.loaders.file_kind("input")
+        folders = [self.env.input_dir]
+        if file_kind is not None:
+            folders += [f for f in file_kind.folders(self.env) if f != self.env.input_dir]
+        for folder in folders:
+            try:
+                return security.contained_file(folder, relative)
+            except security.PathRefused as exc:
+                if exc.status != 404:
+                    raise  # a refused name is refused whatever the folder
+        raise security.PathRefused(404, "file not found")
 
     async def upload(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/"):

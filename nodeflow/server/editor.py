@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from nodeflow.context import Environment
+from nodeflow.plugins import Catalog
 from nodeflow.server import security
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,9 +37,17 @@ ASSET_TYPES = {
 
 
 class Editor:
-    def __init__(self, web_dir: Path | None, workflows_dir: Path | None) -> None:
+    def __init__(
+        self,
+        web_dir: Path | None,
+        workflows_dir: Path | None,
+        catalog: Catalog | None = None,
+        env: Environment | None = None,
+    ) -> None:
         self.web_dir = web_dir or DEFAULT_WEB_DIR
         self.workflows_dir = workflows_dir or DEFAULT_WORKFLOWS_DIR
+        self.catalog = catalog
+        self.env = env
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
@@ -75,7 +86,39 @@ class Editor:
         names = []
         if self.workflows_dir.is_dir():
             names = sorted(p.name for p in self.workflows_dir.glob("*.json") if p.is_file())
-        return web.json_response({"workflows": names})
+        answer: dict[str, Any] = {"workflows": names}
+        if self.catalog is not None:
+            answer["examples"] = [
+                {"name": name, "test_models": self._test_models(self.workflows_dir / name)}
+                for name in names
+            ]
+        return web.json_response(answer)
+
+    def _test_models(self, path: Path) -> dict[str, str]:
+        """The built-in names the workflow picks whose description says they are random test
+        models (the pack describes each built-in name: "trained demo model" or "random tiny test
+        model"), each with that description: such an example runs but draws noise."""
+        assert self.catalog is not None
+        try:
+            workflow = json.loads(path.read_text(encoding="utf-8"))
+            nodes = workflow["nodes"].values()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+        found: dict[str, str] = {}
+        for node in nodes:
+            spec = self.catalog.spec(node.get("type", "")) if isinstance(node, dict) else None
+            inputs = node.get("inputs") if spec is not None else None
+            for name, value in (inputs or {}).items() if isinstance(inputs, dict) else ():
+                input_spec = spec.inputs.get(name)
+                files = input_spec.files if input_spec is not None else None
+                kind = self.catalog.loaders.file_kind(files) if files else None
+                described = kind.built_in.get(value) if kind and isinstance(value, str) else None
+                if described is None or "random" not in described.lower():
+                    continue
+                if self.env is not None and kind.find(value, self.env) != value:
+                    continue  # a file of that name is there: it wins over the built-in model
+                found[value] = described
+        return found
 
     async def workflow(self, request: web.Request) -> web.Response:
         try:

@@ -97,3 +97,49 @@ def test_a_missing_bundle_says_how_to_build_it(tmp_path, folders) -> None:
 
 def test_lists_and_serves_example_workflows(folders) -> None:
     asyncio.run(_test_lists_and_serves_example_workflows(folders))
+
+
+def test_the_example_list_names_the_random_test_models_each_example_uses(tmp_path) -> None:
+    import dataclasses
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testnodes
+    import testnodes
+
+    from nodeflow.context import Environment
+    from nodeflow.plugins import load_catalog
+
+    catalog = load_catalog(entry_points=False, plugins=[("testnodes", testnodes)])
+    kinds = catalog.loaders.file_kinds
+    built_in = {"noisy": "random tiny test model: draws noise", "zero": "the number 0, built in"}
+    kinds["input"] = dataclasses.replace(kinds["input"], built_in=built_in)
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    for name, path in [("noisy", "noisy"), ("plain", "zero"), ("shadowed", "shadow")]:
+        nodes = {"f": {"type": "Files", "inputs": {"path": path, "path_2": "noisy"}}}
+        if name != "noisy":
+            nodes["f"]["inputs"].pop("path_2")
+        (workflows / f"{name}.json").write_text(json.dumps({"version": 1, "nodes": nodes}))
+    (workflows / "broken.json").write_text("{")
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "output", tmp_path / "input")
+
+    async def scenario() -> dict:
+        runner, base = await _serve(Editor(tmp_path / "dist", workflows, catalog, env))
+        try:
+            async with aiohttp.ClientSession() as s, s.get(base + "/api/workflows") as r:
+                return await r.json()
+        finally:
+            await runner.cleanup()
+
+    answer = asyncio.run(scenario())
+    assert answer["workflows"] == ["broken.json", "noisy.json", "plain.json", "shadowed.json"]
+    assert {e["name"]: e["test_models"] for e in answer["examples"]} == {
+        "broken.json": {},
+        "noisy.json": {"noisy": "random tiny test model: draws noise"},
+        "plain.json": {},
+        "shadowed.json": {},
+    }
+    # a file named like the built-in model wins over it, as the nodes resolve it
+    env.input_dir.mkdir(parents=True)
+    (env.input_dir / "noisy").write_bytes(b"a real file")
+    assert asyncio.run(scenario())["examples"][1]["test_models"] == {}
