@@ -24,6 +24,7 @@ from webharness import (
     drag,
     drop_files,
     example,
+    find_free_point,
     get_workflow,
     links,
     load_workflow,
@@ -457,27 +458,6 @@ def test_delete_undo_redo(page, shot):
     page.locator("[data-testid=redo]").click()
     wait_until(lambda: added in node_ids(page), 3, "the added node redone")
     shot("add-redone")
-
-
-def find_free_point(page: Any, canvas: dict[str, float]) -> tuple[float, float]:
-    """A point on the empty pane with room to its right and below (for a new node)."""
-    point = page.evaluate(
-        """([x0, y0, w, h]) => {
-          const free = (x, y) => { const e = document.elementFromPoint(x, y);
-            return e && e.closest('.react-flow__pane') && !e.closest('.react-flow__node'); };
-          for (let y = y0 + 40; y < y0 + h - 200; y += 40)
-            for (let x = x0 + 40; x < x0 + w - 300; x += 40) {
-              let ok = true;
-              for (let dx = 0; ok && dx <= 260; dx += 40)
-                for (let dy = 0; ok && dy <= 160; dy += 40) ok = free(x + dx, y + dy);
-              if (ok) return [x, y];
-            }
-          return null;
-        }""",
-        [canvas["x"], canvas["y"], canvas["width"], canvas["height"]],
-    )
-    assert point, "no free room on the canvas"
-    return point[0], point[1]
 
 
 # --- (8) cached rerun ---------------------------------------------------------------------------

@@ -178,10 +178,39 @@ def node_ids(page: Any) -> set[str]:
 
 
 def clear_canvas(page: Any) -> None:
-    """The toolbar's clear button (a confirmation dialog, if any, is accepted by the fixture)."""
+    """The toolbar's clear button; its question about unsaved changes (``confirm-dialog``), if
+    asked, is answered with ``confirm-ok``."""
     page.locator("[data-testid=clear-canvas]").click()
-    wait_until(lambda: not node_ids(page), 10, "an empty canvas after clear-canvas")
+    confirm = page.locator("[data-testid=confirm-ok]")
+
+    def cleared() -> bool:
+        if confirm.is_visible():
+            confirm.click()
+        return not node_ids(page)
+
+    wait_until(cleared, 10, "an empty canvas after clear-canvas")
     page.locator(".react-flow__node").first.wait_for(state="detached", timeout=5_000)
+
+
+def find_free_point(page: Any, canvas: dict[str, float]) -> tuple[float, float]:
+    """A point on the empty pane with room to its right and below (for a new node)."""
+    point = page.evaluate(
+        """([x0, y0, w, h]) => {
+          const free = (x, y) => { const e = document.elementFromPoint(x, y);
+            return e && e.closest('.react-flow__pane') && !e.closest('.react-flow__node'); };
+          for (let y = y0 + 40; y < y0 + h - 200; y += 40)
+            for (let x = x0 + 40; x < x0 + w - 300; x += 40) {
+              let ok = true;
+              for (let dx = 0; ok && dx <= 260; dx += 40)
+                for (let dy = 0; ok && dy <= 160; dy += 40) ok = free(x + dx, y + dy);
+              if (ok) return [x, y];
+            }
+          return null;
+        }""",
+        [canvas["x"], canvas["y"], canvas["width"], canvas["height"]],
+    )
+    assert point, "no free room on the canvas"
+    return point[0], point[1]
 
 
 def center(locator: Any) -> tuple[float, float]:

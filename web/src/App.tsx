@@ -15,7 +15,8 @@ import {
   type XYPosition,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
-import { api, ApiError, type Issue, type NodeDef, type WorkflowJson } from "./api";
+import { clearCanvas, fitView, loadWorkflow, queueWorkflow, setFitRequest } from "./actions";
+import { api, type NodeDef, type WorkflowJson } from "./api";
 import {
   catalog,
   compatible,
@@ -30,46 +31,12 @@ import { workflowFromPng } from "./png";
 import { runState, useRunState } from "./runstate";
 import { compactSelector, FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
 import { Gallery, HelpPanel, Lightbox, NodeSearch, Notices, Palette, QueuePanel } from "./components/Panels";
+import { ConfirmDialog } from "./components/Confirm";
+import { Toolbar, type Example } from "./components/Toolbar";
 import { uploadImage } from "./components/Widgets";
 import { extensionStatus, loadExtensions } from "./extensions";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
-
-let fitRequest: (() => void) | null = null;
-
-/** Replace the canvas with a workflow (from a file, an example, a run, a picture). */
-export function loadWorkflow(json: unknown, fit = true) {
-  graph.loadWorkflow(json);
-  runState.resetNodes();
-  runState.setBanner(null);
-  if (fit) fitRequest?.();
-}
-
-export async function queueWorkflow(): Promise<{ run_id?: string; errors?: Issue[] }> {
-  const workflow = graph.toWorkflow();
-  if (!Object.keys(workflow.nodes).length) {
-    runState.setBanner("Nothing to queue: the canvas is empty.");
-    return { errors: [] };
-  }
-  runState.clearErrors();
-  try {
-    const result = await api.submit(workflow);
-    runState.markQueued(Object.keys(workflow.nodes), result.run_id);
-    graph.applySeedControls();
-    runState.scheduleRefresh(0);
-    return { run_id: result.run_id };
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 400) {
-      const issues = ((err.body as { errors?: Issue[] })?.errors ?? []) as Issue[];
-      if (issues.length) {
-        runState.showIssues(issues, (id) => !!graph.node(id));
-        return { errors: issues };
-      }
-    }
-    runState.setBanner(`Could not queue the workflow: ${(err as Error).message}`);
-    return { errors: [] };
-  }
-}
 
 function isEditable(target: EventTarget | null): boolean {
   const el = target as HTMLElement | null;
@@ -106,7 +73,7 @@ function Editor() {
   const [search, setSearch] = useState<SearchState | null>(null);
   const [menu, setMenu] = useState<Menu | null>(null);
   const [help, setHelp] = useState(false);
-  const [examples, setExamples] = useState<string[] | null>(null);
+  const [examples, setExamples] = useState<Example[] | null>(null);
   const [lightbox, setLightbox] = useState<string | null>(null);
   const [showPalette, setShowPalette] = useState(() => localStorage.getItem("nodeflow.palette") === "1");
   const [showSide, setShowSide] = useState(() => localStorage.getItem("nodeflow.side") !== "0");
@@ -124,11 +91,9 @@ function Editor() {
     );
   }, [rf]);
   useEffect(() => {
-    fitRequest = fit;
+    setFitRequest(fit);
     if (graph.state.nodes.length) fit();
-    return () => {
-      fitRequest = null;
-    };
+    return () => setFitRequest(null);
   }, [fit]);
 
   const center = useCallback((): XYPosition => {
@@ -195,7 +160,10 @@ function Editor() {
     };
   }, [rf, openFile]);
 
-  const save = useCallback(() => download("workflow.json", JSON.stringify(graph.toWorkflow(), null, 2)), []);
+  const save = useCallback(() => {
+    download("workflow.json", JSON.stringify(graph.toWorkflow(), null, 2));
+    graph.markSaved();
+  }, []);
 
   const paste = useCallback(() => {
     const at = mouse.current ? rf.screenToFlowPosition(mouse.current) : undefined;
@@ -274,6 +242,7 @@ function Editor() {
   const onConnectEnd = useCallback(
     (event: MouseEvent | TouchEvent, state: FinalConnectionState) => {
       if (state.isValid || state.toNode || !state.fromNode || !state.fromHandle) return;
+      if (!reconnected.current) return; // a link's end dropped on nothing: detached, no search
       const point = "changedTouches" in event ? event.changedTouches[0] : event;
       const from = state.fromHandle;
       const node = graph.node(state.fromNode.id);
@@ -472,6 +441,7 @@ function Editor() {
         )}
       </div>
       <Notices />
+      <ConfirmDialog />
       {search && (
         <NodeSearch
           x={search.x}
@@ -501,147 +471,6 @@ function Editor() {
         />
       )}
     </div>
-  );
-}
-
-function Toolbar(props: {
-  canUndo: boolean;
-  canRedo: boolean;
-  onFit: () => void;
-  onSave: () => void;
-  onOpenFile: (f: File) => void;
-  fileInput: React.RefObject<HTMLInputElement | null>;
-  onHelp: () => void;
-  examples: string[] | null;
-  setExamples: (e: string[] | null) => void;
-  togglePalette: () => void;
-  toggleSide: () => void;
-}) {
-  const [queueing, setQueueing] = useState(false);
-  const { examples, setExamples } = props;
-  return (
-    <div className="nf-toolbar">
-      <button className="nf-icon-button" data-testid="palette-button" onClick={props.togglePalette} title="Show or hide the node library (N)">
-        ☰ Nodes
-      </button>
-      <span className="nf-logo">nodeflow</span>
-      <button
-        className="nf-primary"
-        data-testid="queue-button"
-        title="Queue the workflow (Ctrl+Enter)"
-        disabled={queueing}
-        onClick={async () => {
-          setQueueing(true);
-          try {
-            await queueWorkflow();
-          } finally {
-            setQueueing(false);
-          }
-        }}
-      >
-        ▶ Queue
-      </button>
-      <span className="nf-sep" />
-      <button data-testid="save-workflow" onClick={props.onSave} title="Download the workflow as JSON (Ctrl+S)">
-        Save
-      </button>
-      <label className="nf-button" title="Load a workflow JSON or a SaveImage PNG (Ctrl+O)">
-        Load
-        <input
-          ref={props.fileInput}
-          type="file"
-          data-testid="load-workflow"
-          accept=".json,application/json,image/png"
-          className="nf-hidden-input"
-          onChange={(e) => {
-            const f = e.target.files?.[0];
-            e.target.value = "";
-            if (f) props.onOpenFile(f);
-          }}
-        />
-      </label>
-      <div className="nf-dropdown">
-        <button
-          data-testid="examples-button"
-          onClick={async () => {
-            if (examples) return setExamples(null);
-            try {
-              setExamples((await api.workflows()).workflows);
-            } catch (err) {
-              runState.setBanner(`Cannot list example workflows: ${(err as Error).message}`);
-            }
-          }}
-        >
-          Examples ▾
-        </button>
-        {examples && (
-          <div className="nf-dropdown-menu" data-testid="examples-menu">
-            {examples.length === 0 && <div className="nf-empty">No example workflows.</div>}
-            {examples.map((name) => (
-              <div
-                key={name}
-                className="nf-menu-item"
-                data-testid="example"
-                data-name={name}
-                onClick={async () => {
-                  setExamples(null);
-                  try {
-                    loadWorkflow(await api.workflow(name));
-                  } catch (err) {
-                    runState.setBanner(`Cannot load ${name}: ${(err as Error).message}`);
-                  }
-                }}
-              >
-                {name.replace(/\.json$/, "")}
-              </div>
-            ))}
-          </div>
-        )}
-      </div>
-      <span className="nf-sep" />
-      <button data-testid="undo" disabled={!props.canUndo} onClick={() => graph.undo()} title="Undo (Ctrl+Z)">
-        ↶ Undo
-      </button>
-      <button data-testid="redo" disabled={!props.canRedo} onClick={() => graph.redo()} title="Redo (Ctrl+Shift+Z)">
-        ↷ Redo
-      </button>
-      <button data-testid="fit-view" onClick={props.onFit} title="Fit the graph in view (F)">
-        ⤢ Fit
-      </button>
-      <button
-        data-testid="clear-canvas"
-        onClick={() => {
-          graph.clear();
-          runState.resetNodes();
-          runState.setBanner(null);
-        }}
-        title="Remove every node (undo brings them back)"
-      >
-        Clear
-      </button>
-      <span className="nf-spacer" />
-      <ConnectionStatus />
-      <button data-testid="help-button" onClick={props.onHelp} title="Keyboard shortcuts (?)">
-        ?
-      </button>
-      <button className="nf-icon-button" onClick={props.toggleSide} title="Show or hide the queue and gallery">
-        ▤
-      </button>
-    </div>
-  );
-}
-
-function ConnectionStatus() {
-  useRunState();
-  return (
-    <span
-      className={`nf-conn ${runState.connected ? "on" : "off"}`}
-      data-testid="connection-status"
-      data-connected={runState.connected}
-      title={runState.connected ? "Connected to the server" : "Disconnected: reconnecting…"}
-    >
-      ● {runState.connected ? "connected" : "offline"}
-    </span>
   );
 }
 
@@ -788,17 +617,14 @@ export const nodeflowApi = {
   loadWorkflow: (json: unknown) => loadWorkflow(typeof json === "string" ? JSON.parse(json) : json),
   addNode: (type: string, x = 0, y = 0): string => graph.addNode(type, { x, y }),
   queue: () => queueWorkflow(),
-  clear: () => {
-    graph.clear();
-    runState.resetNodes();
-  },
+  clear: () => clearCanvas(),
   nodeState: (id: string) => runState.node(id),
   setValue: (id: string, name: string, value: unknown) => graph.setValue(id, name, value),
   connect: (source: string, output: string, target: string, input: string) =>
     graph.connect({ source, sourceHandle: output, target, targetHandle: input }),
   undo: () => graph.undo(),
   redo: () => graph.redo(),
-  fitView: () => fitRequest?.(),
+  fitView: () => fitView(),
   /** The plugins' editor extensions: whether loading has finished, and each script and style. */
   extensions: () => extensionStatus(),
 };

@@ -63,10 +63,18 @@ export interface WorkflowJson {
   [key: string]: unknown;
 }
 
+/** What /api/workflows says about one example: the built-in random test models it uses. */
+export interface ExampleInfo {
+  name: string;
+  test_models: Record<string, string>;
+}
+
 export interface ImageRef {
   filename: string;
   subfolder: string;
   type: string;
+  /** The server's ready URL for the picture (run records and node.finished events carry it). */
+  url?: string;
 }
 
 export interface RunSummary {
@@ -121,7 +129,7 @@ export const api = {
   system: () => request<Record<string, unknown>>("GET", "/api/system"),
   models: (kind: string) =>
     request<{ kind: string; models: string[] }>("GET", `/api/models/${encodeURIComponent(kind)}`),
-  workflows: () => request<{ workflows: string[] }>("GET", "/api/workflows"),
+  workflows: () => request<{ workflows: string[]; examples?: ExampleInfo[] }>("GET", "/api/workflows"),
   workflow: (name: string) => request<WorkflowJson>("GET", `/api/workflows/${encodeURIComponent(name)}`),
   submit: (workflow: WorkflowJson) =>
     request<{ run_id: string; position: number }>("POST", "/api/runs", { workflow }),
@@ -142,6 +150,7 @@ export function fileUrl(kind: "output" | "input", path: string): string {
 
 /** URL of an image a SaveImage/PreviewImage report names (relative to the output folder). */
 export function imageUrl(image: ImageRef): string {
+  if (typeof image.url === "string" && image.url.startsWith("/api/files/")) return image.url;
   const sub = image.subfolder && image.subfolder !== "." ? `${image.subfolder}/` : "";
   return fileUrl("output", `${sub}${image.filename}`);
 }

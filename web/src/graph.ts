@@ -58,6 +58,8 @@ export interface GraphState {
 }
 
 const STORAGE_KEY = "nodeflow.workflow";
+/** The fingerprint of the canvas as last loaded, saved to a file or cleared. */
+const SAVED_KEY = "nodeflow.saved";
 const HISTORY_LIMIT = 200;
 
 export function edgeId(source: string, sourceHandle: string, target: string, targetHandle: string) {
@@ -149,6 +151,8 @@ export class GraphStore {
   private uiExtra: Record<string, unknown> = {};
   private clipboard: GraphState | null = null;
   private saveTimer: number | undefined;
+  /** fingerprint() of the canvas when it was last loaded, saved to a file or cleared. */
+  private saved = fingerprint({ version: 1, nodes: {} });
   /** Called after every change that should be persisted (set by the app). */
   onChange: (() => void) | null = null;
 
@@ -501,7 +505,8 @@ export class GraphStore {
       const inputs: Record<string, unknown> = { ...data.extra };
       if (def) {
         for (const [name, input] of Object.entries(def.inputs)) {
-          if (input.kind !== "widget" || data.converted.includes(name)) continue;
+          // a converted widget keeps its value until a link (written below) replaces it
+          if (input.kind !== "widget") continue;
           const v = data.values[name];
           if (v === undefined) continue;
           const hasDefault = input.default !== undefined || input.schema?.default !== undefined;
@@ -543,6 +548,7 @@ export class GraphStore {
     this.workflowExtra = workflowExtra;
     this.uiExtra = uiExtra;
     this.set(state);
+    this.markSaved();
   }
 
   clear() {
@@ -550,10 +556,23 @@ export class GraphStore {
     this.workflowExtra = {};
     this.uiExtra = {};
     this.set({ nodes: [], edges: [] });
+    this.markSaved();
+  }
+
+  /** The canvas as it is now is kept somewhere (a file, an example): nothing to lose. */
+  markSaved() {
+    this.saved = fingerprint(this.toWorkflow());
+  }
+
+  /** Whether replacing the canvas would lose work: it has nodes and changed since it was last
+   * loaded, saved to a file or cleared (kept across reloads). */
+  hasUnsavedChanges(): boolean {
+    return this.state.nodes.length > 0 && fingerprint(this.toWorkflow()) !== this.saved;
   }
 
   persist() {
     try {
+      localStorage.setItem(SAVED_KEY, this.saved);
       localStorage.setItem(STORAGE_KEY, JSON.stringify(this.toWorkflow()));
     } catch {
       /* storage full or unavailable: the graph stays on the canvas */
@@ -565,6 +584,7 @@ export class GraphStore {
       const raw = localStorage.getItem(STORAGE_KEY);
       if (!raw) return false;
       this.loadWorkflow(JSON.parse(raw), { undoable: false });
+      this.saved = localStorage.getItem(SAVED_KEY) ?? ""; // unknown: unsaved
       return true;
     } catch {
       return false;
@@ -577,6 +597,20 @@ function size(n: AnyNode): [number, number] {
     Math.round(n.width ?? n.measured?.width ?? 240),
     Math.round(n.height ?? n.measured?.height ?? 120),
   ];
+}
+
+/** A short fingerprint of a workflow (53-bit cyrb53 hash of its JSON). */
+function fingerprint(workflow: WorkflowJson): string {
+  const text = JSON.stringify(workflow);
+  let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
 }
 
 function sameValue(a: unknown, b: unknown): boolean {

@@ -1,7 +1,7 @@
 // What the server tells us: per-node execution state (from websocket events and validation
 // errors), the queue and history, notices and the error banner.
 import { useSyncExternalStore } from "react";
-import { api, reportImages, type ImageRef, type Issue, type RunSummary } from "./api";
+import { api, imageUrl, reportImages, type ImageRef, type Issue, type RunSummary } from "./api";
 
 export type NodeState = "idle" | "queued" | "running" | "cached" | "done" | "error";
 
@@ -19,6 +19,7 @@ export interface NodeRun {
 }
 
 const IDLE: NodeRun = { state: "idle" };
+const NO_PROGRESS: Partial<NodeRun> = { progress: undefined, preview: undefined, previewStep: undefined };
 
 export interface Notice {
   id: number;
@@ -33,6 +34,8 @@ class RunState {
   private listeners = new Set<() => void>();
   /** The run whose events paint the canvas (the one executing, or the last one). */
   activeRun: string | null = null;
+  /** The run executing now (between its run.started and its end), or null. */
+  executing: string | null = null;
   runs: RunSummary[] = [];
   queue: { running: string | null; pending: string[] } = { running: null, pending: [] };
   notices: Notice[] = [];
@@ -137,6 +140,9 @@ class RunState {
 
   markQueued(ids: string[], runId?: string) {
     if (runId && this.started.has(runId)) return;
+    // Another run is executing: its nodes keep their states; this run's run.started repaints.
+    const busy = this.executing ?? this.queue.running;
+    if (busy && busy !== runId) return;
     for (const id of ids) {
       const run = this.node(id);
       if (run.state !== "running") this.setNode(id, { ...run, state: "queued", error: undefined, inputErrors: undefined });
@@ -181,6 +187,7 @@ class RunState {
     }
     if (type === "run.started") {
       this.activeRun = runId ?? null;
+      this.executing = runId ?? null;
       if (runId) this.started.add(runId);
       const planned = new Set(Array.isArray(msg.nodes) ? (msg.nodes as string[]) : []);
       this.resetNodes((id, run) =>
@@ -192,6 +199,7 @@ class RunState {
       this.scheduleRefresh();
       return;
     }
+    if (type.startsWith("run.") && runId && runId === this.executing) this.executing = null;
     if (runId && this.activeRun && runId !== this.activeRun) {
       if (type.startsWith("run.")) this.scheduleRefresh();
       return;
@@ -217,7 +225,8 @@ class RunState {
         if (!node) break;
         const images = reportImages(msg.report);
         const cur = this.node(node);
-        this.setNode(node, { ...cur, state: "done", ...(images.length ? { images } : {}) });
+        // the step progress and latent previews were for watching it run; it has finished
+        this.setNode(node, { ...cur, ...NO_PROGRESS, state: "done", ...(images.length ? { images } : {}) });
         break;
       }
       case "node.error":
@@ -240,21 +249,43 @@ class RunState {
       case "run.finished":
         this.settle();
         this.scheduleRefresh();
+        if (runId) void this.showCachedOutputs(runId);
         break;
       case "run.cancelled":
-        this.settle(true);
+        this.settle();
         this.scheduleRefresh();
         break;
     }
     this.emit();
   }
 
-  /** After a run: nodes still queued or running go back to idle. */
-  private settle(cancelled = false) {
+  /** After a run: nodes still queued or running go back to idle; progress bars and latent
+   * previews go (they show a run in progress). */
+  private settle() {
     for (const [id, run] of [...this.nodes]) {
-      if (run.state === "queued" || run.state === "running") {
-        this.setNode(id, { ...run, state: cancelled && run.state === "running" ? "idle" : "idle" });
+      const waiting = run.state === "queued" || run.state === "running";
+      if (waiting || run.progress || run.preview) {
+        this.setNode(id, { ...run, ...NO_PROGRESS, state: waiting ? "idle" : run.state });
       }
+    }
+  }
+
+  /**
+   * The pictures of the run's output nodes that did not run (cached): node.cached carries no
+   * report, the run record has them all. Shown on nodes still painted by this run.
+   */
+  private async showCachedOutputs(runId: string) {
+    let outputs: Record<string, unknown> | null | undefined;
+    try {
+      outputs = (await api.run(runId)).outputs;
+    } catch {
+      return; /* the history panel shows the server is gone */
+    }
+    if (this.activeRun !== runId || !outputs) return;
+    for (const [id, report] of Object.entries(outputs)) {
+      const images = reportImages(report);
+      const cur = this.node(id);
+      if (images.length && cur.state === "cached" && !cur.images?.length) this.setNode(id, { ...cur, images });
     }
   }
 
@@ -271,6 +302,7 @@ class RunState {
       if (!header.node) return;
       if (header.run_id && this.activeRun && header.run_id !== this.activeRun) return;
       const cur = this.node(header.node);
+      if (cur.state === "done" || cur.state === "cached" || cur.state === "error") return; // a late frame
       if (cur.previewStep !== undefined && header.step !== undefined && header.step < cur.previewStep && cur.state === "running") return;
       const blob = new Blob([new Uint8Array(data, 4 + len)], { type: `image/${header.format ?? "jpeg"}` });
       this.setNode(header.node, { ...cur, preview: URL.createObjectURL(blob), previewStep: header.step });
@@ -296,14 +328,19 @@ class RunState {
     }
   }
 
-  /** Images of finished runs, newest first. */
+  /** Images of finished runs, newest first; a file is listed once (a cached rerun's output
+   * node reports the file an earlier run wrote). */
   galleryImages(): { run: string; node: string; image: ImageRef }[] {
     const out: { run: string; node: string; image: ImageRef }[] = [];
+    const seen = new Set<string>();
     for (const run of this.runs) {
       if (!run.outputs) continue;
       for (const [node, report] of Object.entries(run.outputs)) {
         for (const image of reportImages(report)) {
-          if (image.type === "output") out.push({ run: run.run_id, node, image });
+          const url = imageUrl(image);
+          if (image.type !== "output" || seen.has(url)) continue;
+          seen.add(url);
+          out.push({ run: run.run_id, node, image });
         }
       }
     }

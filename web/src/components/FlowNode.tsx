@@ -5,14 +5,9 @@ import { imageUrl } from "../api";
 import { catalog, convertible, typeColor } from "../catalog";
 import { graph, type GroupNode, type NfNode, type NoteNode } from "../graph";
 import { useNodeRun } from "../runstate";
+import { InputSocket, type SocketRow } from "./InputSocket";
 import { Widget } from "./Widgets";
 
-interface SocketRow {
-  name: string;
-  type: string;
-  converted?: boolean;
-  required?: boolean;
-}
 
 /** In big graphs, below this zoom, nodes draw their widgets as plain blocks (cheap to paint). */
 const COMPACT_ZOOM = 0.45;
@@ -85,30 +80,12 @@ export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps
               <div className="nf-socket-row" key={i}>
                 <div className="nf-socket in">
                   {input && (
-                    <>
-                      <Handle
-                        type="target"
-                        position={Position.Left}
-                        id={input.name}
-                        data-testid={`in-${input.name}`}
-                        className="nf-handle"
-                        style={{ background: typeColor(input.type), borderColor: typeColor(input.type) }}
-                        title={`${input.name}: ${input.type}${input.required ? "" : " (optional)"}`}
-                      />
-                      <span className={`nf-socket-label${inputErrors[input.name] ? " has-error" : ""}`}>
-                        {input.name}
-                      </span>
-                      {input.converted && (
-                        <button
-                          className="nodrag nf-convert"
-                          data-testid={`convert-${input.name}`}
-                          title="Convert back to a widget"
-                          onClick={() => graph.toggleConvert(id, input.name)}
-                        >
-                          ⇄
-                        </button>
-                      )}
-                    </>
+                    <InputSocket
+                      nodeId={id}
+                      input={input}
+                      hasError={!!inputErrors[input.name]}
+                      kept={input.converted ? data.values[input.name] : undefined}
+                    />
                   )}
                 </div>
                 <div className="nf-socket out">

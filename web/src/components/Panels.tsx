@@ -240,16 +240,16 @@ export const QueuePanel = memo(function QueuePanel({ onLoadRun }: { onLoadRun: (
             <div key={r.run_id} className={`nf-run status-${r.status}`} data-testid="run-item" data-run-id={r.run_id} data-status={r.status}>
               <div className="nf-run-line">
                 <span className={`nf-status status-${r.status}`}>{r.status}</span>
+                <span className="nf-muted">{when(r.finished_at ?? r.started_at ?? r.submitted_at)}</span>
                 <span className="nf-run-id" title={r.run_id}>
                   {r.run_id.slice(0, 6)}
                 </span>
-                <span className="nf-muted">{when(r.finished_at ?? r.started_at ?? r.submitted_at)}</span>
                 <span className="nf-run-actions">
                   {(r.status === "queued" || r.status === "running") && (
                     <button
                       className="nf-small-button"
                       data-testid="cancel-run"
-                      title={r.status === "running" ? "Interrupt this run" : "Remove from the queue"}
+                      title={r.status === "running" ? "Cancel: interrupt this run" : "Cancel: remove it from the queue"}
                       onClick={() =>
                         void api
                           .cancel(r.run_id)
@@ -257,7 +257,7 @@ export const QueuePanel = memo(function QueuePanel({ onLoadRun }: { onLoadRun: (
                           .finally(() => runState.scheduleRefresh())
                       }
                     >
-                      cancel
+                      ✕
                     </button>
                   )}
                   <button className="nf-small-button" data-testid="load-run" title="Load this run's workflow" onClick={() => onLoadRun(r.run_id)}>
@@ -342,6 +342,7 @@ const SHORTCUTS: [string, string][] = [
   ["Ctrl+Enter", "Queue the workflow"],
   ["Double-click canvas", "Search and add a node"],
   ["Drag from a socket to empty canvas", "Search nodes that fit, and connect"],
+  ["Drag from a connected input", "Move its link to another input, or drop it on the canvas to detach it"],
   ["Ctrl+Z", "Undo"],
   ["Ctrl+Shift+Z / Ctrl+Y", "Redo"],
   ["Ctrl+C / Ctrl+V", "Copy / paste selected nodes (at the mouse)"],
