@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 
 from nodeflow import events as ev
 from nodeflow.executor import Executor
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Cache keys remembered per actor for affinity (its own cache may have evicted some).
 REMEMBERED_KEYS = 4096
+
+#: Seconds before an actor that failed to start is started again.
+RESPAWN_DELAY = 2.0
 
 DIED_MESSAGE = "the worker running it died ({reason}) after it had written output"
 
@@ -73,7 +76,8 @@ class PoolConfig:
     num_cpus: float = 1
     """CPUs an actor asks for on CPU-only clusters."""
     local_cpus: int | None = None
-    """Logical CPUs of a local Ray this pool starts (default: Ray's count)."""
+    """Logical CPUs of a local Ray this pool starts (default: the cores, or enough for every
+    worker)."""
     env_vars: dict[str, str] = field(default_factory=dict)
     """Extra environment of the actors (PYTHONPATH is passed on by default)."""
 
@@ -88,6 +92,7 @@ class _Slot:
     runs: int = 0
     keys: OrderedDict[str, None] = field(default_factory=OrderedDict)
     names: dict[str, str] = field(default_factory=dict)
+    respawn_at: float = 0.0
 
     @property
     def free(self) -> bool:
@@ -145,7 +150,9 @@ class RayPool:
             "runtime_env": {"env_vars": {k: v for k, v in env.items() if v}},
         }
         if config.address is None:
-            kwargs["num_cpus"] = config.local_cpus
+            # enough logical CPUs for every CPU actor, even on a machine with fewer cores
+            wanted = int(config.num_cpus * max(config.workers, len(config.devices or ())) + 0.999)
+            kwargs["num_cpus"] = config.local_cpus or max(os.cpu_count() or 1, wanted)
             kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=config.address, **kwargs)
         self._started_ray = True
@@ -246,8 +253,11 @@ class RayPool:
                 slot.pending = None
                 log.info("worker %d ready on %s", slot.index, slot.info.get("host"))
             except RayError as exc:
-                log.warning("worker %d failed to start (%s); starting another", slot.index, exc)
-                time.sleep(1.0)
+                log.warning("worker %d failed to start (%s); trying again", slot.index, exc)
+                slot.actor = slot.pending = None
+                slot.respawn_at = time.monotonic() + RESPAWN_DELAY
+        for slot in self._slots:
+            if slot.actor is None and time.monotonic() >= slot.respawn_at:
                 self._spawn(slot)
 
     def _loop(self) -> None:
@@ -260,7 +270,8 @@ class RayPool:
             if free:
                 record = self._retry.popleft() if self._retry else self.store.claim_next()
             if record is None:
-                self._wake.wait(0.05 if any(s.pending for s in self._slots) else 1.0)
+                starting = any(s.pending or s.actor is None for s in self._slots)
+                self._wake.wait(0.05 if starting else 1.0)
                 continue
             keys = self._keys(record)
             with self._lock:
@@ -318,7 +329,10 @@ class RayPool:
                         final = event
                     else:
                         self.publish(event)
-        except RayError as exc:
+        except RayTaskError as exc:  # the actor is fine; the run's code raised in it
+            log.error("run %s raised in worker %d: %s", run_id, slot.index, exc)
+            result = {"status": "failed", "error": {"message": f"worker error: {exc.cause!r}"}}
+        except RayError as exc:  # the actor or its node died, or cannot be reached
             died = exc
         except Exception as exc:  # the pool must outlive any run
             log.exception("run %s crashed its dispatch thread", run_id)
@@ -383,6 +397,8 @@ class RayPool:
         reason = type(exc).__name__
         log.warning("worker %d died running run %s: %s", slot.index, record.run_id, reason)
         with self._lock:
+            with contextlib.suppress(Exception):  # unreachable is not dead: make sure
+                ray.kill(slot.actor)
             self._spawn(slot)
         if not wrote and record.run_id not in self._retried and not self._stop.is_set():
             self._retried.add(record.run_id)

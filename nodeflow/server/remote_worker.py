@@ -21,6 +21,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ from nodeflow.server.transfer import OutputFolder, Payload, write_inputs
 from nodeflow.workflow import Workflow
 
 _DONE = object()
+
+#: Seconds between the previews a run sends to the server (the hub shows about 10 a second).
+PREVIEW_INTERVAL = 0.1
 
 
 class RemoteWorker:
@@ -98,7 +102,14 @@ class RemoteWorker:
         write_inputs(self.env.input_dir, inputs)
         items: queue.Queue[Any] = queue.Queue()
 
+        last_preview = [-PREVIEW_INTERVAL]
+
         def forward(event: ev.Event) -> None:
+            if isinstance(event, ev.NodePreview):
+                now = time.monotonic()
+                if now - last_preview[0] < PREVIEW_INTERVAL:
+                    return  # the hub would drop it anyway; do not ship it
+                last_preview[0] = now
             if isinstance(event, ev.RunStarted):
                 with self._lock:
                     self.current = run_id
