@@ -154,7 +154,8 @@ class RayPool:
             wanted = int(config.num_cpus * max(config.workers, len(config.devices or ())) + 0.999)
             kwargs["num_cpus"] = config.local_cpus or max(os.cpu_count() or 1, wanted)
             kwargs["_node_ip_address"] = "127.0.0.1"
-        ray.init(address=config.address, **kwargs)
+        # "local": a Ray of our own, even when another runs on this machine
+        ray.init(address=config.address or "local", **kwargs)
         self._started_ray = True
 
     # --- the Worker interface ----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -303,3 +304,56 @@ def test_a_plain_server_does_not_import_ray():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_nodeflow_serve_with_two_workers_runs_and_stops(ray_instance, tmp_path, install_plugin):
+    """The command line end to end: ``--workers 2`` starts a local Ray of its own (another one
+    than this module's), runs on both actors, and SIGTERM ends it with that Ray."""
+    from test_serve import TESTS, get, submit, wait_for
+
+    install_plugin(
+        "nodeflow-testnodes",
+        "serve_testnodes",
+        "from testnodes import nodeflow_nodes, nodeflow_types\n",
+        entry_name="testnodes",
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path / "site"), str(TESTS), env.get("PYTHONPATH", "")]
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    port = free_port()
+    command = [sys.executable, "-m", "nodeflow.cli", "--disable-plugin", "nodes", "serve"]
+    command += ["--port", str(port), "--db", str(tmp_path / "runs.sqlite3")]
+    command += ["--output-dir", str(tmp_path / "out"), "--workers", "2"]
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                queue = get(port, "/api/system")["queue"]
+                if [w["state"] for w in queue["workers"]] == ["idle", "idle"]:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "serve.log"
+            ).read_text()
+            time.sleep(0.2)
+        workflow = make_workflow(sleeper(seed=0, seconds=0.5)).to_json()
+        for node in workflow["nodes"].values():
+            node["type"] = f"testnodes.{node['type']}"
+        ids = []
+        for seed in range(4):
+            workflow["nodes"]["s"]["inputs"]["seed"] = seed
+            ids.append(submit(port, workflow))
+        runs = [wait_for(port, run_id, set(FINAL), timeout=60) for run_id in ids]
+        assert [run["status"] for run in runs] == ["finished"] * 4
+        marks = sorted(p.read_text().split()[0] for p in (tmp_path / "out/marks").iterdir())
+        assert marks == sorted(ids)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        log.close()
+    assert process.returncode == 0, (tmp_path / "serve.log").read_text()
