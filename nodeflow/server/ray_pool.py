@@ -79,7 +79,8 @@ class PoolConfig:
     """Logical CPUs of a local Ray this pool starts (default: the cores, or enough for every
     worker)."""
     env_vars: dict[str, str] = field(default_factory=dict)
-    """Extra environment of the actors (PYTHONPATH is passed on by default)."""
+    """Extra environment variables of the actors (``OMP_NUM_THREADS``, ...); this process's
+    PYTHONPATH is passed on in any case."""
 
 
 @dataclass
@@ -143,11 +144,11 @@ class RayPool:
 
     def _init_ray(self) -> None:
         config = self.config
-        env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), **config.env_vars}
+        path = os.environ.get("PYTHONPATH")  # the actors import what this process imports
         kwargs: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": True,
-            "runtime_env": {"env_vars": {k: v for k, v in env.items() if v}},
+            "runtime_env": {"env_vars": {"PYTHONPATH": path}} if path else None,
         }
         if config.address is None:
             # enough logical CPUs for every CPU actor, even on a machine with fewer cores
@@ -229,6 +230,9 @@ class RayPool:
 
     def _spawn(self, slot: _Slot) -> None:
         options = {**self._options[slot.index], "max_concurrency": 4, "max_restarts": 0}
+        if self.config.env_vars:
+            env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), **self.config.env_vars}
+            options["runtime_env"] = {"env_vars": {k: v for k, v in env.items() if v}}
         config = self.config
         slot.actor = self._actor_class.options(**options).remote(
             config.catalog_factory,
