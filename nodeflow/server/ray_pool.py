@@ -278,9 +278,11 @@ class RayPool:
                 starting = any(s.pending or s.actor is None for s in self._slots)
                 self._wake.wait(0.05 if starting else 1.0)
                 continue
-            keys = self._keys(record)
+            # with one free actor there is no choice to make: its run thread computes the keys
+            # (to remember them) while the actor works, and this loop goes on at once
+            keys = self._keys(record) if len(free) > 1 else None
             with self._lock:
-                wanted = set(keys.values())
+                wanted = set(keys.values()) if keys else set()
                 slot = max(free, key=lambda s: (len(wanted & s.keys.keys()), -s.runs))
                 slot.run_id = record.run_id
                 self.assigned[record.run_id] = slot.index
@@ -289,7 +291,6 @@ class RayPool:
             )
             self._threads[record.run_id] = thread
             thread.start()
-            self.on_change(self.queue_message())
 
     def _keys(self, record: RunRecord) -> dict[str, str]:
         try:
@@ -301,7 +302,7 @@ class RayPool:
 
     # --- one run on one actor ----------------------------------------------------------------
 
-    def _drive(self, slot: _Slot, record: RunRecord, keys: dict[str, str]) -> None:
+    def _drive(self, slot: _Slot, record: RunRecord, keys: dict[str, str] | None) -> None:
         run_id = record.run_id
         first = run_id not in self._retried
         wrote, planned, node = False, 0, None
@@ -311,6 +312,9 @@ class RayPool:
         try:
             inputs = input_files(record.workflow, self.executor.env.input_dir)
             stream = slot.actor.run.remote(run_id, record.workflow, record.targets, inputs)
+            self.on_change(self.queue_message())
+            if keys is None:
+                keys = self._keys(record)
             for ref in stream:
                 kind, payload = ray.get(ref)
                 if kind == "files":
@@ -346,7 +350,7 @@ class RayPool:
             if died is not None:
                 final = self._died(slot, record, died, wrote, node)
             else:
-                self._record(slot, record, result, final, planned, keys)
+                self._record(slot, record, result, final, planned, keys or {})
         finally:
             self._threads.pop(run_id, None)
             if final is not None:
