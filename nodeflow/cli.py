@@ -333,6 +333,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID
+    try:
+        workers = _workers(args)
+    except ValueError as exc:
+        print(f"nodeflow serve: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     quick_exit = _QuickExit() if getattr(args, "owns_process", False) else None
     logs.configure()
     env = environment(args)
@@ -342,11 +347,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     extra = set() if loopback else {f"{args.host}:{args.port}"}
     config = ServerConfig(host=args.host, port=args.port, token=args.auth_token, extra_hosts=extra)
     try:
-        workers = _workers(args)
-    except ValueError as exc:
-        print(f"nodeflow serve: {exc}", file=sys.stderr)
+        server = Server(args.catalog, executor, store, config, **workers)
+    except ConnectionError as exc:  # --ray ADDRESS: no cluster there
+        store.close()
+        print(f"nodeflow serve: cannot reach Ray: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    server = Server(args.catalog, executor, store, config, **workers)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"nodeflow: serving http://{shown}:{args.port}/ (API under /api, events at /api/ws)")
     try:

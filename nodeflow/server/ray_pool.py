@@ -217,7 +217,7 @@ class RayPool:
             "type": "queue",
             "running": running[0] if running else None,
             "running_all": running,
-            "pending": [record.run_id for record in self.store.queue()],
+            "pending": self.store.queued_ids(),
             "workers": workers,
         }
 
@@ -315,8 +315,7 @@ class RayPool:
             self.on_change(self.queue_message())
             if keys is None:
                 keys = self._keys(record)
-            for ref in stream:
-                kind, payload = ray.get(ref)
+            for kind, payload in (item for ref in stream for item in ray.get(ref)):
                 if kind == "files":
                     self.placer.place(payload, slot.names)
                     wrote = True
@@ -408,7 +407,10 @@ class RayPool:
         with self._lock:
             with contextlib.suppress(Exception):  # unreachable is not dead: make sure
                 ray.kill(slot.actor)
-            self._spawn(slot)
+            if self._stop.is_set():
+                slot.actor, slot.run_id = None, None  # stopping: no replacement
+            else:
+                self._spawn(slot)
         if not wrote and record.run_id not in self._retried and not self._stop.is_set():
             self._retried.add(record.run_id)
             self._retry.append(record)

@@ -5,10 +5,12 @@ Executor for its lifetime, so its output cache and model manager serve every run
 output and input folders are temporary folders of its own: nothing assumes a disk shared with
 the server. Models are read from ``models_dir`` on the worker's machine.
 
-:meth:`RemoteWorker.run` is a generator, consumed by the server as a Ray streaming generator: it
-yields, in order, ``("event", event)`` for every engine event of the run, ``("files", {relative
-name: bytes})`` with the outputs written so far (just before the ``node.finished`` of the node
-that wrote them, so a client that hears of a picture can fetch it), and last ``("result", {...})``.
+:meth:`RemoteWorker.run` is a generator, consumed by the server as a Ray streaming generator. It
+yields lists (whatever is ready at once travels as one message: on a busy machine the messages
+cost more than the bytes) of, in order, ``("event", event)`` for every engine event of the run,
+``("files", {relative name: bytes})`` with the outputs written so far (just before the
+``node.finished`` of the node that wrote them, so a client that hears of a picture can fetch
+it), and last ``("result", {...})``.
 The executor runs on a thread of its own meanwhile; the actor is threaded, so
 :meth:`RemoteWorker.interrupt` reaches it while a run is going.
 """
@@ -98,7 +100,7 @@ class RemoteWorker:
         workflow: dict[str, Any],
         targets: list[str] | None,
         inputs: dict[str, Payload],
-    ) -> Iterator[tuple[str, Any]]:
+    ) -> Iterator[list[tuple[str, Any]]]:
         write_inputs(self.env.input_dir, inputs)
         items: queue.Queue[Any] = queue.Queue()
 
@@ -147,14 +149,27 @@ class RemoteWorker:
         thread = threading.Thread(target=execute, name=f"nodeflow-run-{run_id}", daemon=True)
         thread.start()
         try:
-            while (item := items.get()) is not _DONE:
-                if isinstance(item, ev.Event):
-                    if isinstance(item, ev.NodeFinished) and item.report:
-                        yield from self._files()
-                    yield ("event", item)
-                else:
-                    yield from self._files()
-                    yield ("result", item)
+            done = False
+            while not done:
+                batch: list[tuple[str, Any]] = []
+                item = items.get()
+                while True:  # whatever else is waiting goes in the same message
+                    if item is _DONE:
+                        done = True
+                        break
+                    if isinstance(item, ev.Event):
+                        if isinstance(item, ev.NodeFinished) and item.report:
+                            batch += self._files()
+                        batch.append(("event", item))
+                    else:
+                        batch += self._files()
+                        batch.append(("result", item))
+                    try:
+                        item = items.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    yield batch
         finally:
             thread.join()
             unsubscribe()
@@ -162,10 +177,9 @@ class RemoteWorker:
                 self.current = None
                 self._interrupts.discard(run_id)
 
-    def _files(self) -> Iterator[tuple[str, Any]]:
+    def _files(self) -> list[tuple[str, Any]]:
         files = self.outputs.new_files()
-        if files:
-            yield ("files", files)
+        return [("files", files)] if files else []
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -357,3 +357,17 @@ def test_nodeflow_serve_with_two_workers_runs_and_stops(ray_instance, tmp_path, 
         process.wait(60)
         log.close()
     assert process.returncode == 0, (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--workers", "0"], "--workers must be 1 or more"),
+        (["--workers", "3", "--devices", "cuda:0,cuda:1"], "one worker per device"),
+    ],
+)
+def test_serve_refuses_worker_options_that_make_no_sense(options, message, capsys):
+    from nodeflow.cli import EXIT_INVALID, main
+
+    assert main(["--no-plugins", "serve", *options]) == EXIT_INVALID
+    assert message in capsys.readouterr().err

@@ -73,10 +73,14 @@ def test_input_files_named_by_a_workflow_travel_with_their_times(tmp_path):
     assert not (tmp_path / "escape.txt").exists()
 
 
+def flat(batches) -> list:
+    return [item for batch in batches for item in batch]
+
+
 def test_the_worker_streams_events_with_files_before_their_node_finishes(tmp_path):
     worker = RemoteWorker(testnodes.catalog, str(tmp_path / "models"))
     nodes = {"c": ("Constant", {"value": 2}), "o": ("Mark", {"x": "@c.integer"})}
-    items = list(worker.run("r1", make_workflow(nodes).to_json(), None, {}))
+    items = flat(worker.run("r1", make_workflow(nodes).to_json(), None, {}))
     kinds = [k if k != "event" else v.type for k, v in items]
     assert kinds[0] == "run.started" and kinds[-2:] == ["run.finished", "result"]
     assert kinds[kinds.index("files") + 1] == "node.finished"  # Mark's, after Constant's
@@ -97,11 +101,13 @@ def test_an_interrupt_that_arrives_before_its_run_starts_still_stops_it(tmp_path
         "s": ("Sleep", {"x": "@c.integer", "seconds": 30}),
         "o": ("Show", {"x": "@s.number"}),
     }
-    items = list(worker.run("r2", make_workflow(nodes).to_json(), None, {}))
+    items = flat(worker.run("r2", make_workflow(nodes).to_json(), None, {}))
     assert items[-1][1]["status"] == "cancelled"
     assert isinstance(items[-2][1], ev.RunCancelled)
     # and a running one is stopped by id
-    stream = worker.run("r3", make_workflow(nodes).to_json(), None, {})
+    stream = (
+        i for batch in worker.run("r3", make_workflow(nodes).to_json(), None, {}) for i in batch
+    )
     started = threading.Event()
     for kind, value in stream:
         if kind == "event" and isinstance(value, ev.NodeStarted) and value.node == "s":
