@@ -99,6 +99,12 @@ class _Slot:
     def free(self) -> bool:
         return self.actor is not None and self.pending is None and self.run_id is None
 
+    @property
+    def state(self) -> str:
+        if self.actor is None or self.pending is not None:
+            return "starting"
+        return "idle" if self.run_id is None else "busy"
+
 
 class RayPool:
     """Ray actors behind the interface of :class:`~nodeflow.server.worker.Worker`."""
@@ -201,16 +207,7 @@ class RayPool:
         with self._lock:
             running = [s.run_id for s in self._slots if s.run_id is not None]
             workers = [
-                {
-                    "index": s.index,
-                    "state": "starting"
-                    if s.pending is not None or s.actor is None
-                    else "busy"
-                    if s.run_id
-                    else "idle",
-                    "run_id": s.run_id,
-                    "host": s.info.get("host"),
-                }
+                {"index": s.index, "state": s.state, "run_id": s.run_id, "host": s.info.get("host")}
                 for s in self._slots
             ]
         return {

@@ -241,6 +241,18 @@ def test_killing_workers_mid_run_loses_no_run_and_runs_none_twice(pool):
     pool.until(lambda: all(w["state"] == "idle" for w in pool.pool.queue_message()["workers"]))
 
 
+def test_stopping_records_the_running_run_interrupted_and_keeps_the_queue(ray_instance, tmp_path):
+    own = Pool(tmp_path, workers=1)
+    running = own.submit(sleeper(seed=1, seconds=30))
+    queued = own.submit(sleeper(seed=2, seconds=30))
+    own.until(lambda: sleeping(own, running))
+    assert own.pool.stop(timeout=10) is True
+    assert own.store.get(running).status == "interrupted"
+    assert own.store.get(running).error["node"] == "s"
+    assert own.store.get(queued).status == "queued"  # the next start runs it
+    own.store.close()
+
+
 def test_the_server_serves_ray_workers_outputs_over_http(ray_instance, tmp_path):
     import aiohttp
     from aiohttp import web
