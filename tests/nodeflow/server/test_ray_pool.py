@@ -241,6 +241,30 @@ def test_killing_workers_mid_run_loses_no_run_and_runs_none_twice(pool):
     pool.until(lambda: all(w["state"] == "idle" for w in pool.pool.queue_message()["workers"]))
 
 
+def test_a_run_whose_worker_dies_after_it_wrote_output_fails_and_keeps_that_output(pool):
+    ray = sys.modules["ray"]
+    nodes = {
+        "c": ("Constant", {"value": 5}),
+        "m": ("Mark", {"x": "@c.integer", "prefix": "early/mark"}),
+        "s": ("Sleep", {"x": "@c.integer", "seconds": 30, "seed": 99}),
+        "o": ("Show", {"x": "@s.number"}),
+    }
+    run_id = pool.submit(nodes)
+    pool.until(lambda: sleeping(pool, run_id))
+    (started,) = [e for e in pool.of(run_id) if isinstance(e, ev.RunStarted)]
+    assert started.nodes.index("m") < started.nodes.index("s")  # the output came first
+    ray.kill(pool.pool.actor_of(run_id))
+    record = pool.wait([run_id])[run_id]
+    assert record.status == "failed"
+    assert "died" in record.error["message"] and record.error["node"] == "s"
+    assert run_id not in pool.pool._retried  # not run again: it had written a file
+    (mark,) = (pool.env.output_dir / "early").iterdir()
+    assert mark.read_text().startswith(run_id)
+    (final,) = [e for e in pool.of(run_id) if isinstance(e, ev.RunFailed)]
+    assert "died" in final.message
+    pool.until(lambda: all(w["state"] == "idle" for w in pool.pool.queue_message()["workers"]))
+
+
 def test_stopping_records_the_running_run_interrupted_and_keeps_the_queue(ray_instance, tmp_path):
     own = Pool(tmp_path, workers=1)
     running = own.submit(sleeper(seed=1, seconds=30))
