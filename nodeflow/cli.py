@@ -81,9 +81,13 @@ def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Catalog:
+    return load_catalog(**_catalog_options(args))
+
+
+def _catalog_options(args: argparse.Namespace) -> dict[str, Any]:
     disabled = set(args.disable_plugin)
     disabled |= {n.strip() for n in os.environ.get("NODEFLOW_DISABLE_PLUGINS", "").split(",")}
-    return load_catalog(disabled=disabled - {""}, builtin_only=args.no_plugins)
+    return {"disabled": sorted(disabled - {""}), "builtin_only": args.no_plugins}
 
 
 def _parser(catalog: Catalog) -> argparse.ArgumentParser:
@@ -145,6 +149,22 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback bind without a token"
+    )
+    serve.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run workers as Ray actors: on a cluster (auto, or its address), or on a local Ray "
+        "this server starts (no ADDRESS)",
+    )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker actors (default 1; implies --ray)"
+    )
+    serve.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="one worker actor per device, e.g. cuda:0,cuda:1 (implies --ray)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -313,6 +333,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID
+    try:
+        workers = _workers(args)
+    except ValueError as exc:
+        print(f"nodeflow serve: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     quick_exit = _QuickExit() if getattr(args, "owns_process", False) else None
     logs.configure()
     env = environment(args)
@@ -321,7 +346,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = RunStore(args.db or Path("nodeflow-runs.sqlite3"))
     extra = set() if loopback else {f"{args.host}:{args.port}"}
     config = ServerConfig(host=args.host, port=args.port, token=args.auth_token, extra_hosts=extra)
-    server = Server(args.catalog, executor, store, config)
+    try:
+        server = Server(args.catalog, executor, store, config, **workers)
+    except ConnectionError as exc:  # --ray ADDRESS: no cluster there
+        store.close()
+        print(f"nodeflow serve: cannot reach Ray: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"nodeflow: serving http://{shown}:{args.port}/ (API under /api, events at /api/ws)")
     try:
@@ -338,6 +368,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if quick_exit is not None:
         quick_exit.code = EXIT_OK
     return EXIT_OK
+
+
+def _workers(args: argparse.Namespace) -> dict[str, Any]:
+    """Server keyword arguments for the workers asked for: none (one thread, no Ray imported)
+    or a pool of Ray actors."""
+    if args.ray is None and args.workers is None and args.devices is None:
+        return {}
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be 1 or more")
+    if devices and args.workers not in (None, len(devices)):
+        raise ValueError("--workers and --devices disagree: one worker per device")
+    import functools
+
+    from nodeflow.server.ray_pool import PoolConfig, RayPool
+
+    pool = PoolConfig(
+        catalog_factory=functools.partial(load_catalog, **_catalog_options(args)),
+        workers=args.workers or 1,
+        address=None if args.ray in (None, "local") else args.ray,
+        devices=devices,
+        device=args.device,
+        dtype=args.dtype,
+        vram_budget=args.vram_budget,
+    )
+    return {"workers": functools.partial(RayPool, config=pool)}
 
 
 class _QuickExit:

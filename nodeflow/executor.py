@@ -120,6 +120,30 @@ class Executor:
             self._interrupt.clear()
             return _Run(self, bound, target_list, run_id or uuid.uuid4().hex).execute()
 
+    def cache_keys(
+        self,
+        workflow: Workflow | BoundWorkflow,
+        targets: Iterable[str] | None = None,
+        run_id: str = "",
+    ) -> dict[str, str]:
+        """Each planned node's cache key, as ``run`` would compute it, running nothing.
+
+        Keys are content addresses, valid in any process with the same plugins and files, so a
+        dispatcher can tell which worker already holds a run's cached prefix. Raises
+        ``WorkflowInvalid`` like ``run``; empty when a node's fingerprint fails (the run will
+        report that).
+        """
+        target_list = list(targets) if targets is not None else None
+        bound = (
+            workflow
+            if isinstance(workflow, BoundWorkflow)
+            else bind(workflow, self.catalog, target_list, self.env)
+        )
+        try:
+            return _Run(self, bound, target_list, run_id or uuid.uuid4().hex)._keys()
+        except _NodeFailed:
+            return {}
+
 
 class _Run:
     """The state of one run; lives only as long as ``Executor.run``."""

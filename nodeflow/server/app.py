@@ -15,6 +15,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from nodeflow.server.hub import Hub
 from nodeflow.server.outputs import outputs_with_urls, report_with_urls
 from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
 from nodeflow.server.store import RunRecord, RunStore
-from nodeflow.server.worker import Worker
+from nodeflow.server.worker import Worker, Workers
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow
 
@@ -77,14 +78,17 @@ class Server:
         executor: Executor,
         store: RunStore,
         config: ServerConfig | None = None,
+        workers: Callable[..., Workers] = Worker,
     ) -> None:
+        """``workers`` builds what runs the queue: one thread on ``executor`` by default, or a
+        pool of Ray actors (``functools.partial(RayPool, config=...)``)."""
         self.catalog = catalog
         self.executor = executor
         self.env: Environment = executor.env
         self.store = store
         self.config = config or ServerConfig()
         self.hub = Hub()
-        self.worker = Worker(executor, store, publish=self._publish, on_change=self.hub.broadcast)
+        self.worker = workers(executor, store, publish=self._publish, on_change=self.hub.broadcast)
 
     def app(self) -> web.Application:
         hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts

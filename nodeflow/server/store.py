@@ -266,6 +266,14 @@ class RunStore:
             ).fetchall()
         return [RunRecord._from_row(row) for row in rows]
 
+    def queued_ids(self) -> list[str]:
+        """The ids of :meth:`queue`, without reading each run's workflow."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id FROM runs WHERE status = ? ORDER BY priority, seq", (QUEUED,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def position(self, run_id: str) -> int | None:
         """0-based position among queued runs (0 runs next); None if the run is not queued."""
         with self._lock:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nodeflow import events as ev
 from nodeflow.errors import WorkflowInvalid
@@ -37,6 +37,23 @@ STOP_GRACE_SECONDS = 3.0
 STOPPED_MESSAGE = (
     "The server was stopped while this run was executing; resubmit it to run it again."
 )
+
+
+class Workers(Protocol):
+    """What the server asks of whatever runs its queue: this thread, or a pool of Ray actors
+    (:mod:`nodeflow.server.ray_pool`). Built as ``factory(executor, store, publish=...,
+    on_change=...)``; it claims runs from the store, records their results there and publishes
+    their events, each run's final event only once the store has its result."""
+
+    def start(self) -> None: ...
+
+    def notify(self) -> None: ...
+
+    def interrupt(self, run_id: str | None = None) -> bool: ...
+
+    def stop(self, timeout: float = ...) -> bool: ...
+
+    def queue_message(self) -> dict[str, Any]: ...
 
 
 class Worker:

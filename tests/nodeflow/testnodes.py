@@ -122,6 +122,34 @@ def volatile(ctx: Context) -> Integer:
     return Integer(len(CALLS))
 
 
+@node("Sleep", category="debug")
+def sleep(ctx: Context, x: Number, seconds: float = 0.5, seed: int = 0) -> Number:
+    """Sleep ``seconds`` (standing in for GPU time), an interrupt point every 10 ms."""
+    CALLS.append(ctx.node_id)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.01))
+        ctx.check_interrupted()
+    return Number(x.value + seed)
+
+
+@node("Mark", category="output", output_node=True)
+def mark(ctx: Context, x: Number, prefix: str = "marks/mark") -> dict:
+    """Write a file holding the run id into the output folder (counting up, as SaveImage)."""
+    CALLS.append(ctx.node_id)
+    folder = ctx.env.output_dir / Path(prefix).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(prefix).name
+    counter = 1 + sum(1 for _ in folder.glob(f"{stem}_*.txt"))
+    path = folder / f"{stem}_{counter:05d}.txt"
+    path.write_text(f"{ctx.run_id} {x.value}")
+    subfolder = path.parent.relative_to(ctx.env.output_dir).as_posix()
+    return {
+        "images": [{"filename": path.name, "subfolder": subfolder, "type": "output"}],
+        "files": [str(path)],
+    }
+
+
 def _file_state(values, env) -> list:
     stat = Path(values["path"]).stat()
     return [values["path"], stat.st_size, stat.st_mtime_ns]
@@ -159,13 +187,23 @@ def nodeflow_types():
 @hookimpl
 def nodeflow_nodes():
     return [
-        constant, add, scale, split, to_int, label, show, slow, fail, volatile, read_number, files
+        constant, add, scale, split, to_int, label, show, slow, fail, volatile, read_number, files,
+        sleep, mark,
     ]  # fmt: skip
 
 
 @hookimpl
 def nodeflow_loaders():
     return {"input": INPUT_FILES}
+
+
+def catalog() -> Any:
+    """This plugin's catalog, built anew: what a worker in another process loads."""
+    import sys
+
+    from nodeflow.plugins import load_catalog
+
+    return load_catalog(entry_points=False, plugins=[("testnodes", sys.modules[__name__])])
 
 
 def make_workflow(nodes: dict[str, Any]) -> Workflow:

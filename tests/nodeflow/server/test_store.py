@@ -348,3 +348,12 @@ def test_threads_submit_while_a_worker_claims_and_finishes(store: RunStore) -> N
     finished = store.history(limit=total + 10, status="finished")
     assert sorted(ids(finished)) == sorted(submitted)
     assert store.queue() == [] and store.claim_next() is None
+
+
+def test_queued_ids_are_the_queue_in_order_without_the_workflows(store):
+    first, _ = store.submit({"n": 1})
+    second, _ = store.submit({"n": 2})
+    urgent, _ = store.submit({"n": 3}, front=True)
+    store.claim_next()  # the urgent one
+    assert store.queued_ids() == [r.run_id for r in store.queue()] == [first.run_id, second.run_id]
+    assert urgent.run_id not in store.queued_ids()
