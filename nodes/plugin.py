@@ -7,6 +7,8 @@ import sys
 
 from nodeflow import hookimpl
 from nodes import (
+    attention_maps,
+    attention_record,
     clip_vision,
     denoise,
     embeds,
@@ -48,6 +50,8 @@ def nodeflow_nodes() -> list[object]:
         schedulers.scheduler,
         guidance.cfg,
         denoise.denoise,
+        attention_record.record_attention,
+        attention_maps.attention_maps,
         vae.vae_decode,
         vae.vae_encode,
         image.load_image,
