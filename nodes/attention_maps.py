@@ -4,9 +4,9 @@ Each map is the probability of one token at every position of the feature map (f
 ``nodes.types.AttentionStore``), normalised by its maximum as the prompt-to-prompt paper shows
 them, upsampled bilinearly to the cell size and, with a picture given, laid over it. The grid has
 one row per picture (the batch of the Denoise that recorded) and one column per prompt token,
-each labelled with its token, so a map reads as "where this word drew". Over a picture the
-picture is shown in grey, so the map's colours are not confused with the picture's. The grid drawing lives
-here, not in the imageops plugin's ImageGrid: the built-in pack does not depend on a plugin.
+each labelled with its token, so a map reads as "where this word drew". Under a map the picture
+is shown in grey, so the map's colours are not confused with the picture's. The grid drawing
+lives here, not in the imageops plugin's ImageGrid: the built-in pack does not depend on a plugin.
 """
 
 from __future__ import annotations

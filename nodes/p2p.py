@@ -6,8 +6,9 @@ U-Net samples, an ``EditPatch`` (``nodes.attention``) makes the edit row attend 
 does, on the positive (prompt) rows only, as the paper's controller does:
 
 * cross-attention, for the first ``cross_steps`` of the steps: the edit's attention probabilities
-  become the source's, mapped to the edit's tokens (``nodes.p2p_tokens``: replace, refine), and
-  scaled per token (reweight);
+  become the source's, mapped to the edit's tokens (``nodes.p2p_tokens``: replace, refine);
+  reweighting scales the edit's probabilities per token at every step (past the window, its
+  own), since on a small model the last steps alone undo a reweight that stops with the window;
 * self-attention, for the first ``self_steps``: the edit takes the source's self-attention
   probabilities (feature maps up to 32x32, as the paper), which keeps the layout;
 * local blending, optional: after each step the latents outside a mask made from the chosen
@@ -94,6 +95,12 @@ class EditPatch:
     blend: LocalBlend | None = None
     target: str = "unet"
 
+    @property
+    def reweights(self) -> bool:
+        """Whether any factor differs from 1: reweighting then holds at every step, also past
+        the injection window (it edits the edit's own attention, not what it copies)."""
+        return bool((self.weights != 1).any())
+
     def start(self, model: Any, sampling: Sampling) -> _Editor:
         editor = _Editor(self)
         if self.blend is not None:
@@ -110,7 +117,11 @@ class _Editor:
     def acts(self, layer: Layer, sampling: Sampling) -> bool:
         patch = self.patch
         if layer.cross:
-            return patch.blend is not None or in_window(sampling, 0.0, patch.cross_steps)
+            return (
+                patch.blend is not None
+                or patch.reweights
+                or in_window(sampling, 0.0, patch.cross_steps)
+            )
         small = layer.size[0] * layer.size[1] <= SELF_ATTENTION_MAX_QUERIES
         return small and in_window(sampling, 0.0, patch.self_steps)
 
@@ -129,24 +140,32 @@ class _Editor:
         if rows.stop - rows.start != 2:
             raise ValueError("prompt-to-prompt denoises [source, edit]: give it a batch-1 latent")
         source, edit = rows.start, rows.start + 1
-        if call.layer.cross and self.patch.blend is not None:
+        cross = call.layer.cross
+        if cross and self.patch.blend is not None:
             self._observe(call, rows)
-            if not in_window(sampling, 0.0, self.patch.cross_steps):
-                return None
-        query, key, value = call.query.clone(), call.key.clone(), call.value.clone()
-        query[edit], key[edit] = call.query[source], call.key[source]
+        # self-attention calls only come inside their window (``acts``)
+        injecting = in_window(sampling, 0.0, self.patch.cross_steps) if cross else True
+        if not injecting and not (cross and self.patch.reweights):
+            return None
+        query, key, value = call.query, call.key, call.value.clone()
         extra = None
-        if call.layer.cross:
+        if injecting:
+            query, key = query.clone(), key.clone()
+            query[edit], key[edit] = call.query[source], call.key[source]
+        if cross:
             mapper, weights, residual, keeps_own = self._tensors(value.device, value.dtype)
-            own = call.value[edit]  # [heads, tokens, head_dim]
-            value[edit] = mapper @ (own * weights[:, None])
-            if keeps_own:
-                extra = sdpa(
-                    call.query[edit : edit + 1],
-                    call.key[edit : edit + 1],
-                    (own * residual[:, None])[None],
-                    None,
-                )
+            own = call.value[edit] * weights[:, None]  # [heads, tokens, head_dim]
+            if not injecting:  # past the window: the edit's own attention, still reweighted
+                value[edit] = own
+            else:
+                value[edit] = mapper @ own
+                if keeps_own:
+                    extra = sdpa(
+                        call.query[edit : edit + 1],
+                        call.key[edit : edit + 1],
+                        (call.value[edit] * residual[:, None])[None],
+                        None,
+                    )
         output = sdpa(query, key, value, call.mask)
         if extra is not None:
             output[edit] = output[edit] + extra[0]
