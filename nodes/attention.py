@@ -90,11 +90,6 @@ class Layer:
     size: tuple[int, int]
     """(height, width) of the feature map its queries come from."""
 
-    @property
-    def place(self) -> str:
-        """``down``, ``mid`` or ``up``: where in the U-Net it sits (as the paper's stores)."""
-        return self.name.split("_", 1)[0] if self.name.startswith(("down", "up", "mid")) else ""
-
 
 def layer_size(queries: int, latent_size: tuple[int, int]) -> tuple[int, int]:
     """The (height, width) of a feature map of ``queries`` cells with the latent's aspect."""
