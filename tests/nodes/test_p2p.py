@@ -165,3 +165,22 @@ def test_a_prompt_to_prompt_unet_refuses_a_batch_that_is_not_one_pair(parts) -> 
     unet = dataclasses.replace(parts.unet, patches=(patch,))
     with pytest.raises(ValueError, match="batch-1 latent"):
         generate(parts, encode(parts, SOURCE, EDIT), unet, batch=4, steps=5)
+
+
+def test_refine_adds_words_and_recording_sees_both_rows(parts) -> None:
+    """A refine edit (a phrase added) runs with RecordAttention on the same U-Net: the two
+    patches compose, and the maps have a row per prompt for AttentionMaps."""
+    from nodes.attention import ATTENTION_RECORD, Sampling
+    from nodes.attention_maps import attention_maps
+    from nodes.attention_record import record_attention
+
+    edit = "a large red circle at the top on a blue background"
+    patch = edit_patch(parts.text_encoder.tokenizer, SOURCE, edit, "refine", 0.8, 0.4)
+    unet = record_attention(dataclasses.replace(parts.unet, patches=(patch,)))
+    sampling = Sampling()
+    latents = generate(parts, encode(parts, SOURCE, edit), unet, sampling=sampling)
+    assert not torch.equal(latents[0], latents[1])
+    store = sampling.records[ATTENTION_RECORD]
+    assert store.pictures == 2
+    grid = attention_maps(store, parts.text_encoder, f"{SOURCE}\n{edit}", cell=16)
+    assert grid.pixels.shape[1] == 2 * (16 + 16) + 3 * 4
