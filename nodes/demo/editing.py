@@ -237,8 +237,8 @@ def map_share(store: Any, positions: list[int], mask: np.ndarray, above_min: boo
 
 
 def localisation(runner: EditRunner, scene: Scene, seed: int) -> dict[str, float]:
-    """The shape word's map share inside the drawn shapes (raw and above the map's minimum), and
-    the shapes' share of the picture (what an even map scores)."""
+    """The shape word's map share inside the drawn shapes (raw and above the map's minimum), the
+    last word's (raw), and the shapes' share of the picture (what an even map scores)."""
     from nodes.p2p_tokens import positions_of
 
     text = caption(scene)
@@ -246,8 +246,10 @@ def localisation(runner: EditRunner, scene: Scene, seed: int) -> dict[str, float
     word = scene.shape + ("s" if scene.count > 1 else "")
     positions = positions_of(tokenizer, text, word)
     mask = foreground_mask(picture)
+    last = positions_of(tokenizer, text, text.split()[-1])
     return {
         "share": map_share(store, positions, mask),
         "share_above_min": map_share(store, positions, mask, above_min=True),
+        "last_word_share": map_share(store, last, mask),
         "area": float(mask.mean()),
     }
