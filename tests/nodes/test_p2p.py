@@ -184,3 +184,14 @@ def test_refine_adds_words_and_recording_sees_both_rows(parts) -> None:
     assert store.pictures == 2
     grid = attention_maps(store, parts.text_encoder, f"{SOURCE}\n{edit}", cell=16)
     assert grid.pixels.shape[1] == 2 * (16 + 16) + 3 * 4
+
+
+def test_an_edit_leaves_the_shared_model_as_it_was(parts) -> None:
+    """The controller is installed only while its own sampling runs: a plain picture after an
+    edit is bit-identical to one before it, and the U-Net value the edit came from is unpatched."""
+    before = generate(parts, encode(parts, SOURCE), steps=4)
+    processors = dict(parts.unet.model.attn_processors)
+    edited(parts, SOURCE, EDIT, blend_words="circle", reweight="green:2")
+    assert parts.unet.patches == ()
+    assert all(parts.unet.model.attn_processors[k] is v for k, v in processors.items())
+    assert torch.equal(generate(parts, encode(parts, SOURCE), steps=4), before)
