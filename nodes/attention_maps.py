@@ -18,7 +18,14 @@ from pydantic import Field
 from nodeflow import Widget, node
 from nodes.types import AttentionStore, Image, TextEncoder
 
-__all__ = ["attention_maps", "combined_maps", "heat_colors", "token_labels"]
+__all__ = [
+    "attention_maps",
+    "attention_mask",
+    "combined_maps",
+    "heat_colors",
+    "token_labels",
+    "word_mask",
+]
 
 HEAT_STOPS = (
     (0.00, (0.00, 0.00, 0.02)),
@@ -177,3 +184,51 @@ def attention_maps(
             row.append((label, _cell(maps[index, :, :, column], cell, picture, overlay)))
         rows.append(row or [("(empty prompt)", _cell(maps[index, :, :, 0], cell, picture, 0))])
     return Image(draw_grid(rows, cell)[None])
+
+
+def word_mask(maps: Any, positions: list[int], size: tuple[int, int], threshold: float) -> Any:
+    """A 0/1 mask [pictures, height, width] where the words' summed map (upsampled bilinearly
+    to ``size``) is above ``threshold`` of its range: the map's floor (a softmax never reaches 0)
+    is taken off first, as prompt-to-prompt's local blend does here."""
+    import torch.nn.functional as F
+
+    words = maps[..., positions].sum(dim=-1)[:, None]
+    up = F.interpolate(words, size=size, mode="bilinear", align_corners=False)[:, 0]
+    low = up.flatten(1).min(dim=1).values[:, None, None]
+    high = up.flatten(1).max(dim=1).values[:, None, None]
+    return ((up - low) / (high - low).clamp_min(1e-12) > threshold).float()
+
+
+@node("AttentionMask", category="image")
+def attention_mask(
+    attention: AttentionStore,
+    text_encoder: TextEncoder,
+    image: Image,
+    text: Annotated[str, Widget(multiline=True)] = "",
+    words: str = "",
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.3,
+    size: Annotated[int, Field(ge=0, le=1024)] = 0,
+) -> Image:
+    """Where words drew, as a black-and-white picture the size of ``image``: the words' recorded
+    cross-attention (``size``-high maps, 0: all sizes), above ``threshold`` of its range.
+
+    ``text`` is the prompt that was denoised (one line per picture when they differ); ``words``
+    the words to mask, e.g. "circle". A mask for local edits or for other nodes.
+    """
+    import torch
+
+    from nodes.p2p_tokens import positions_of
+
+    maps = combined_maps(attention, size)
+    pictures = int(maps.shape[0])
+    if image.batch_size != pictures:
+        raise ValueError(f"{image.batch_size} pictures for attention maps of {pictures}")
+    if not words.strip():
+        raise ValueError("give the words to mask, e.g. 'circle'")
+    size_hw = (int(image.pixels.shape[1]), int(image.pixels.shape[2]))
+    masks = []
+    for index, prompt in enumerate(_prompts(text, pictures)):
+        positions = positions_of(text_encoder.tokenizer, prompt, words)
+        masks.append(word_mask(maps[index : index + 1], positions, size_hw, threshold))
+    mask = torch.cat(masks)
+    return Image(mask[..., None].expand(*mask.shape, 3).contiguous())

@@ -53,6 +53,7 @@ def nodeflow_nodes() -> list[object]:
         denoise.denoise,
         attention_record.record_attention,
         attention_maps.attention_maps,
+        attention_maps.attention_mask,
         p2p.prompt_to_prompt,
         vae.vae_decode,
         vae.vae_encode,

@@ -155,3 +155,19 @@ def test_heat_colors_ramp_from_dark_to_bright() -> None:
     ramp = heat_colors(torch.linspace(0, 1, 11)).sum(dim=-1).numpy()
     assert np.all(np.diff(ramp) > 0)
     assert heat_colors(torch.zeros(2, 3)).shape == (2, 3, 3)
+
+
+def test_attention_mask_covers_the_shape_its_word_drew(parts) -> None:
+    from nodes.attention_maps import attention_mask
+
+    latents, store = recorded(parts, steps=20)
+    picture = Image(decode(parts, latents))
+    mask = attention_mask(store, parts.text_encoder, picture, SOURCE, "circle", size=8)
+    assert mask.pixels.shape == picture.pixels.shape
+    assert set(mask.pixels.unique().tolist()) == {0.0, 1.0}
+    drawn = torch.from_numpy(foreground_mask(picture.pixels[0].numpy()))
+    masked = mask.pixels[0, :, :, 0] > 0.5
+    assert (masked & drawn).sum() / drawn.sum() > 0.8  # the circle lies inside the mask
+    assert masked.float().mean() < 0.6  # and the mask is not the whole picture
+    with pytest.raises(ValueError, match="not a word"):
+        attention_mask(store, parts.text_encoder, picture, SOURCE, "square")
