@@ -110,11 +110,12 @@ def test_processors_are_restored_when_sampling_fails(parts) -> None:
 
 LOCALISATION_CAPTIONS = 8
 LOCALISATION_FACTOR = 1.5
-"""The shipped model's shape-word maps put 0.22 of their mass above the floor on the shapes,
-which cover 0.10 of the pictures (16 held-out captions, 2.2x; 8 here: see the assert message).
+"""On these 8 held-out captions the shipped model's shape-word maps put 0.224 of their mass
+above the floor on the shapes, which cover 0.089 of the pictures (2.5x; 26% vs 14% over the
+benchmark's 100 captions, BENCHMARKS.md).
 In the demo model the shape word is not the most local token: CLIP's causal encoder carries the
-whole caption into the last tokens ("a", "background"), whose maps sit on the shape even more
-sharply (BENCHMARKS.md). A broken recorder (wrong rows, layers or token axis) falls to ~1x."""
+whole caption into the last tokens ("a", "background"), whose maps often sit on the shape more
+sharply. A broken recorder (wrong rows, layers or token axis) falls to ~1x."""
 
 
 def test_a_shape_words_map_lies_on_the_shapes_it_drew(parts) -> None:
