@@ -8,15 +8,16 @@ so a seed gives the same picture here and in a diffusers pipeline with the same 
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field
 
 from nodeflow import Context, Widget, node
+from nodes.attention import ATTENTION_RECORD, Sampling
 from nodes.guidance import predict_noise, unet_inputs
 from nodes.lora import patched
 from nodes.preview import latent_preview
-from nodes.types import Guider, Latent, Scheduler
+from nodes.types import AttentionStore, Guider, Latent, Scheduler
 from nodes.unclip import with_class_labels
 
 Seed = Annotated[int, Field(ge=0, le=2**64 - 1), Widget(seed=True)]
@@ -83,6 +84,11 @@ def _initial_latents(
     return scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0]))
 
 
+def _prompt_rows(guider: Guider) -> int:
+    embeds = guider.positive.embeds
+    return 1 if embeds is None else int(embeds.shape[0])
+
+
 def sample(
     guider: Guider,
     scheduler_recipe: Scheduler,
@@ -90,7 +96,15 @@ def sample(
     seed: int,
     strength: float = 1.0,
     ctx: Context | None = None,
+    sampling: Sampling | None = None,
 ) -> Any:
+    """Denoised latents for ``latent`` under ``guider``.
+
+    A positive conditioning of several prompts over a latent of one picture starts every prompt
+    from the same noise (prompt-to-prompt's source and edit are denoised together that way).
+    ``sampling`` is what the U-Net's attention patches are told and hand results back in
+    (``nodes.attention.Sampling``); one is made when not given.
+    """
     import torch
 
     scheduler = scheduler_recipe.create()
@@ -99,22 +113,37 @@ def sample(
     timesteps = _timesteps(scheduler, scheduler_recipe.steps, strength, device)
     guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
     latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
+    prompts = _prompt_rows(guider)
+    if latents.shape[0] == 1 and prompts > 1:
+        latents = latents.repeat(prompts, *([1] * (latents.ndim - 1)))
     step_kwargs = _step_kwargs(scheduler, generator)
     total = len(timesteps)
-    with torch.inference_mode(), patched(guider.unet.model, guider.unet.patches, "unet"):
+    sampling = sampling if sampling is not None else Sampling()
+    sampling.steps, sampling.pictures = total, int(latents.shape[0])
+    sampling.halves = 1 if guider.scale == 1.0 else 2
+    sampling.latent_size = (int(latents.shape[-2]), int(latents.shape[-1]))
+    unet = guider.unet
+    with torch.inference_mode(), patched(unet.model, unet.patches, "unet", sampling):
         inputs = unet_inputs(guider, latents)  # the conditioning is the same at every step
         for index, timestep in enumerate(timesteps):
+            sampling.step = index
             if ctx is not None:
                 ctx.check_interrupted()
             noise_pred = predict_noise(guider, latents, timestep, scheduler, inputs)
             result = scheduler.step(noise_pred, timestep, latents, **step_kwargs)
-            latents = result.prev_sample
+            latents = sampling.after_step(result.prev_sample)
             if ctx is not None:
                 ctx.progress(index + 1, total)  # also where an interrupt stops the loop
             if ctx is not None and ctx.wants_previews:
                 preview = getattr(result, "pred_original_sample", None)
                 ctx.preview(latent_preview(preview if preview is not None else latents), index + 1)
     return latents
+
+
+class DenoiseOutputs(NamedTuple):
+    latent: Latent
+    attention: AttentionStore
+    """The cross-attention maps a RecordAttention patch recorded (empty without one)."""
 
 
 @node("Denoise", category="sampling")
@@ -125,10 +154,19 @@ def denoise(
     latent: Latent,
     seed: Seed = 0,
     strength: Annotated[float, Field(ge=0, le=1)] = 1.0,
-) -> Latent:
-    """Denoise from seeded noise (strength 1) or from the given latent (img2img, strength < 1)."""
+) -> DenoiseOutputs:
+    """Denoise from seeded noise (strength 1) or from the given latent (img2img, strength < 1).
+
+    ``attention`` holds the cross-attention maps when the U-Net comes through RecordAttention;
+    otherwise it is empty and recording cost nothing.
+    """
     ctx.models.use(guider.unet.model)
-    latents = sample(guider, scheduler, latent, seed, strength, ctx)
-    return Latent(
-        samples=latents, width=latent.width, height=latent.height, batch_size=latents.shape[0]
+    sampling = Sampling()
+    latents = sample(guider, scheduler, latent, seed, strength, ctx, sampling)
+    attention = sampling.records.get(ATTENTION_RECORD, AttentionStore())
+    return DenoiseOutputs(
+        latent=Latent(
+            samples=latents, width=latent.width, height=latent.height, batch_size=latents.shape[0]
+        ),
+        attention=attention,
     )

@@ -468,13 +468,28 @@ def _hook(module: Any, pairs: list[tuple[Any, Any, float]]) -> Any:
 
 
 @contextmanager
-def patched(model: Any, patches: Sequence[Any], target: Target = "unet") -> Iterator[None]:
+def patched(
+    model: Any, patches: Sequence[Any], target: Target = "unet", sampling: Any = None
+) -> Iterator[None]:
     """Apply the ``patches`` aimed at ``target`` to ``model`` for the duration of the block.
 
-    Hooks are added to the patched modules on entry and removed on exit (also on exceptions);
-    the model's parameters are never modified, copied or reassigned.
+    Two kinds of patch ride on a model socket: LoRA weights (forward hooks) and attention
+    controllers (``nodes.attention``: swapped attention processors, told the step through
+    ``sampling``, a ``nodes.attention.Sampling``). Both are added on entry and removed on exit
+    (also on exceptions); the model's parameters are never modified, copied or reassigned.
     """
-    active = [p for p in patches if p.target == target and p.strength != 0 and p.weights]
+    from nodes.attention import installed, is_attention_patch
+
+    aimed = [p for p in patches if p.target == target]
+    controllers = [p for p in aimed if is_attention_patch(p)]
+    loras = [p for p in aimed if not is_attention_patch(p)]
+    with installed(model, controllers, sampling), _lora_hooks(model, loras, target):
+        yield
+
+
+@contextmanager
+def _lora_hooks(model: Any, patches: Sequence[Any], target: Target) -> Iterator[None]:
+    active = [p for p in patches if p.strength != 0 and p.weights]
     if not active:
         yield
         return

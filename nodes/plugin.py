@@ -7,6 +7,8 @@ import sys
 
 from nodeflow import FileKind, hookimpl
 from nodes import (
+    attention_maps,
+    attention_record,
     clip_vision,
     denoise,
     embeds,
@@ -15,6 +17,7 @@ from nodes import (
     latent,
     loaders,
     lora,
+    p2p,
     prior,
     schedulers,
     text,
@@ -49,6 +52,10 @@ def nodeflow_nodes() -> list[object]:
         schedulers.scheduler,
         guidance.cfg,
         denoise.denoise,
+        attention_record.record_attention,
+        attention_maps.attention_maps,
+        attention_maps.attention_mask,
+        p2p.prompt_to_prompt,
         vae.vae_decode,
         vae.vae_encode,
         image.load_image,

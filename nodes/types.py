@@ -227,6 +227,27 @@ class CLIPVision(_ModelHandle):
     source: str = ""
 
 
+@socket_type(color="#ff7043")
+@dataclass(frozen=True, eq=False)
+class AttentionStore:
+    """Cross-attention probabilities recorded while denoising, averaged over heads, over the
+    recorded steps and over the layers of each feature-map size.
+
+    ``maps`` is keyed by (height, width) of the feature map; each value is a float tensor
+    [pictures, height, width, tokens] on the CPU whose last axis sums to 1 (a softmax over the
+    prompt's tokens). Pictures are the positive prompts' rows only, in batch order. Empty when
+    nothing was recorded (Denoise without RecordAttention).
+    """
+
+    maps: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    steps: tuple[int, ...] = ()
+    """The step indices that were recorded."""
+
+    @property
+    def pictures(self) -> int:
+        return int(next(iter(self.maps.values())).shape[0]) if self.maps else 0
+
+
 SOCKET_TYPES = [
     UNet,
     TextEncoder,
@@ -239,4 +260,5 @@ SOCKET_TYPES = [
     Prior,
     ImageEmbeds,
     CLIPVision,
+    AttentionStore,
 ]

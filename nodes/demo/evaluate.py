@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from nodes.demo.dataset import COLORS, EXTENT, IMAGE_SIZE, PALETTE, Scene
 
-__all__ = ["Analysis", "analyze", "score", "to_rgb_array"]
+__all__ = ["Analysis", "analyze", "foreground_mask", "score", "to_rgb_array"]
 
 PALETTE_ARRAY = np.array([PALETTE[c] for c in COLORS], dtype=np.float32)
 FOREGROUND_DISTANCE = 45.0
@@ -97,11 +97,7 @@ def _shape_of(ratio: float) -> str:
     return "triangle" if ratio < low else "circle" if ratio < high else "square"
 
 
-def analyze(image: Any) -> Analysis:
-    """Read a 64x64 (or any size, judged relative to 64) picture of a scene by rule."""
-    rgb = to_rgb_array(image)
-    height, width, _ = rgb.shape
-    scale = max(height, width) / IMAGE_SIZE
+def _measured_background(rgb: np.ndarray) -> np.ndarray:
     border = np.concatenate(
         [
             rgb[:2].reshape(-1, 3),
@@ -110,7 +106,22 @@ def analyze(image: Any) -> Analysis:
             rgb[:, -2:].reshape(-1, 3),
         ]
     )
-    measured = np.median(border, axis=0)
+    return np.median(border, axis=0)
+
+
+def foreground_mask(image: Any) -> np.ndarray:
+    """The shapes' pixels (bool [height, width]) by the same rule ``analyze`` reads them with:
+    farther than ``FOREGROUND_DISTANCE`` from the measured background."""
+    rgb = to_rgb_array(image)
+    return np.linalg.norm(rgb - _measured_background(rgb), axis=-1) > FOREGROUND_DISTANCE
+
+
+def analyze(image: Any) -> Analysis:
+    """Read a 64x64 (or any size, judged relative to 64) picture of a scene by rule."""
+    rgb = to_rgb_array(image)
+    height, width, _ = rgb.shape
+    scale = max(height, width) / IMAGE_SIZE
+    measured = _measured_background(rgb)
     background_index = int(_nearest(measured[None])[0])
     foreground = np.linalg.norm(rgb - measured, axis=-1) > FOREGROUND_DISTANCE
 
