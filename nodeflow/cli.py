@@ -22,6 +22,7 @@ from nodeflow import PLUGIN_API_VERSION
 from nodeflow import events as ev
 from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
+from nodeflow.imports import load_path
 from nodeflow.plugins import Catalog, call_each, load_catalog
 from nodeflow.runtime.device import DTYPES
 from nodeflow.runtime.models import SIZE_HELP, parse_bytes
@@ -206,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nodeflow.executor import Executor
     from nodeflow.runtime import Runtime
 
-    workflow = Workflow.load(args.workflow)
+    workflow = _read(args)
     if args.sets:
         workflow = workflow.with_values(dict(_parse_set(s) for s in args.sets))
     executor = Executor(
@@ -238,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        workflow = Workflow.load(args.workflow)
+        workflow = _read(args)
         _, issues = validate(workflow, args.catalog, env=environment(args))
     except WorkflowInvalid as exc:
         issues = exc.issues
@@ -376,6 +377,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _read(args: argparse.Namespace) -> Workflow:
+    """The workflow file: native, or another format a plugin imports (a ComfyUI workflow or
+    PNG); what the import could only approximate is said on stderr."""
+    imported = load_path(args.workflow, args.catalog.loaders)
+    for warning in imported.warnings:
+        print(f"{args.workflow}: warning: {warning}", file=sys.stderr)
+    return imported.workflow
 
 
 def _parse_set(text: str) -> tuple[tuple[str, str], Any]:

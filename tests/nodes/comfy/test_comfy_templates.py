@@ -1,0 +1,85 @@
+"""ComfyUI's default templates, in both of its formats, import and run on tiny models placed under
+the names the templates use: through ``nodeflow run``, as a user who downloaded them would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from nodeflow.cli import main
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "comfyui"
+TEMPLATES = ["txt2img", "img2img", "lora", "hires_fix", "sdxl"]
+
+
+@pytest.fixture(scope="module")
+def comfy_dirs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A ComfyUI-style models folder: tiny single files under the templates' file names."""
+    from nodes.tiny_lora import write_tiny_loras
+
+    root = tmp_path_factory.mktemp("comfy")
+    checkpoints, loras, inputs = root / "checkpoints", root / "loras", root / "input"
+    for folder in (checkpoints, loras, inputs):
+        folder.mkdir()
+    tiny = models_dir / "checkpoints"
+    shutil.copy(tiny / "tiny.safetensors", checkpoints / "v1-5-pruned-emaonly.safetensors")
+    shutil.copy(tiny / "tiny-sdxl.safetensors", checkpoints / "sd_xl_base_1.0.safetensors")
+    made = write_tiny_loras(tiny / "tiny", root / "made-loras")
+    shutil.copy(made["kohya"], loras / "epiNoiseoffset_v2.safetensors")
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(inputs / "example.png")
+    return {"models": root, "input": inputs}
+
+
+@pytest.mark.parametrize("form", ["api", "ui"])
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_imports_and_runs(name, form, comfy_dirs, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", str(FIXTURES / f"{name}_{form}.json"), "--device", "cpu", "--quiet"]
+    argv += ["--output-dir", str(out), "--models-dir", str(comfy_dirs["models"])]
+    argv += ["--input-dir", str(comfy_dirs["input"])]
+    code = main(argv)
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out.strip().splitlines()
+    saves = 2 if name == "hires_fix" else 1
+    assert len(printed) == saves, printed
+    sizes = set()
+    for line in printed:
+        with Image.open(line.split(": ", 1)[1]) as png:
+            sizes.add(png.size)
+    assert (96, 96) in sizes if name == "hires_fix" else sizes == {(64, 64)}
+
+
+def test_both_formats_of_a_template_give_the_same_workflow_nodes():
+    from nodeflow.imports import load_path
+    from nodeflow.plugins import load_catalog
+
+    loaders = load_catalog().loaders
+    for name in TEMPLATES:
+        api = load_path(FIXTURES / f"{name}_api.json", loaders).workflow.to_json()["nodes"]
+        ui = load_path(FIXTURES / f"{name}_ui.json", loaders).workflow.to_json()["nodes"]
+        assert api == ui, name
+
+
+def test_a_comfyui_png_runs_from_its_prompt_chunk_with_the_layout_of_its_workflow_chunk(
+    comfy_dirs, tmp_path, capsys
+):
+    info = PngInfo()
+    info.add_text("prompt", (FIXTURES / "txt2img_api.json").read_text())
+    info.add_text("workflow", (FIXTURES / "txt2img_ui.json").read_text())
+    png = tmp_path / "ComfyUI_00001_.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    out = tmp_path / "native.json"
+    assert main(["import-comfy", str(png), "-o", str(out)]) == 0
+    workflow = json.loads(out.read_text())
+    assert workflow["nodes"]["3"]["type"] == "Denoise"
+    assert workflow["ui"]["nodes"]["3"]["pos"] == [60, 80]
+    code = main(
+        ["run", str(png), "--device", "cpu", "--quiet", "--output-dir", str(tmp_path / "o"),
+         "--models-dir", str(comfy_dirs["models"])]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
