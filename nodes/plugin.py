@@ -71,8 +71,13 @@ def nodeflow_loaders() -> dict[str, FileKind]:
     # where the files the pack's widgets pick are found, so validation can check them; and
     # ComfyUI's workflows, translated into this pack's nodes
     from nodes.comfy.importer import import_comfy
+    from nodes.comfy.object_info import core_object_info
 
-    return {**FILE_KINDS, "workflow_importer.comfyui": import_comfy}
+    return {
+        **FILE_KINDS,
+        "workflow_importer.comfyui": import_comfy,
+        "comfyui.object_info": core_object_info,
+    }
 
 
 @hookimpl

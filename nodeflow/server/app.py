@@ -30,6 +30,7 @@ from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import stamp
 from nodeflow.server import runlog, security
+from nodeflow.server.comfy_api import ComfyApi
 from nodeflow.server.editor import Editor
 from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
@@ -85,6 +86,7 @@ class Server:
         self.config = config or ServerConfig()
         self.hub = Hub()
         self.worker = Worker(executor, store, publish=self._publish, on_change=self.hub.broadcast)
+        self.comfy = ComfyApi(self)  # ComfyUI's API beside ours: /prompt, /history, /ws, ...
 
     def app(self) -> web.Application:
         hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts
@@ -111,6 +113,7 @@ class Server:
         Editor(self.config.web_dir, self.config.workflows_dir).add_routes(app)
         add_extension_routes(app, self.catalog)
         add_plugin_routes(app, self.catalog, self.executor)  # /api/plugins/<plugin>/...
+        self.comfy.add_routes(app)
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
         return app
@@ -127,6 +130,7 @@ class Server:
 
     def _publish(self, event: ev.Event) -> None:
         """Forward an engine event to the websockets, with URLs on the pictures it reports."""
+        self.comfy.publish(event)
         if isinstance(event, ev.NodeFinished) and event.report:
             event = dataclasses.replace(event, report=report_with_urls(event.report))
         self.hub.publish(event)

@@ -15,7 +15,7 @@ from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.imports import Imported
 from nodeflow.workflow import Workflow
 from nodes.comfy import ui_format
-from nodes.comfy.build import Build, ComfyNode, is_comfy_link
+from nodes.comfy.build import Build, ComfyNode, is_comfy_link, link
 from nodes.comfy.mapping import NOT_YET, TRANSLATORS
 
 MAX_NODES = 5000
@@ -31,9 +31,17 @@ def is_api_format(document: Any) -> bool:
 
 
 def import_comfy(
-    document: Any = None, *, png_text: dict[str, str] | None = None, source: str | None = None
+    document: Any = None,
+    *,
+    png_text: dict[str, str] | None = None,
+    source: str | None = None,
+    native: dict[str, list[str]] | None = None,
 ) -> Imported | None:
-    """The importer registered with the engine: None if the document is not ComfyUI's."""
+    """The importer registered with the engine: None if the document is not ComfyUI's.
+
+    ``native``: nodeflow node types (with their output names) a prompt may also use by name, as
+    ComfyUI clients use what ``/object_info`` lists; their inputs are taken as they are.
+    """
     layout = None
     if png_text is not None:
         prompt, graph = _parse(png_text.get("prompt")), _parse(png_text.get("workflow"))
@@ -47,12 +55,12 @@ def import_comfy(
     if isinstance(document, dict) and is_api_format(document.get("prompt")):
         document = document["prompt"]  # a /prompt request body saved to a file
     if is_api_format(document):
-        return translate(document, FORMAT_API, layout, source)
+        return translate(document, FORMAT_API, layout, source, native)
     if ui_format.is_ui_format(document):
         if len(document["nodes"]) > MAX_NODES:
             raise WorkflowInvalid([_too_many(len(document["nodes"]))], source)
         converted = ui_format.convert(document)
-        return translate(converted.prompt, FORMAT_UI, converted, source)
+        return translate(converted.prompt, FORMAT_UI, converted, source, native)
     return None
 
 
@@ -74,6 +82,7 @@ def translate(
     kind: str = FORMAT_API,
     layout: ui_format.Converted | None = None,
     source: str | None = None,
+    native: dict[str, list[str]] | None = None,
 ) -> Imported:
     """Translate a prompt (API format); raises ``WorkflowInvalid`` with every problem."""
     if len(prompt) > MAX_NODES:
@@ -94,6 +103,8 @@ def translate(
             build.failed.add(comfy_id)
             continue
         translator = TRANSLATORS.get(class_type)
+        if translator is None and native and class_type in native:
+            translator = _as_is(class_type, native[class_type])
         if translator is None:
             why = NOT_YET.get(class_type, "no nodeflow equivalent yet")
             build.issues.append(
@@ -113,6 +124,20 @@ def translate(
     except WorkflowInvalid as exc:
         raise WorkflowInvalid([_in_comfy_ids(i, build) for i in exc.issues], source) from None
     return Imported(workflow, kind, list(build.warnings), dict(build.origin))
+
+
+def _as_is(node_type: str, outputs: list[str]) -> Any:
+    """A nodeflow node used by its own name in a prompt: links translated, values kept."""
+
+    def translate_native(n: ComfyNode) -> list[Any]:
+        inputs = {
+            name: n.link(name) if is_comfy_link(value) else value
+            for name, value in n.inputs.items()
+        }
+        main = n.add(node_type, inputs)
+        return [link(main, output) for output in outputs]
+
+    return translate_native
 
 
 def _in_comfy_ids(issue: Issue, build: Build) -> Issue:

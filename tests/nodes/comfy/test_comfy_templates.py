@@ -4,7 +4,6 @@ the names the templates use: through ``nodeflow run``, as a user who downloaded 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,6 @@ from nodeflow.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "comfyui"
 TEMPLATES = ["txt2img", "img2img", "lora", "hires_fix", "sdxl"]
-
-
-@pytest.fixture(scope="module")
-def comfy_dirs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A ComfyUI-style models folder: tiny single files under the templates' file names."""
-    from nodes.tiny_lora import write_tiny_loras
-
-    root = tmp_path_factory.mktemp("comfy")
-    checkpoints, loras, inputs = root / "checkpoints", root / "loras", root / "input"
-    for folder in (checkpoints, loras, inputs):
-        folder.mkdir()
-    tiny = models_dir / "checkpoints"
-    shutil.copy(tiny / "tiny.safetensors", checkpoints / "v1-5-pruned-emaonly.safetensors")
-    shutil.copy(tiny / "tiny-sdxl.safetensors", checkpoints / "sd_xl_base_1.0.safetensors")
-    made = write_tiny_loras(tiny / "tiny", root / "made-loras")
-    shutil.copy(made["kohya"], loras / "epiNoiseoffset_v2.safetensors")
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(inputs / "example.png")
-    return {"models": root, "input": inputs}
 
 
 @pytest.mark.parametrize("form", ["api", "ui"])
