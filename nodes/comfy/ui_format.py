@@ -160,7 +160,7 @@ def _widget_values(kind: str, values: Any) -> dict[str, Any]:
         if position >= len(values):
             break
         if name == SEED_CONTROL:
-            if values[position] in SEED_CONTROLS:
+            if isinstance(values[position], str) and values[position] in SEED_CONTROLS:
                 position += 1
             continue
         found[name] = values[position]
