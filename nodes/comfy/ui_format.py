@@ -132,7 +132,8 @@ def convert(document: dict[str, Any]) -> Converted:
             place["title"] = raw["title"]
         if place:
             out.positions[node_id] = place
-    for index, group in enumerate(document.get("groups") or []):
+    groups = document.get("groups")
+    for index, group in enumerate(groups if isinstance(groups, list) else []):
         if isinstance(group, dict) and isinstance(group.get("bounding"), list):
             box = group["bounding"]
             if len(box) == 4 and all(_number(v) for v in box):
