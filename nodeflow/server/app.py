@@ -279,12 +279,12 @@ class Server:
         kind = request.match_info["kind"]
         if not MODEL_KIND.fullmatch(kind):
             return json_error(400, "invalid model kind: letters, digits and _ only, at most 64")
-        folder = self.env.models_dir / kind
         names = []
-        if folder.is_dir():
-            for entry in sorted(folder.iterdir()):
-                if entry.is_dir() or entry.suffix.lower() in MODEL_SUFFIXES:
-                    names.append(entry.name)
+        for folder in self.env.model_dirs(kind):  # extra_model_paths.yaml's folders too
+            if folder.is_dir():
+                for entry in sorted(folder.iterdir()):
+                    if entry.is_dir() or entry.suffix.lower() in MODEL_SUFFIXES:
+                        names += [entry.name] if entry.name not in names else []
         # The names a plugin's nodes resolve without a file (the pack's demo models), so the
         # editor's file choices offer them on an empty models folder too; a file of that name
         # is listed once, as the file it is.
