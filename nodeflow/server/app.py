@@ -34,6 +34,7 @@ from nodeflow.server.comfy_api import ComfyApi
 from nodeflow.server.editor import Editor
 from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
+from nodeflow.server.imports import add_import_route
 from nodeflow.server.outputs import outputs_with_urls, report_with_urls
 from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
 from nodeflow.server.store import RunRecord, RunStore
@@ -114,6 +115,7 @@ class Server:
         add_extension_routes(app, self.catalog)
         add_plugin_routes(app, self.catalog, self.executor)  # /api/plugins/<plugin>/...
         self.comfy.add_routes(app)
+        add_import_route(app, self)  # POST /api/import: ComfyUI files and PNGs, translated
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
         return app

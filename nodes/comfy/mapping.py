@@ -98,10 +98,10 @@ def _sampling(
     schedule of ``steps / denoise`` (ComfyUI's formula), so the same number of steps run here."""
     model = n.link("model")
     choice = map_sampler(n.value("sampler_name", "euler"), n.value("scheduler", "normal"))
-    for warning in choice.warnings:
-        n.warn("sampler_name", warning)
+    for name, warning in choice.warnings:
+        n.warn(name, warning)
     if choice.error:
-        n.issue("sampler_name", "unsupported_value", choice.error)
+        n.issue(choice.error[0], "unsupported_value", choice.error[1])
     if stretch and isinstance(strength, int | float) and 0 < strength < 1 and type(steps) is int:
         steps = int(steps / strength)
     sched = n.add("Scheduler", {"unet": model, **choice.inputs, "steps": steps}, role="sched")

@@ -54,41 +54,46 @@ class SamplerChoice:
     """The ``Scheduler`` node's inputs for a ComfyUI choice, or why there are none."""
 
     inputs: dict[str, object] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    """(the ComfyUI input it is about, what differs)."""
+    error: tuple[str, str] | None = None
 
 
 def map_sampler(sampler_name: object, scheduler: object) -> SamplerChoice:
     """``Scheduler`` inputs (``name``, ``karras``) for ComfyUI's sampler and scheduler names."""
     choice = SamplerChoice()
     if not isinstance(sampler_name, str) or not isinstance(scheduler, str):
-        choice.error = "sampler_name and scheduler must be names (text)"
+        choice.error = ("sampler_name", "sampler_name and scheduler must be names (text)")
         return choice
     name = SAMPLERS.get(sampler_name)
     if name is None and sampler_name in NEAR_SAMPLERS:
         name, difference = NEAR_SAMPLERS[sampler_name]
-        choice.warnings.append(f"sampler {sampler_name!r} runs as {name!r}: {difference}")
+        choice.warnings.append(
+            ("sampler_name", f"sampler {sampler_name!r} runs as {name!r}: {difference}")
+        )
     if name is None:
         known = ", ".join(sorted({*SAMPLERS, *NEAR_SAMPLERS}))
         choice.error = (
-            f"sampler {sampler_name!r} has no equivalent here yet (mapped samplers: {known})"
+            "sampler_name",
+            f"sampler {sampler_name!r} has no equivalent here yet (mapped samplers: {known})",
         )
         return choice
     choice.inputs["name"] = name
     if scheduler == "karras":
         if name not in KARRAS_CAPABLE:
-            choice.error = f"sampler {sampler_name!r} has no Karras schedule here"
+            choice.error = ("scheduler", f"sampler {sampler_name!r} has no Karras schedule here")
             return choice
         choice.inputs["karras"] = True
     elif scheduler == "normal" or (scheduler == "ddim_uniform" and name == "ddim"):
         pass  # the model's own schedule, as diffusers builds it: the nearest equivalent
     elif scheduler in ("simple", "sgm_uniform", "ddim_uniform"):
         choice.warnings.append(
-            f"scheduler {scheduler!r} runs as the model's default timestep spacing"
+            ("scheduler", f"scheduler {scheduler!r} runs as the model's default timestep spacing")
         )
     else:
         choice.error = (
+            "scheduler",
             f"scheduler {scheduler!r} has no equivalent here yet "
-            "(mapped: normal, karras; simple, sgm_uniform, ddim_uniform approximately)"
+            "(mapped: normal, karras; simple, sgm_uniform, ddim_uniform approximately)",
         )
     return choice

@@ -187,3 +187,34 @@ def test_comfyui_routes_keep_the_servers_security_rules(served, comfy_dirs):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://{served}/view?{query}")
         assert refused.value.code in (400, 403, 404)
+
+
+def test_the_import_route_translates_comfyui_files_and_pngs(served):
+    def send(body: bytes):
+        request = urllib.request.Request(f"http://{served}/api/import", data=body)
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, answer = send((FIXTURES / "hires_fix_ui.json").read_bytes())
+    assert status == 200 and answer["format"] == "comfyui-ui"
+    assert answer["workflow"]["nodes"]["10"]["type"] == "ScaleLatent"
+    assert answer["workflow"]["ui"]["groups"][0]["title"] == "Second pass"
+    assert [(w["node"], w["input"]) for w in answer["warnings"]] == [("11", "scheduler")]
+
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("workflow", (FIXTURES / "sdxl_ui.json").read_text())
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG", pnginfo=info)
+    status, answer = send(png.getvalue())
+    assert status == 200 and answer["workflow"]["nodes"]["6"]["type"] == "SizeConditioning"
+
+    status, answer = send(b'{"1": {"class_type": "KSampler", "inputs": {"model": ["2", 0]}}}')
+    assert status == 400
+    assert ("1", "model", "missing_link") in {
+        (e["node"], e["input"], e["code"]) for e in answer["errors"]
+    }
