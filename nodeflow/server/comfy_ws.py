@@ -43,6 +43,7 @@ class RunInfo:
     executing: str | None = None
     cached: set[str] = field(default_factory=set)
     executed: list[str] = field(default_factory=list)
+    error: ev.NodeError | None = None
 
     def comfy_id(self, node: str | None) -> str | None:
         return None if node is None else self.node_ids.get(node, node)
@@ -159,6 +160,8 @@ class EventTranslator:
                 comfy = run.comfy_id(node)
                 output = comfy_output(report)
                 send("executed", {"node": comfy, "display_node": comfy, "output": output})
+            case ev.NodeError():
+                run.error = event
             case ev.RunFinished():
                 self._end(run, event)
                 send("execution_success", {"timestamp": now_ms()})
@@ -173,8 +176,8 @@ class EventTranslator:
                         "node_type": run.node_types.get(comfy or "", ""),
                         "executed": run.executed[:-1],
                         "exception_message": message,
-                        "exception_type": "RuntimeError",
-                        "traceback": [],
+                        "exception_type": run.error.exception_type if run.error else "",
+                        "traceback": run.error.traceback.splitlines() if run.error else [],
                         "current_inputs": {},
                         "current_outputs": {},
                         "timestamp": now_ms(),

@@ -218,3 +218,49 @@ def test_the_import_route_translates_comfyui_files_and_pngs(served):
     assert ("1", "model", "missing_link") in {
         (e["node"], e["input"], e["code"]) for e in answer["errors"]
     }
+
+
+def _until_done(ws: comfy_client.WebSocket, prompt_id: str) -> list[dict]:
+    messages = []
+    while True:
+        out = ws.recv()
+        if isinstance(out, str):
+            message = json.loads(out)
+            messages.append(message)
+            data = message["data"]
+            done = message["type"] == "executing" and data["node"] is None
+            if done and data["prompt_id"] == prompt_id:
+                return messages
+
+
+def test_a_failing_node_and_an_interrupt_are_told_as_comfyui_tells_them(served):
+    ws = comfy_client.WebSocket()
+    ws.connect(f"ws://{served}/ws?clientId={comfy_client.client_id}")
+    prompt = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    prompt["3"]["inputs"]["denoise"] = 0.5  # partial denoise of an empty latent: fails here
+    status, answer = post(
+        served, "/prompt", {"prompt": prompt, "client_id": comfy_client.client_id}
+    )
+    assert status == 200, answer
+    messages = _until_done(ws, answer["prompt_id"])
+    error = next(m["data"] for m in messages if m["type"] == "execution_error")
+    assert error["node_id"] == "3" and error["node_type"] == "KSampler"
+    assert "latent" in error["exception_message"] and error["exception_type"] == "ValueError"
+    entry = get(served, f"/history/{answer['prompt_id']}")[answer["prompt_id"]]
+    assert entry["status"]["status_str"] == "error"
+
+    slow = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    slow["3"]["inputs"]["steps"] = 1000
+    status, answer = post(served, "/prompt", {"prompt": slow, "client_id": comfy_client.client_id})
+    while True:
+        out = ws.recv()
+        if not isinstance(out, str):
+            continue
+        message = json.loads(out)
+        if message["type"] == "progress" and message["data"]["prompt_id"] == answer["prompt_id"]:
+            break
+    assert post(served, "/interrupt", {})[0] == 200
+    messages = _until_done(ws, answer["prompt_id"])
+    stopped = next(m["data"] for m in messages if m["type"] == "execution_interrupted")
+    assert stopped["node_id"] == "3"
+    ws.close()
