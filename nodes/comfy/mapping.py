@@ -325,5 +325,17 @@ NOT_YET: dict[str, str] = {
     "TripleCLIPLoader": "SD3 text encoders are not supported yet",
     "EmptySD3LatentImage": "SD3/Flux are not supported yet",
     "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
+    "VAEEncodeForInpaint": "inpainting is not supported yet",
+    "SetLatentNoiseMask": "latent masks are not supported yet",
+    "InpaintModelConditioning": "inpainting is not supported yet",
+    "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",
+    "ImageUpscaleWithModel": "upscale models (ESRGAN and the like) are not supported yet",
+    "LatentComposite": "compositing latents is not expressible yet",
+    "ConditioningZeroOut": "zeroed conditioning is not expressible yet",
+    "ConditioningSetTimestepRange": "timestep ranges are not expressible yet",
+    "CLIPLoader": "a text encoder on its own: not mapped yet (nodeflow's LoadTextEncoder)",
+    "FluxGuidance": "Flux is not supported yet",
+    "SamplerCustom": "custom sampling is not mapped yet",
+    "SamplerCustomAdvanced": "custom sampling is not mapped yet",
 }
 """Known ComfyUI class types without an equivalent yet, with why (said in the import error)."""

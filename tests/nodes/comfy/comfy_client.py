@@ -24,7 +24,9 @@ class WebSocket:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            # websocket-client sends the server's own origin unless told not to
+            f"Origin: http://{parts.netloc}\r\n\r\n"
         )
         self.sock.sendall(request.encode())
         head = b""
