@@ -9,7 +9,6 @@ import json
 import os
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
