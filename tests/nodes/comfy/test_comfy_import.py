@@ -150,3 +150,13 @@ def test_the_newer_ui_schema_with_link_objects_reads_the_same():
     keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
     newer["links"] = [dict(zip(keys, entry, strict=True)) for entry in graph["links"]]
     assert imported(newer).workflow == imported(graph).workflow
+
+
+def test_ids_nodeflow_cannot_use_are_made_safe_and_mapped_back():
+    prompt = {("5:" + k if k != "9" else "9"): v for k, v in template("txt2img_api").items()}
+    text = json.dumps(prompt)
+    for old in ("3", "4", "5", "6", "7", "8"):
+        text = text.replace(f'["{old}", ', f'["5:{old}", ')
+    result = imported(json.loads(text))
+    assert "5_3" in result.workflow.nodes and result.origin["5_3-sched"] == "5:3"
+    assert result.workflow.to_json()["ui"]["comfyui"]["node_ids"]["5_4"] == "5:4"
