@@ -264,3 +264,28 @@ def test_a_failing_node_and_an_interrupt_are_told_as_comfyui_tells_them(served):
     stopped = next(m["data"] for m in messages if m["type"] == "execution_interrupted")
     assert stopped["node_id"] == "3"
     ws.close()
+
+
+def test_a_token_guards_comfyuis_routes_and_websocket_too(sd_catalog, runtime, tmp_path):
+    port = free_port()
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    store = RunStore(tmp_path / "runs.sqlite3")
+    executor = Executor(sd_catalog, env=env, runtime=runtime)
+    config = ServerConfig(port=port, token="s3cret")
+    background = Background(Server(sd_catalog, executor, store, config), port)
+    address = f"127.0.0.1:{port}"
+    try:
+        for path in ("/system_stats", "/history", "/queue"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://{address}{path}")
+            assert refused.value.code == 401
+        assert "devices" in get(address, "/system_stats?token=s3cret")
+        ws = comfy_client.WebSocket()
+        with pytest.raises(ConnectionError):
+            ws.connect(f"ws://{address}/ws?clientId=abc")
+        ws.connect(f"ws://{address}/ws?clientId=abc&token=s3cret")
+        assert json.loads(ws.recv())["data"]["sid"] == "abc"
+        ws.close()
+    finally:
+        background.stop()
+        store.close()
