@@ -64,3 +64,22 @@ def test_a_comfyui_png_runs_from_its_prompt_chunk_with_the_layout_of_its_workflo
          "--models-dir", str(comfy_dirs["models"])]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
+
+
+def test_import_comfy_reports_every_problem_and_refuses_other_formats(tmp_path, capsys):
+    prompt = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    prompt["10"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "x"}}
+    prompt["11"] = {"class_type": "SomeCustomNode", "inputs": {}}
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(prompt))
+    assert main(["import-comfy", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "10: ComfyUI node ControlNetLoader: ControlNet is not supported yet [unmapped_node]" in err
+    )
+    assert "11: ComfyUI node SomeCustomNode" in err
+    native = Path(__file__).resolve().parents[3] / "workflows" / "txt2img.json"
+    assert main(["import-comfy", str(native)]) == 2
+    assert "not a ComfyUI workflow" in capsys.readouterr().err
+    assert main(["import-comfy", str(FIXTURES / "lora_ui.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["nodes"]["10"]["type"] == "LoadLoRA"
