@@ -99,7 +99,8 @@ class ComfyNode:
         return None
 
     def value(self, name: str, default: Any = MISSING) -> Any:
-        """A widget value; a link where a value belongs is an issue (and gives the default)."""
+        """A widget value as it is (a wrong type is left for validation to report); a link where
+        a value belongs is an issue (and gives the default)."""
         value = self.inputs.get(name, MISSING)
         if is_comfy_link(value):
             self.issue(name, "unsupported", f"{name!r} comes from a link; only values map here")
@@ -110,10 +111,6 @@ class ComfyNode:
                 return None
             return default
         return value
-
-    def number(self, name: str, default: float) -> Any:
-        """A numeric widget: a number as it is, anything else kept for validation to report."""
-        return self.value(name, default)
 
     # --- writing nodes --------------------------------------------------------------------
 

@@ -80,12 +80,12 @@ def clip_text_encode_sdxl(n: ComfyNode) -> list[Link | None]:
         "SizeConditioning",
         {
             "conditioning": link(encode, "conditioning"),
-            "original_width": n.number("width", 1024),
-            "original_height": n.number("height", 1024),
-            "crop_left": n.number("crop_w", 0),
-            "crop_top": n.number("crop_h", 0),
-            "target_width": n.number("target_width", 1024),
-            "target_height": n.number("target_height", 1024),
+            "original_width": n.value("width", 1024),
+            "original_height": n.value("height", 1024),
+            "crop_left": n.value("crop_w", 0),
+            "crop_top": n.value("crop_h", 0),
+            "target_width": n.value("target_width", 1024),
+            "target_height": n.value("target_height", 1024),
         },
     )
     return [link(main, "conditioning")]
@@ -111,7 +111,7 @@ def _sampling(
             "unet": model,
             "positive": n.link("positive"),
             "negative": n.link("negative"),
-            "scale": n.number("cfg", 8.0),
+            "scale": n.value("cfg", 8.0),
         },
         role="cfg",
     )
@@ -129,12 +129,12 @@ def _sampling(
 
 
 def ksampler(n: ComfyNode) -> list[Link | None]:
-    return _sampling(n, n.number("seed", 0), n.number("steps", 20), n.number("denoise", 1.0))
+    return _sampling(n, n.value("seed", 0), n.value("steps", 20), n.value("denoise", 1.0))
 
 
 def ksampler_advanced(n: ComfyNode) -> list[Link | None]:
-    steps, start = n.number("steps", 20), n.number("start_at_step", 0)
-    end = n.number("end_at_step", 10000)
+    steps, start = n.value("steps", 20), n.value("start_at_step", 0)
+    end = n.value("end_at_step", 10000)
     add_noise = n.value("add_noise", "enable")
     leftover = n.value("return_with_leftover_noise", "disable")
     numbers = all(type(v) is int for v in (steps, start, end))
@@ -155,16 +155,16 @@ def ksampler_advanced(n: ComfyNode) -> list[Link | None]:
         strength = round(1 - start / steps, 6)
     elif numbers and start >= steps > 0:
         n.issue("start_at_step", "unsupported_value", f"start_at_step {start} leaves no steps")
-    return _sampling(n, n.number("noise_seed", 0), steps, strength, stretch=False)
+    return _sampling(n, n.value("noise_seed", 0), steps, strength, stretch=False)
 
 
 def empty_latent(n: ComfyNode) -> list[Link | None]:
     main = n.add(
         "EmptyLatent",
         {
-            "width": n.number("width", 512),
-            "height": n.number("height", 512),
-            "batch_size": n.number("batch_size", 1),
+            "width": n.value("width", 512),
+            "height": n.value("height", 512),
+            "batch_size": n.value("batch_size", 1),
         },
     )
     return [link(main, "latent")]
@@ -206,8 +206,8 @@ def lora_loader(n: ComfyNode) -> list[Link | None]:
             "unet": n.link("model"),
             "text_encoder": n.link("clip"),
             "path": n.value("lora_name"),
-            "strength_unet": n.number("strength_model", 1.0),
-            "strength_text_encoder": n.number("strength_clip", 1.0),
+            "strength_unet": n.value("strength_model", 1.0),
+            "strength_text_encoder": n.value("strength_clip", 1.0),
         },
     )
     n.build.companions[link(main, "unet")["from"]] = link(main, "text_encoder")
@@ -225,7 +225,7 @@ def lora_loader_model_only(n: ComfyNode) -> list[Link | None]:
             "unet": model,
             "text_encoder": text_encoder,
             "path": n.value("lora_name"),
-            "strength_unet": n.number("strength_model", 1.0),
+            "strength_unet": n.value("strength_model", 1.0),
             "strength_text_encoder": 0.0,
         },
     )
@@ -250,15 +250,15 @@ def _scale(n: ComfyNode, node_type: str, source: str, by: bool) -> list[Link | N
     if isinstance(method, str) and method in ("bislerp", "lanczos"):
         n.warn("upscale_method", f"{method!r} runs as {UPSCALE_METHODS[method]!r}")
     if by:
-        inputs["factor"] = n.number("scale_by", 1.5)
+        inputs["factor"] = n.value("scale_by", 1.5)
     else:
-        inputs.update(width=n.number("width", 0), height=n.number("height", 0))
+        inputs.update(width=n.value("width", 0), height=n.value("height", 0))
         inputs["crop"] = n.value("crop", "disabled")
     return [link(n.add(node_type, inputs), source)]
 
 
 def unclip_conditioning(n: ComfyNode) -> list[Link | None]:
-    strength, augmentation = n.number("strength", 1.0), n.number("noise_augmentation", 0.0)
+    strength, augmentation = n.value("strength", 1.0), n.value("noise_augmentation", 0.0)
     if strength != 1:
         n.warn("strength", "the image embedding is used at strength 1 here")
     level = round(999 * augmentation) if isinstance(augmentation, int | float) else augmentation
