@@ -30,15 +30,21 @@ from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.imports import importers
 from nodeflow.provenance import stamp
 from nodeflow.server import runlog, security
-from nodeflow.server.comfy_ws import ComfyHub, EventTranslator, RunInfo, comfy_output
-from nodeflow.server.store import FINAL_STATUSES, FINISHED, RunRecord
+from nodeflow.server.comfy_shapes import (
+    describe_node,
+    history_entry,
+    node_errors_response,
+    queue_item,
+    refusal,
+    run_meta,
+)
+from nodeflow.server.comfy_ws import ComfyHub, EventTranslator, RunInfo
 from nodeflow.validate import validate
 
 if TYPE_CHECKING:
     from nodeflow.server.app import Server
 
 PROMPT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-WIDGET_TYPES = {"integer": "INT", "number": "FLOAT", "string": "STRING", "boolean": "BOOLEAN"}
 
 
 class ComfyApi:
@@ -84,7 +90,7 @@ class ComfyApi:
 
     def run_info(self, run_id: str) -> RunInfo | None:
         record = self.server.store.get(run_id)
-        meta = _meta(record)
+        meta = run_meta(record)
         if meta is None:
             return None
         prompt = meta.get("prompt") or {}
@@ -103,25 +109,25 @@ class ComfyApi:
         limit = self.server.config.max_body_bytes
         body = await request.read()
         if len(body) > limit:
-            return _error(413, "request_too_large", f"request body over {limit} bytes")
+            return refusal(413, "request_too_large", f"request body over {limit} bytes")
         try:
             data = json.loads(body, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:
-            return _error(400, "invalid_prompt", f"request body is not JSON: {exc}")
+            return refusal(400, "invalid_prompt", f"request body is not JSON: {exc}")
         if not isinstance(data, dict) or not isinstance(data.get("prompt"), dict):
-            return _error(400, "invalid_prompt", 'expected {"prompt": {...}, "client_id"?, ...}')
+            return refusal(400, "invalid_prompt", 'expected {"prompt": {...}, "client_id"?, ...}')
         prompt_id = data.get("prompt_id") or None
         client_id = data.get("client_id") or None
         extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
         if prompt_id is not None and not (
             isinstance(prompt_id, str) and PROMPT_ID.fullmatch(prompt_id)
         ):
-            return _error(400, "invalid_prompt", "prompt_id: letters, digits, - and _ (<= 128)")
+            return refusal(400, "invalid_prompt", "prompt_id: letters, digits, - and _ (<= 128)")
         if client_id is not None and not isinstance(client_id, str):
-            return _error(400, "invalid_prompt", "client_id must be text")
+            return refusal(400, "invalid_prompt", "client_id must be text")
         importer = importers(self.server.catalog.loaders).get("comfyui")
         if importer is None:
-            return _error(400, "invalid_prompt", "no plugin translates ComfyUI prompts here")
+            return refusal(400, "invalid_prompt", "no plugin translates ComfyUI prompts here")
         native = {
             name: [output.name for output in spec.outputs]
             for name, spec in self.server.catalog.nodes.items()
@@ -133,9 +139,9 @@ class ComfyApi:
             workflow = imported.workflow
             _, issues = validate(workflow, self.server.catalog, None, self.server.env)
         except WorkflowInvalid as exc:
-            return _node_errors(exc.issues, data["prompt"], {})
+            return node_errors_response(exc.issues, data["prompt"], {})
         if issues:
-            return _node_errors(issues, data["prompt"], imported.origin)
+            return node_errors_response(issues, data["prompt"], imported.origin)
         number = -next(self.numbers) if data.get("front") is True else next(self.numbers)
         outputs = sorted(
             {
@@ -154,7 +160,7 @@ class ComfyApi:
                 stored, None, front=data.get("front") is True, run_id=prompt_id
             )
         except ValueError as exc:
-            return _error(400, "invalid_prompt", str(exc))
+            return refusal(400, "invalid_prompt", str(exc))
         runlog.queued(record.run_id, len(workflow.nodes), position)
         self.server.worker.notify()
         self.server.hub.broadcast(self.server.worker.queue_message())
@@ -170,8 +176,8 @@ class ComfyApi:
         record = store.get(running) if running else None
         return web.json_response(
             {
-                "queue_running": [_queue_item(record)] if record is not None else [],
-                "queue_pending": [_queue_item(r) for r in store.queue()],
+                "queue_running": [queue_item(record)] if record is not None else [],
+                "queue_pending": [queue_item(r) for r in store.queue()],
             }
         )
 
@@ -200,13 +206,15 @@ class ComfyApi:
         try:
             limit = max(0, min(int(request.query.get("max_items", "200")), 10000))
         except ValueError:
-            return _error(400, "invalid_request", "max_items must be a number")
-        records = [r for r in self.server.store.history(limit=limit) if _entry(r) is not None]
-        return web.json_response({r.run_id: _entry(r) for r in reversed(records)})
+            return refusal(400, "invalid_request", "max_items must be a number")
+        records = [
+            r for r in self.server.store.history(limit=limit) if history_entry(r) is not None
+        ]
+        return web.json_response({r.run_id: history_entry(r) for r in reversed(records)})
 
     async def history_one(self, request: web.Request) -> web.Response:
         record = self.server.store.get(request.match_info["prompt_id"])
-        entry = _entry(record) if record is not None else None
+        entry = history_entry(record) if record is not None else None
         return web.json_response({} if entry is None else {record.run_id: entry})
 
     async def view(self, request: web.Request) -> web.StreamResponse:
@@ -215,13 +223,13 @@ class ComfyApi:
         folders = {"output": env.output_dir, "temp": env.output_dir, "input": env.input_dir}
         name = request.query.get("filename", "")
         if kind not in folders or not name:
-            return _error(400, "invalid_request", "need filename and type output|input|temp")
+            return refusal(400, "invalid_request", "need filename and type output|input|temp")
         subfolder = request.query.get("subfolder", "").strip("/")
         relative = f"{subfolder}/{name}" if subfolder and subfolder != "." else name
         try:
             path = security.contained_file(folders[kind], relative)
         except security.PathRefused as exc:
-            return _error(exc.status, "invalid_request", str(exc))
+            return refusal(exc.status, "invalid_request", str(exc))
         content_type, headers = security.safe_content_type(path)
         response = web.FileResponse(path, headers=headers)
         response.content_type = content_type
@@ -251,7 +259,7 @@ class ComfyApi:
             info.update(describe(self.server.env))
         for name, spec in self.server.catalog.to_json()["nodes"].items():
             if name not in info:
-                info[name] = _describe(spec)
+                info[name] = describe_node(spec)
         return info
 
     async def embeddings(self, request: web.Request) -> web.Response:
@@ -298,144 +306,9 @@ class ComfyApi:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _meta(record: RunRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    ui = record.workflow.get("ui")
-    meta = ui.get("comfyui") if isinstance(ui, dict) else None
-    return meta if isinstance(meta, dict) and "prompt" in meta else None
-
-
-def _queue_item(record: RunRecord) -> list[Any]:
-    meta = _meta(record) or {}
-    return [
-        meta.get("number", 0),
-        record.run_id,
-        meta.get("prompt", {}),
-        meta.get("extra_data", {}),
-        meta.get("outputs", []),
-    ]
-
-
-def _entry(record: RunRecord) -> dict[str, Any] | None:
-    """A finished ComfyUI run as ComfyUI's history shows it (None: not one)."""
-    meta = _meta(record)
-    if meta is None or record.status not in FINAL_STATUSES:
-        return None
-    node_ids = meta.get("node_ids") or {}
-    outputs: dict[str, Any] = {}
-    for node, report in record.outputs.items():
-        if isinstance(report, dict):
-            outputs.setdefault(node_ids.get(node, node), {}).update(comfy_output(report))
-    started = int((record.started_at or record.submitted_at) * 1000)
-    ended = int((record.finished_at or record.submitted_at) * 1000)
-    messages: list[Any] = [["execution_start", {"prompt_id": record.run_id, "timestamp": started}]]
-    ok = record.status == FINISHED
-    if ok:
-        messages.append(["execution_success", {"prompt_id": record.run_id, "timestamp": ended}])
-    else:
-        error = record.error or {}
-        kind = "execution_error" if record.status == "failed" else "execution_interrupted"
-        node = error.get("node")
-        messages.append(
-            [kind, {"prompt_id": record.run_id, "node_id": node_ids.get(node, node),
-                    "exception_message": error.get("message", ""), "timestamp": ended}]
-        )  # fmt: skip
-    return {
-        "prompt": _queue_item(record),
-        "outputs": outputs,
-        "status": {"status_str": "success" if ok else "error", "completed": ok,
-                   "messages": messages},
-        "meta": {
-            node: {"node_id": node, "display_node": node, "parent_node": None,
-                   "real_node_id": node}
-            for node in outputs
-        },
-    }  # fmt: skip
-
-
 def _is_output(server: Server, node: str, workflow: Any) -> bool:
     spec = server.catalog.nodes.get(workflow.nodes[node].type)
     return bool(spec is not None and spec.output_node)
-
-
-def _describe(spec: dict[str, Any]) -> dict[str, Any]:
-    """A nodeflow node in ComfyUI's schema."""
-    required: dict[str, Any] = {}
-    optional: dict[str, Any] = {}
-    for name, item in spec["inputs"].items():
-        target = required if item.get("required") else optional
-        if item["kind"] == "socket":
-            target[name] = [item["type"]]
-            continue
-        schema = item.get("schema", {})
-        if "enum" in schema:
-            target[name] = [list(schema["enum"]), {"default": item.get("default")}]
-            continue
-        options = {"default": item.get("default")}
-        for ours, theirs in (("minimum", "min"), ("maximum", "max")):
-            if ours in schema:
-                options[theirs] = schema[ours]
-        kind = WIDGET_TYPES.get(schema.get("type", ""), "STRING")
-        target[name] = [kind, options]
-    outputs = spec["outputs"]
-    return {
-        "input": {"required": required, "optional": optional},
-        "input_order": {"required": list(required), "optional": list(optional)},
-        "output": [o["type"] for o in outputs],
-        "output_is_list": [False] * len(outputs),
-        "output_name": [o["name"] for o in outputs],
-        "name": spec["type"],
-        "display_name": spec.get("display_name", spec["type"]),
-        "description": spec.get("description", ""),
-        "python_module": spec.get("plugin", "nodeflow"),
-        "category": f"nodeflow/{spec.get('category', '')}",
-        "output_node": bool(spec.get("output_node")),
-        "deprecated": False,
-        "experimental": False,
-    }
-
-
-def _node_errors(
-    issues: list[Issue], prompt: dict[str, Any], origin: dict[str, str]
-) -> web.Response:
-    """400 as ComfyUI answers an invalid prompt, with the structured issues alongside."""
-    node_errors: dict[str, Any] = {}
-    general = []
-    located = []
-    for issue in issues:
-        node = origin.get(issue.node, issue.node) if issue.node else None
-        located.append(Issue(node, issue.input, issue.code, issue.message))
-        if node is None:
-            general.append(issue.message)
-            continue
-        item = prompt.get(node)
-        entry = node_errors.setdefault(
-            node,
-            {
-                "errors": [],
-                "dependent_outputs": [],
-                "class_type": item.get("class_type") if isinstance(item, dict) else None,
-            },
-        )
-        entry["errors"].append(
-            {"type": issue.code, "message": issue.message, "details": issue.message,
-             "extra_info": {"input_name": issue.input} if issue.input else {}}
-        )  # fmt: skip
-    message = "; ".join(general) or "Prompt outputs failed validation"
-    kind = "prompt_outputs_failed_validation" if node_errors else "invalid_prompt"
-    body = {
-        "error": {"type": kind, "message": message, "details": "", "extra_info": {}},
-        "node_errors": node_errors,
-        "errors": [i.to_json() for i in located],
-    }
-    return web.json_response(body, status=400)
-
-
-def _error(status: int, kind: str, message: str) -> web.Response:
-    body = {"error": {"type": kind, "message": message, "details": "", "extra_info": {}},
-            "node_errors": {}}  # fmt: skip
-    return web.json_response(body, status=status)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
