@@ -20,6 +20,7 @@ import platform
 import re
 import sys
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -39,6 +40,7 @@ from nodeflow.server.comfy_shapes import (
     run_meta,
 )
 from nodeflow.server.comfy_ws import ComfyHub, EventTranslator, RunInfo
+from nodeflow.server.store import RunRecord
 from nodeflow.validate import validate
 
 if TYPE_CHECKING:
@@ -51,7 +53,12 @@ class ComfyApi:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.hub = ComfyHub(queue_remaining=self.queue_remaining)
-        self.translate_events = EventTranslator(self.hub, self.run_info)
+        self.pending: dict[str, RunInfo] = {}
+        """Queued ComfyUI runs, told in ComfyUI's terms once they start. Kept here, not read
+        from the store when a run starts, so the worker's thread never waits for it."""
+        self.translate_events = EventTranslator(
+            self.hub, lambda run_id: self.pending.pop(run_id, None)
+        )
         self.numbers = itertools.count(int(time.time()) % 1_000_000)
 
     def add_routes(self, app: web.Application) -> None:
@@ -77,6 +84,10 @@ class ComfyApi:
         import asyncio
 
         self.hub.attach(asyncio.get_running_loop())
+        for record in self.server.store.queue():  # queued before a restart
+            info = self.run_info(record)
+            if info is not None:
+                self.pending[record.run_id] = info
 
     async def _stop(self, app: web.Application) -> None:
         await self.hub.close()
@@ -88,19 +99,16 @@ class ComfyApi:
     def queue_remaining(self) -> int:
         return len(self.server.store.queue()) + (1 if self.server.worker.current else 0)
 
-    def run_info(self, run_id: str) -> RunInfo | None:
-        record = self.server.store.get(run_id)
+    def run_info(self, record: RunRecord) -> RunInfo | None:
         meta = run_meta(record)
         if meta is None:
             return None
         prompt = meta.get("prompt") or {}
         return RunInfo(
-            prompt_id=run_id,
+            prompt_id=record.run_id,
             client_id=meta.get("client_id"),
             node_ids=dict(meta.get("node_ids") or {}),
-            node_types={
-                k: v.get("class_type", "") for k, v in prompt.items() if isinstance(v, dict)
-            },
+            node_types=_class_types(prompt),
         )
 
     # --- queueing ---------------------------------------------------------------------------
@@ -155,11 +163,15 @@ class ComfyApi:
             {"prompt": data["prompt"], "client_id": client_id, "extra_data": extra,
              "number": number, "outputs": outputs}
         )  # fmt: skip
+        run_id = prompt_id or str(uuid.uuid4())
+        info = RunInfo(run_id, client_id, dict(imported.origin), _class_types(data["prompt"]))
+        self.pending[run_id] = info  # before it is queued: the worker may start it at once
         try:
             record, position = self.server.store.submit(
-                stored, None, front=data.get("front") is True, run_id=prompt_id
+                stored, None, front=data.get("front") is True, run_id=run_id
             )
         except ValueError as exc:
+            self.pending.pop(run_id, None)
             return refusal(400, "invalid_prompt", str(exc))
         runlog.queued(record.run_id, len(workflow.nodes), position)
         self.server.worker.notify()
@@ -184,12 +196,12 @@ class ComfyApi:
     async def edit_queue(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
         store = self.server.store
-        if data.get("clear") is True:
-            for record in store.queue():
-                store.cancel(record.run_id)
-        for run_id in data.get("delete") or []:
-            if isinstance(run_id, str):
-                store.cancel(run_id)
+        cancel = [r.run_id for r in store.queue()] if data.get("clear") is True else []
+        deleted = data.get("delete")
+        cancel += [i for i in deleted if isinstance(i, str)] if isinstance(deleted, list) else []
+        for run_id in cancel:
+            if store.cancel(run_id):
+                self.pending.pop(run_id, None)
         self.server.hub.broadcast(self.server.worker.queue_message())
         self.hub.status()
         return web.Response(status=200)
@@ -304,6 +316,10 @@ class ComfyApi:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _class_types(prompt: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v.get("class_type", "")) for k, v in prompt.items() if isinstance(v, dict)}
 
 
 def _is_output(server: Server, node: str, workflow: Any) -> bool:
