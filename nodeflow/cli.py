@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nodeflow import PLUGIN_API_VERSION
+from nodeflow import PLUGIN_API_VERSION, model_paths
 from nodeflow import events as ev
 from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
+from nodeflow.imports import load_path
+from nodeflow.model_paths import ModelPathsInvalid
 from nodeflow.plugins import Catalog, call_each, load_catalog
 from nodeflow.runtime.device import DTYPES
 from nodeflow.runtime.models import SIZE_HELP, parse_bytes
@@ -52,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except WorkflowInvalid as exc:
         _print_issues(exc.issues, exc.source)
+        return EXIT_INVALID
+    except ModelPathsInvalid as exc:
+        print(f"--extra-model-paths: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except BrokenPipeError:  # `nodeflow nodes | head`: the reader has what it wanted
         _silence_stdout()
@@ -124,6 +129,7 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     check.add_argument(
         "--input-dir", type=Path, help="where its input pictures are looked up (default: ./input)"
     )
+    _add_extra_model_paths_option(check)
     check.set_defaults(func=cmd_validate)
 
     nodes = sub.add_parser("nodes", help="list node types, by plugin and category")
@@ -177,8 +183,22 @@ def _parser(catalog: Catalog) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_extra_model_paths_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--extra-model-paths",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="ComfyUI's extra_model_paths.yaml: more model folders (an existing ComfyUI or A1111 "
+        "install's); repeatable. One named extra_model_paths.yaml beside the models dir or in the "
+        "working folder is read by itself",
+    )
+
+
 def _add_env_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path, help="default: ./models")
+    _add_extra_model_paths_option(parser)
     parser.add_argument("--output-dir", type=Path, help="default: ./output")
     parser.add_argument("--input-dir", type=Path, help="default: ./input")
     parser.add_argument(
@@ -211,11 +231,14 @@ def _vram_budget(text: str) -> int | None:
 
 
 def environment(args: argparse.Namespace) -> Environment:
+    files = [p.resolve() for p in getattr(args, "extra_model_paths", None) or []]
+    files += [p for p in model_paths.discover(args.models_dir or Path("models")) if p not in files]
     return Environment.from_dirs(
         args.models_dir,
         getattr(args, "output_dir", None),
         args.input_dir,
         allow_pickle=getattr(args, "allow_pickle", False),
+        extra_model_dirs=model_paths.read_all(files),
     )
 
 
@@ -226,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nodeflow.executor import Executor
     from nodeflow.runtime import Runtime
 
-    workflow = Workflow.load(args.workflow)
+    workflow = _read(args)
     if args.sets:
         workflow = workflow.with_values(dict(_parse_set(s) for s in args.sets))
     executor = Executor(
@@ -258,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        workflow = Workflow.load(args.workflow)
+        workflow = _read(args)
         _, issues = validate(workflow, args.catalog, env=environment(args))
     except WorkflowInvalid as exc:
         issues = exc.issues
@@ -432,6 +455,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _read(args: argparse.Namespace) -> Workflow:
+    """The workflow file: native, or another format a plugin imports (a ComfyUI workflow or
+    PNG); what the import could only approximate is said on stderr."""
+    imported = load_path(args.workflow, args.catalog.loaders)
+    for warning in imported.warnings:
+        print(f"{args.workflow}: warning: {warning}", file=sys.stderr)
+    return imported.workflow
 
 
 def _parse_set(text: str) -> tuple[tuple[str, str], Any]:

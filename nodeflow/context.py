@@ -30,6 +30,15 @@ class Environment:
     allow_pickle: bool = False
     """Whether loaders may read pickle-based weight files (``.ckpt``). Pickles can run code, so
     this is the user's decision (``--allow-pickle``), never a workflow's."""
+    extra_model_dirs: tuple[tuple[str, tuple[Path, ...]], ...] = ()
+    """More folders per model kind, searched after ``models_dir / kind`` (from ComfyUI's
+    ``extra_model_paths.yaml``: an existing ComfyUI or A1111 install's models where they are)."""
+
+    def model_dirs(self, kind: str) -> list[Path]:
+        """The folders models of ``kind`` (``checkpoints``, ``loras``, ...) are looked up in."""
+        extra = [folder for name, folders in self.extra_model_dirs if name == kind
+                 for folder in folders]  # fmt: skip
+        return [self.models_dir / kind, *extra]
 
     @classmethod
     def from_dirs(
@@ -39,13 +48,19 @@ class Environment:
         input_dir: str | Path | None = None,
         *,
         allow_pickle: bool = False,
+        extra_model_dirs: dict[str, list[Path]] | None = None,
     ) -> Environment:
         default = cls()
+        extra = tuple(
+            (kind, tuple(Path(f).resolve() for f in folders))
+            for kind, folders in (extra_model_dirs or {}).items()
+        )
         return cls(
             models_dir=Path(models_dir or default.models_dir).resolve(),
             output_dir=Path(output_dir or default.output_dir).resolve(),
             input_dir=Path(input_dir or default.input_dir).resolve(),
             allow_pickle=allow_pickle,
+            extra_model_dirs=extra,
         )
 
 

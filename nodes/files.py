@@ -25,8 +25,9 @@ from nodes.loaders import (
 
 
 def _models(*kinds: str) -> Callable[[Environment], Sequence[Path]]:
-    """The models dir's subfolders of these kinds, in the order the loaders search them."""
-    return lambda env: [env.models_dir / kind for kind in kinds]
+    """The models dir's subfolders of these kinds (and the extra folders of each kind), in the
+    order the loaders search them."""
+    return lambda env: [folder for kind in kinds for folder in env.model_dirs(kind)]
 
 
 FILE_KINDS: dict[str, FileKind] = {

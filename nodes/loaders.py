@@ -88,11 +88,12 @@ def resolve_model(name: str, env: Environment, *kinds: str, what: str = "model")
     """A model file or folder in one of the models dir's ``kinds`` folders, or an absolute path."""
     if not name:
         raise ValueError("no model path given")
-    for kind in kinds:
-        candidate = contained(env.models_dir / kind, name)
+    folders = [folder for kind in kinds for folder in env.model_dirs(kind)]
+    for folder in folders:
+        candidate = contained(folder, name)
         if candidate.exists():
             return candidate
-    searched = " or ".join(str(env.models_dir / kind) for kind in kinds)
+    searched = " or ".join(str(folder) for folder in folders)
     raise FileNotFoundError(f"no {what} {name!r} (looked in {searched} and as a path)")
 
 

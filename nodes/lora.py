@@ -531,12 +531,15 @@ Strength = Annotated[float, Field(ge=-10, le=10)]
 def resolve_lora_path(name: str, env: Environment) -> Path:
     """A LoRA file under the models dir's loras/ (or an absolute path); ``demo-style`` is the
     built-in LoRA for the demo model when loras/ has no file by that name."""
-    path = contained(env.models_dir / "loras", name)
-    if not path.is_file() and name == DEMO_LORA:
+    folders = env.model_dirs("loras")
+    for folder in folders:
+        path = contained(folder, name)
+        if path.is_file():
+            return path
+    if name == DEMO_LORA:
         return demo_lora()
-    if not path.is_file():
-        raise FileNotFoundError(f"no LoRA file {name!r} (looked in {env.models_dir / 'loras'})")
-    return path
+    searched = " or ".join(str(folder) for folder in folders)
+    raise FileNotFoundError(f"no LoRA file {name!r} (looked in {searched})")
 
 
 def lora_fingerprint(values: Mapping[str, Any], env: Environment) -> Any:

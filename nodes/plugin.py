@@ -19,6 +19,7 @@ from nodes import (
     lora,
     p2p,
     prior,
+    scale,
     schedulers,
     text,
     unclip,
@@ -67,17 +68,30 @@ def nodeflow_nodes() -> list[object]:
         clip_vision.clip_vision_encode,
         embeds.blend_embeds,
         unclip.unclip_conditioning,
+        scale.scale_latent,
+        scale.scale_image,
     ]
 
 
 @hookimpl
 def nodeflow_loaders() -> dict[str, FileKind]:
-    # where the files the pack's widgets pick are found, so validation can check them
-    return dict(FILE_KINDS)
+    # where the files the pack's widgets pick are found, so validation can check them; and
+    # ComfyUI's workflows, translated into this pack's nodes
+    from nodes.comfy.importer import import_comfy
+    from nodes.comfy.object_info import core_object_info
+
+    return {
+        **FILE_KINDS,
+        "workflow_importer.comfyui": import_comfy,
+        "comfyui.object_info": core_object_info,
+    }
 
 
 @hookimpl
 def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
+    from nodes.comfy.cli import add_import_command
+
+    add_import_command(subparsers)
     models = subparsers.add_parser(
         "models", help="model files: list what the models dir holds, make tiny test models"
     )

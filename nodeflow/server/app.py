@@ -31,9 +31,11 @@ from nodeflow.executor import Executor
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import stamp
 from nodeflow.server import runlog, security
+from nodeflow.server.comfy_api import ComfyApi
 from nodeflow.server.editor import Editor
 from nodeflow.server.errors import error_middleware, json_error
 from nodeflow.server.hub import Hub
+from nodeflow.server.imports import add_import_route
 from nodeflow.server.outputs import outputs_with_urls, report_with_urls
 from nodeflow.server.plugins import add_extension_routes, add_plugin_routes
 from nodeflow.server.store import RunRecord, RunStore
@@ -89,6 +91,7 @@ class Server:
         self.config = config or ServerConfig()
         self.hub = Hub()
         self.worker = workers(executor, store, publish=self._publish, on_change=self.hub.broadcast)
+        self.comfy = ComfyApi(self)  # ComfyUI's API beside ours: /prompt, /history, /ws, ...
 
     def app(self) -> web.Application:
         hosts = security.loopback_hosts(self.config.port) | self.config.extra_hosts
@@ -117,6 +120,8 @@ class Server:
         )
         add_extension_routes(app, self.catalog)
         add_plugin_routes(app, self.catalog, self.executor)  # /api/plugins/<plugin>/...
+        self.comfy.add_routes(app)
+        add_import_route(app, self)  # POST /api/import: ComfyUI files and PNGs, translated
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
         return app
@@ -133,6 +138,7 @@ class Server:
 
     def _publish(self, event: ev.Event) -> None:
         """Forward an engine event to the websockets, with URLs on the pictures it reports."""
+        self.comfy.publish(event)
         if isinstance(event, ev.NodeFinished) and event.report:
             event = dataclasses.replace(event, report=report_with_urls(event.report))
         self.hub.publish(event)
@@ -297,12 +303,12 @@ class Server:
         kind = request.match_info["kind"]
         if not MODEL_KIND.fullmatch(kind):
             return json_error(400, "invalid model kind: letters, digits and _ only, at most 64")
-        folder = self.env.models_dir / kind
         names = []
-        if folder.is_dir():
-            for entry in sorted(folder.iterdir()):
-                if entry.is_dir() or entry.suffix.lower() in MODEL_SUFFIXES:
-                    names.append(entry.name)
+        for folder in self.env.model_dirs(kind):  # extra_model_paths.yaml's folders too
+            if folder.is_dir():
+                for entry in sorted(folder.iterdir()):
+                    if entry.is_dir() or entry.suffix.lower() in MODEL_SUFFIXES:
+                        names += [entry.name] if entry.name not in names else []
         # The names a plugin's nodes resolve without a file (the pack's demo models), so the
         # editor's file choices offer them on an empty models folder too; a file of that name
         # is listed once, as the file it is.

@@ -203,6 +203,10 @@ class RayPool:
             ray.shutdown()
         return done
 
+    def running(self) -> list[str]:
+        with self._lock:
+            return [s.run_id for s in self._slots if s.run_id is not None]
+
     def queue_message(self) -> dict[str, Any]:
         with self._lock:
             running = [s.run_id for s in self._slots if s.run_id is not None]

@@ -166,9 +166,16 @@ class RunStore:
         self._db.execute("COMMIT")
 
     def submit(
-        self, workflow: dict[str, Any], targets: list[str] | None = None, front: bool = False
+        self,
+        workflow: dict[str, Any],
+        targets: list[str] | None = None,
+        front: bool = False,
+        run_id: str | None = None,
     ) -> tuple[RunRecord, int]:
         """Queue a run; return its record and 0-based queue position once committed.
+
+        ``run_id`` is the caller's id for it (ComfyUI clients choose their prompt ids); one that
+        is taken raises ``ValueError``. By default a fresh one is made.
 
         ``front=True`` runs go ahead of every normal queued run but stay FIFO among themselves
         (not a stack): two urgent submissions run in the order they were made, which is what a
@@ -179,7 +186,7 @@ class RunStore:
         workflow_text = json.dumps(workflow)
         targets_text = None if targets is None else json.dumps(list(targets))
         record = RunRecord(
-            run_id=uuid.uuid4().hex,
+            run_id=run_id or uuid.uuid4().hex,
             status=QUEUED,
             workflow=json.loads(workflow_text),
             targets=None if targets is None else list(targets),
@@ -191,6 +198,8 @@ class RunStore:
         )
         priority = _PRIORITY_FRONT if front else _PRIORITY_NORMAL
         with self._lock, self._transaction():
+            if self._get_by("run_id", record.run_id) is not None:
+                raise ValueError(f"run id {record.run_id!r} is taken")
             self._db.execute(
                 "INSERT INTO runs (run_id, priority, status, workflow, targets, submitted_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

@@ -55,6 +55,10 @@ class Workers(Protocol):
 
     def queue_message(self) -> dict[str, Any]: ...
 
+    def running(self) -> list[str]:
+        """The ids of the runs executing now (one for the thread worker, one per busy actor)."""
+        ...
+
 
 class Worker:
     def __init__(
@@ -113,6 +117,10 @@ class Worker:
             )
             return False
         return True
+
+    def running(self) -> list[str]:
+        current = self.current
+        return [current] if current is not None else []
 
     def queue_message(self) -> dict[str, Any]:
         return {

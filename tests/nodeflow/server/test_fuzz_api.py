@@ -9,7 +9,8 @@ must be below 500, and every refusal a JSON object with ``error`` or ``errors`` 
 have no body). A valid run queued before the barrage, running while it goes on, must finish, and
 so must one queued after it.
 
-``POST /api/interrupt`` is never sent: stopping the running run is what it is for.
+``POST /api/interrupt`` (and ComfyUI's ``POST /interrupt`` and ``POST /queue``) are never sent:
+stopping the running run, or emptying the queue, is what they are for.
 """
 
 from __future__ import annotations
@@ -238,13 +239,27 @@ ROUTES = [
     "/extensions/{}/{}",
     "/assets/{}",
     "/{}",
+    "/api/import",
+    # ComfyUI's API beside ours
+    "/prompt",
+    "/history",
+    "/history/{}",
+    "/view",
+    "/queue",
+    "/object_info",
+    "/object_info/{}",
+    "/system_stats",
+    "/upload/image",
+    "/embeddings",
+    "/ws",
 ]
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 METHODS = st.sampled_from(sorted(KNOWN_METHODS)) | st.text(
     alphabet=string.ascii_uppercase, min_size=1, max_size=8
 ).filter(lambda method: method != "CONNECT")
 QUERIES = st.dictionaries(
-    st.sampled_from(["limit", "status", "token", "x"]) | st.text(max_size=5),
+    st.sampled_from(["limit", "status", "token", "x", "filename", "subfolder", "type", "max_items"])
+    | st.text(max_size=5),
     st.text(max_size=20) | st.integers(-(10**30), 10**30).map(str),
     max_size=3,
 )
@@ -261,8 +276,8 @@ def requests(draw: st.DrawFn) -> Request:
             f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items()
         )
     method = draw(METHODS)
-    if (method, target) == ("POST", "/api/interrupt"):
-        method = "GET"
+    if method == "POST" and target.split("?")[0] in ("/api/interrupt", "/interrupt", "/queue"):
+        method = "GET"  # stopping the running run, or emptying the queue, is what they are for
     headers = {}
     content_type, origin = draw(CONTENT_TYPES), draw(ORIGINS)
     if content_type is not None:

@@ -1,0 +1,341 @@
+"""ComfyUI's core nodes, each as the pack's nodes that do the same (``TRANSLATORS``).
+
+A translator reads one ComfyUI node's inputs and adds nodeflow nodes; it returns what each of
+the ComfyUI node's outputs became, by index (None: an output with no equivalent here, reported
+only if something uses it). ``WIDGETS`` lists each class type's widget values in the order the
+UI format's ``widgets_values`` holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nodes.comfy.build import ComfyNode, Link, link
+from nodes.comfy.samplers import map_sampler
+
+Translator = Callable[[ComfyNode], list[Link | None]]
+
+SEED_CONTROL = "control_after_generate"
+"""The editor's extra widget after a seed ("fixed", "randomize", ...): not a node input."""
+
+WIDGETS: dict[str, tuple[str, ...]] = {
+    "CheckpointLoaderSimple": ("ckpt_name",),
+    "unCLIPCheckpointLoader": ("ckpt_name",),
+    "CLIPTextEncode": ("text",),
+    "CLIPTextEncodeSDXL": (
+        "width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l",
+    ),
+    "KSampler": ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise"),
+    "KSamplerAdvanced": (
+        "add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
+        "start_at_step", "end_at_step", "return_with_leftover_noise",
+    ),
+    "EmptyLatentImage": ("width", "height", "batch_size"),
+    "VAEDecode": (),
+    "VAEEncode": (),
+    "VAELoader": ("vae_name",),
+    "SaveImage": ("filename_prefix",),
+    "PreviewImage": (),
+    "LoadImage": ("image", "upload"),
+    "LoraLoader": ("lora_name", "strength_model", "strength_clip"),
+    "LoraLoaderModelOnly": ("lora_name", "strength_model"),
+    "CLIPSetLastLayer": ("stop_at_clip_layer",),
+    "LatentUpscale": ("upscale_method", "width", "height", "crop"),
+    "LatentUpscaleBy": ("upscale_method", "scale_by"),
+    "ImageScale": ("upscale_method", "width", "height", "crop"),
+    "ImageScaleBy": ("upscale_method", "scale_by"),
+    "unCLIPConditioning": ("strength", "noise_augmentation"),
+    "CLIPVisionLoader": ("clip_name",),
+    "CLIPVisionEncode": ("crop",),
+}  # fmt: skip
+
+UPSCALE_METHODS = {"nearest-exact": "nearest-exact", "bilinear": "bilinear", "area": "area",
+                   "bicubic": "bicubic", "bislerp": "bilinear", "lanczos": "bicubic"}  # fmt: skip
+
+
+def checkpoint_loader(n: ComfyNode) -> list[Link | None]:
+    main = n.add("LoadCheckpoint", {"path": n.value("ckpt_name")})
+    n.build.companions[link(main, "unet")["from"]] = link(main, "text_encoder")
+    return [link(main, "unet"), link(main, "text_encoder"), link(main, "vae")]
+
+
+def unclip_checkpoint_loader(n: ComfyNode) -> list[Link | None]:
+    outputs = checkpoint_loader(n)
+    vision = n.add("LoadCLIPVision", {"path": n.value("ckpt_name")}, role="vision")
+    return [*outputs, link(vision, "clip_vision")]
+
+
+def clip_text_encode(n: ComfyNode) -> list[Link | None]:
+    main = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": n.value("text", "")})
+    return [link(main, "conditioning")]
+
+
+def clip_text_encode_sdxl(n: ComfyNode) -> list[Link | None]:
+    text_g, text_l = n.value("text_g", ""), n.value("text_l", "")
+    if text_l not in ("", text_g):
+        n.warn("text_l", "both SDXL text encoders get text_g here; text_l is not used")
+    encode = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": text_g}, role="text")
+    main = n.add(
+        "SizeConditioning",
+        {
+            "conditioning": link(encode, "conditioning"),
+            "original_width": n.value("width", 1024),
+            "original_height": n.value("height", 1024),
+            "crop_left": n.value("crop_w", 0),
+            "crop_top": n.value("crop_h", 0),
+            "target_width": n.value("target_width", 1024),
+            "target_height": n.value("target_height", 1024),
+        },
+    )
+    return [link(main, "conditioning")]
+
+
+def _sampling(
+    n: ComfyNode, seed: Any, steps: Any, strength: Any, stretch: bool = True
+) -> list[Link | None]:
+    """Scheduler + CFG + Denoise. ``stretch``: KSampler's ``denoise`` runs ``steps`` steps of a
+    schedule of ``steps / denoise`` (ComfyUI's formula), so the same number of steps run here."""
+    model = n.link("model")
+    choice = map_sampler(n.value("sampler_name", "euler"), n.value("scheduler", "normal"))
+    for name, warning in choice.warnings:
+        n.warn(name, warning)
+    if choice.error:
+        n.issue(choice.error[0], "unsupported_value", choice.error[1])
+    if stretch and isinstance(strength, int | float) and 0 < strength < 1 and type(steps) is int:
+        steps = int(steps / strength)
+    sched = n.add("Scheduler", {"unet": model, **choice.inputs, "steps": steps}, role="sched")
+    cfg = n.add(
+        "CFG",
+        {
+            "unet": model,
+            "positive": n.link("positive"),
+            "negative": n.link("negative"),
+            "scale": n.value("cfg", 8.0),
+        },
+        role="cfg",
+    )
+    main = n.add(
+        "Denoise",
+        {
+            "guider": link(cfg, "guider"),
+            "scheduler": link(sched, "scheduler"),
+            "latent": n.link("latent_image"),
+            "seed": seed,
+            "strength": strength,
+        },
+    )
+    return [link(main, "latent")]
+
+
+def ksampler(n: ComfyNode) -> list[Link | None]:
+    return _sampling(n, n.value("seed", 0), n.value("steps", 20), n.value("denoise", 1.0))
+
+
+def ksampler_advanced(n: ComfyNode) -> list[Link | None]:
+    steps, start = n.value("steps", 20), n.value("start_at_step", 0)
+    end = n.value("end_at_step", 10000)
+    add_noise = n.value("add_noise", "enable")
+    leftover = n.value("return_with_leftover_noise", "disable")
+    numbers = all(type(v) is int for v in (steps, start, end))
+    if numbers and end < steps:
+        n.issue(
+            "end_at_step",
+            "unsupported_value",
+            f"stopping at step {end} of {steps} (a partial denoise, as for a refiner) is not "
+            "expressible here yet",
+        )
+    if leftover != "disable" and not (numbers and end >= steps):
+        n.issue("return_with_leftover_noise", "unsupported_value", "must be 'disable' here")
+    if add_noise != "enable":
+        n.issue("add_noise", "unsupported_value", "continuing without new noise is not expressible")
+    strength: Any = 1.0
+    if numbers and 0 < start < steps:
+        # steps start..steps of the schedule; diffusers runs the last int(steps * strength)
+        strength = round(1 - start / steps, 6)
+    elif numbers and start >= steps > 0:
+        n.issue("start_at_step", "unsupported_value", f"start_at_step {start} leaves no steps")
+    return _sampling(n, n.value("noise_seed", 0), steps, strength, stretch=False)
+
+
+def empty_latent(n: ComfyNode) -> list[Link | None]:
+    main = n.add(
+        "EmptyLatent",
+        {
+            "width": n.value("width", 512),
+            "height": n.value("height", 512),
+            "batch_size": n.value("batch_size", 1),
+        },
+    )
+    return [link(main, "latent")]
+
+
+def vae_decode(n: ComfyNode) -> list[Link | None]:
+    main = n.add("VAEDecode", {"vae": n.link("vae"), "latent": n.link("samples")})
+    return [link(main, "image")]
+
+
+def vae_encode(n: ComfyNode) -> list[Link | None]:
+    main = n.add("VAEEncode", {"vae": n.link("vae"), "image": n.link("pixels")})
+    return [link(main, "latent")]
+
+
+def vae_loader(n: ComfyNode) -> list[Link | None]:
+    return [link(n.add("LoadVAE", {"path": n.value("vae_name")}), "vae")]
+
+
+def save_image(n: ComfyNode) -> list[Link | None]:
+    n.add("SaveImage", {"image": n.link("images"), "prefix": n.value("filename_prefix", "ComfyUI")})
+    return []
+
+
+def preview_image(n: ComfyNode) -> list[Link | None]:
+    n.add("PreviewImage", {"image": n.link("images")})
+    return []
+
+
+def load_image(n: ComfyNode) -> list[Link | None]:
+    main = n.add("LoadImage", {"path": n.value("image")})
+    return [link(main, "image"), None]  # MASK: no equivalent yet
+
+
+def lora_loader(n: ComfyNode) -> list[Link | None]:
+    main = n.add(
+        "LoadLoRA",
+        {
+            "unet": n.link("model"),
+            "text_encoder": n.link("clip"),
+            "path": n.value("lora_name"),
+            "strength_unet": n.value("strength_model", 1.0),
+            "strength_text_encoder": n.value("strength_clip", 1.0),
+        },
+    )
+    n.build.companions[link(main, "unet")["from"]] = link(main, "text_encoder")
+    return [link(main, "unet"), link(main, "text_encoder")]
+
+
+def lora_loader_model_only(n: ComfyNode) -> list[Link | None]:
+    model = n.link("model")
+    text_encoder = n.build.companions.get(model["from"]) if model else None
+    if model is not None and text_encoder is None:
+        n.issue("model", "unsupported", "the model must come from a checkpoint or LoRA loader")
+    main = n.add(
+        "LoadLoRA",
+        {
+            "unet": model,
+            "text_encoder": text_encoder,
+            "path": n.value("lora_name"),
+            "strength_unet": n.value("strength_model", 1.0),
+            "strength_text_encoder": 0.0,
+        },
+    )
+    n.build.companions[link(main, "unet")["from"]] = link(main, "text_encoder")
+    return [link(main, "unet")]
+
+
+def clip_set_last_layer(n: ComfyNode) -> list[Link | None]:
+    clip = n.link("clip")
+    layer = n.value("stop_at_clip_layer", -1)
+    if layer != -1:
+        n.issue(
+            "stop_at_clip_layer", "unsupported_value", "only -1 (the last layer) is supported yet"
+        )
+    return [clip]
+
+
+def _scale(n: ComfyNode, node_type: str, source: str, by: bool) -> list[Link | None]:
+    method = n.value("upscale_method", "nearest-exact")
+    inputs: dict[str, Any] = {source: n.link("samples" if source == "latent" else "image")}
+    inputs["method"] = UPSCALE_METHODS.get(method, method) if isinstance(method, str) else method
+    if isinstance(method, str) and method in ("bislerp", "lanczos"):
+        n.warn("upscale_method", f"{method!r} runs as {UPSCALE_METHODS[method]!r}")
+    if by:
+        inputs["factor"] = n.value("scale_by", 1.5)
+    else:
+        inputs.update(width=n.value("width", 0), height=n.value("height", 0))
+        inputs["crop"] = n.value("crop", "disabled")
+    return [link(n.add(node_type, inputs), source)]
+
+
+def unclip_conditioning(n: ComfyNode) -> list[Link | None]:
+    strength, augmentation = n.value("strength", 1.0), n.value("noise_augmentation", 0.0)
+    if strength != 1:
+        n.warn("strength", "the image embedding is used at strength 1 here")
+    level = round(999 * augmentation) if isinstance(augmentation, int | float) else augmentation
+    main = n.add(
+        "UnCLIPConditioning",
+        {
+            "conditioning": n.link("conditioning"),
+            "image_embeds": n.link("clip_vision_output"),
+            "noise_level": level,
+        },
+    )
+    return [link(main, "conditioning")]
+
+
+def clip_vision_loader(n: ComfyNode) -> list[Link | None]:
+    return [link(n.add("LoadCLIPVision", {"path": n.value("clip_name")}), "clip_vision")]
+
+
+def clip_vision_encode(n: ComfyNode) -> list[Link | None]:
+    n.value("crop", "center")
+    main = n.add(
+        "CLIPVisionEncode", {"clip_vision": n.link("clip_vision"), "image": n.link("image")}
+    )
+    return [link(main, "image_embeds")]
+
+
+TRANSLATORS: dict[str, Translator] = {
+    "CheckpointLoaderSimple": checkpoint_loader,
+    "unCLIPCheckpointLoader": unclip_checkpoint_loader,
+    "CLIPTextEncode": clip_text_encode,
+    "CLIPTextEncodeSDXL": clip_text_encode_sdxl,
+    "KSampler": ksampler,
+    "KSamplerAdvanced": ksampler_advanced,
+    "EmptyLatentImage": empty_latent,
+    "VAEDecode": vae_decode,
+    "VAEEncode": vae_encode,
+    "VAELoader": vae_loader,
+    "SaveImage": save_image,
+    "PreviewImage": preview_image,
+    "LoadImage": load_image,
+    "LoraLoader": lora_loader,
+    "LoraLoaderModelOnly": lora_loader_model_only,
+    "CLIPSetLastLayer": clip_set_last_layer,
+    "LatentUpscale": lambda n: _scale(n, "ScaleLatent", "latent", by=False),
+    "LatentUpscaleBy": lambda n: _scale(n, "ScaleLatent", "latent", by=True),
+    "ImageScale": lambda n: _scale(n, "ScaleImage", "image", by=False),
+    "ImageScaleBy": lambda n: _scale(n, "ScaleImage", "image", by=True),
+    "unCLIPConditioning": unclip_conditioning,
+    "CLIPVisionLoader": clip_vision_loader,
+    "CLIPVisionEncode": clip_vision_encode,
+}
+
+NOT_YET: dict[str, str] = {
+    "ConditioningCombine": "combining conditionings is not expressible yet",
+    "ConditioningConcat": "concatenating conditionings is not expressible yet",
+    "ConditioningSetArea": "area conditioning is not expressible yet",
+    "ControlNetLoader": "ControlNet is not supported yet",
+    "ControlNetApply": "ControlNet is not supported yet",
+    "ControlNetApplyAdvanced": "ControlNet is not supported yet",
+    "CLIPTextEncodeSDXLRefiner": "the SDXL refiner is not supported yet",
+    "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
+    "UNETLoader": "use CheckpointLoaderSimple; diffusion-model-only workflows are not mapped yet",
+    "DualCLIPLoader": "SD3/Flux text encoders are not supported yet",
+    "TripleCLIPLoader": "SD3 text encoders are not supported yet",
+    "EmptySD3LatentImage": "SD3/Flux are not supported yet",
+    "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
+    "VAEEncodeForInpaint": "inpainting is not supported yet",
+    "SetLatentNoiseMask": "latent masks are not supported yet",
+    "InpaintModelConditioning": "inpainting is not supported yet",
+    "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",
+    "ImageUpscaleWithModel": "upscale models (ESRGAN and the like) are not supported yet",
+    "LatentComposite": "compositing latents is not expressible yet",
+    "ConditioningZeroOut": "zeroed conditioning is not expressible yet",
+    "ConditioningSetTimestepRange": "timestep ranges are not expressible yet",
+    "CLIPLoader": "a text encoder on its own: not mapped yet (nodeflow's LoadTextEncoder)",
+    "FluxGuidance": "Flux is not supported yet",
+    "SamplerCustom": "custom sampling is not mapped yet",
+    "SamplerCustomAdvanced": "custom sampling is not mapped yet",
+}
+"""Known ComfyUI class types without an equivalent yet, with why (said in the import error)."""

@@ -1,0 +1,32 @@
+"""ScaleLatent and ScaleImage: sizes, aspect ratio, crop, and empty latents."""
+
+from __future__ import annotations
+
+import torch
+
+from nodes.scale import scale_image, scale_latent, target_size
+from nodes.types import Image, Latent
+
+
+def test_sizes_follow_the_other_side_or_the_factor():
+    assert target_size(64, 32, 128, 0, 1.0) == (128, 64)
+    assert target_size(64, 32, 0, 16, 1.0) == (32, 16)
+    assert target_size(64, 32, 0, 0, 1.5) == (96, 48)
+    assert target_size(60, 60, 0, 0, 1.5, multiple=8) == (88, 88)
+
+
+def test_scale_latent_resizes_samples_and_keeps_their_scaling():
+    samples = torch.arange(2 * 4 * 8 * 8, dtype=torch.float32).reshape(2, 4, 8, 8)
+    latent = Latent(samples=samples, width=64, height=64, batch_size=2, scaling_factor=0.18)
+    bigger = scale_latent(latent, width=96, height=96)
+    assert bigger.samples.shape == (2, 4, 12, 12)
+    assert (bigger.width, bigger.height, bigger.scaling_factor) == (96, 96, 0.18)
+    empty = scale_latent(Latent(samples=None, width=64, height=48), factor=2.0)
+    assert (empty.samples, empty.width, empty.height) == (None, 128, 96)
+
+
+def test_scale_image_with_a_centre_crop_keeps_the_middle():
+    pixels = torch.zeros(1, 20, 40, 3)
+    pixels[:, :, 10:30] = 1.0  # a white middle half
+    out = scale_image(Image(pixels), width=10, height=10, crop="center", method="nearest-exact")
+    assert out.pixels.shape == (1, 10, 10, 3) and out.pixels.min() == 1.0
