@@ -11,6 +11,8 @@ import torch
 from safetensors.torch import save_file
 from sdgraphs import sd_graph
 
+from nodeflow.context import Environment
+from nodeflow.errors import WorkflowInvalid
 from nodeflow.workflow import Workflow
 from nodes.lora import (
     LoraPatch,
@@ -18,6 +20,7 @@ from nodes.lora import (
     patched,
     read_lora_file,
     resolve_lora,
+    resolve_lora_path,
 )
 from nodes.tiny_lora import write_tiny_loras
 
@@ -226,11 +229,18 @@ def test_strength_zero_adds_no_patch_and_absolute_paths_work(make_executor, lora
     assert [(p.target, p.strength) for p in out["text_encoder"].patches] == [("text_encoder", 0.6)]
 
 
-def test_a_relative_path_may_not_leave_the_loras_folder(make_executor, loras):
+def test_a_relative_path_may_not_leave_the_loras_folder(make_executor, models_dir, loras):
     escaping = "../checkpoints/tiny/unet/diffusion_pytorch_model.safetensors"
-    result = make_executor().run(lora_graph([(escaping, 1.0, 1.0)]), targets=["lora0"])
-    assert not result.ok and result.error.node == "lora0"
-    assert "outside" in result.error.message
+    assert (models_dir / "loras" / escaping).is_file()  # the file exists, outside loras/
+    with pytest.raises(WorkflowInvalid) as refused:  # refused before anything runs
+        make_executor().run(lora_graph([(escaping, 1.0, 1.0)]), targets=["lora0"])
+    [issue] = refused.value.issues
+    assert (issue.node, issue.input, issue.code) == ("lora0", "path", "file_not_found")
+    assert "not inside" in issue.message
+    # and the node's own resolver refuses it too, for callers that skip validation
+    env = Environment.from_dirs(models_dir, models_dir / "out", models_dir / "in")
+    with pytest.raises(ValueError, match="outside"):
+        resolve_lora_path(escaping, env)
 
 
 # --- parity on each model, the U-Net and text encoders called directly ------------------------
