@@ -24,10 +24,10 @@ from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.imports import load_path
 from nodeflow.model_paths import ModelPathsInvalid
+from nodeflow.plaintext import first_paragraph, summary
 from nodeflow.plugins import Catalog, call_each, load_catalog
 from nodeflow.runtime.device import DTYPES
 from nodeflow.runtime.models import SIZE_HELP, parse_bytes
-from nodeflow.text import first_paragraph, summary
 from nodeflow.validate import validate
 from nodeflow.workflow import Workflow, json_schema
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-from nodeflow.text import did_you_mean
+from nodeflow.plaintext import did_you_mean
 
 if TYPE_CHECKING:
     from nodeflow.context import Environment

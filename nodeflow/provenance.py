@@ -9,8 +9,8 @@ that ``imageops.Resize`` is unknown.
 from __future__ import annotations
 
 from nodeflow.errors import Issue
+from nodeflow.plaintext import with_suggestion
 from nodeflow.plugins import Catalog
-from nodeflow.text import with_suggestion
 from nodeflow.workflow import PluginRequirement, Workflow
 
 

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
 from nodeflow.node import MISSING, InputSpec, NodeSpec
+from nodeflow.plaintext import with_suggestion
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import missing_plugin_issue, plugin_of
-from nodeflow.text import with_suggestion
 from nodeflow.workflow import Link, Workflow
 
 

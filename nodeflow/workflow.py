@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from nodeflow.errors import Issue, WorkflowInvalid
-from nodeflow.text import with_suggestion
+from nodeflow.plaintext import with_suggestion
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 LINK_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from nodeflow.text import did_you_mean, first_paragraph, plain, shorten, summary, with_suggestion
+from nodeflow.plaintext import (
+    did_you_mean,
+    first_paragraph,
+    plain,
+    shorten,
+    summary,
+    with_suggestion,
+)
 
 
 @pytest.mark.parametrize(
