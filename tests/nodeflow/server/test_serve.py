@@ -260,7 +260,9 @@ def test_sigterm_stops_an_idle_server_at_once(serve, install_plugin):
         time.sleep(0.5)  # let the server start handling the upload
         seconds = server.stop()
     assert server.process.returncode == 0, server.output()
-    assert seconds < 3, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"  # 0.5 s here
+    # 0.5 s on an idle machine; the bound is loose for loaded CI machines and still far below
+    # what the slow teardown (10 s) or the stalled upload (60 s) cost before.
+    assert seconds < 6, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"
 
 
 def test_sigterm_interrupts_the_running_run_and_records_it_interrupted(serve, tmp_path):
@@ -270,7 +272,7 @@ def test_sigterm_interrupts_the_running_run_and_records_it_interrupted(serve, tm
     wait_for(port, run_id, {"running"})
     seconds = server.stop()
     assert server.process.returncode == 0, server.output()
-    assert seconds < 3, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"
+    assert seconds < 6, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"  # about 1 s idle
 
     store = RunStore(tmp_path / "runs.sqlite3")
     try:
@@ -290,7 +292,8 @@ def test_sigterm_does_not_wait_for_a_node_that_never_checks_for_interrupts(serve
     wait_for(port, run_id, {"running"})
     seconds = server.stop()
     assert server.process.returncode == 0, server.output()
-    assert seconds < 8, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"  # a 3 s grace
+    # a 3 s grace, then exit; before, the worker waited 30 s
+    assert seconds < 15, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"
 
     serve(port)  # the next start marks it interrupted, as after a crash
     assert wait_for(port, run_id, {"interrupted"})["error"]["message"]
