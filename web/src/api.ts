@@ -58,7 +58,7 @@ export interface Issue {
 
 export interface WorkflowJson {
   version: number;
-  nodes: Record<string, { type: string; inputs: Record<string, unknown> }>;
+  nodes: Record<string, { type: string; inputs: Record<string, unknown>; mode?: "bypass" | "mute" }>;
   ui?: Record<string, unknown>;
   [key: string]: unknown;
 }

@@ -22,6 +22,9 @@ import {
 } from "./catalog";
 
 export type SeedMode = "randomize" | "fixed" | "increment";
+/** A node's workflow `mode`: bypassed (its inputs pass through) or muted (it does not run). */
+export type NodeMode = "bypass" | "mute";
+export const NODE_MODES: NodeMode[] = ["bypass", "mute"];
 export const SEED_MODES: SeedMode[] = ["randomize", "fixed", "increment"];
 
 export interface NfData extends Record<string, unknown> {
@@ -34,6 +37,7 @@ export interface NfData extends Record<string, unknown> {
   /** For a node type the server does not know: the sockets its links use. */
   unknown?: { inputs: string[]; outputs: string[] };
   title?: string;
+  mode?: NodeMode;
   /** Widgets the loaded workflow set explicitly: written back even when equal to the default. */
   present?: string[];
   /** Other per-node ui keys from a loaded workflow, written back verbatim. */
@@ -334,6 +338,21 @@ export class GraphStore {
     this.updateData(id, { values: { ...node.data.values, [name]: value } }, `value:${id}:${name}`);
   }
 
+  /** Bypass or mute these nodes; if every one already has that mode, back to normal. */
+  toggleMode(ids: string[], mode: NodeMode) {
+    const targets = this.state.nodes.filter((n): n is NfNode => n.type === "nf" && ids.includes(n.id));
+    if (!targets.length) return;
+    const next = targets.every((n) => n.data.mode === mode) ? undefined : mode;
+    this.checkpoint();
+    const chosen = new Set(targets.map((n) => n.id));
+    this.set({
+      ...this.state,
+      nodes: this.state.nodes.map((n) =>
+        chosen.has(n.id) ? ({ ...n, data: { ...n.data, mode: next } } as AnyNode) : n,
+      ),
+    });
+  }
+
   setSeedMode(id: string, name: string, mode: SeedMode) {
     const node = this.node(id);
     if (!node || node.type !== "nf") return;
@@ -521,7 +540,7 @@ export class GraphStore {
       for (const e of incoming.get(n.id) ?? []) {
         inputs[e.targetHandle!] = { from: `${e.source}.${e.sourceHandle}` };
       }
-      nodesJson[n.id] = { type: data.type, inputs };
+      nodesJson[n.id] = data.mode ? { type: data.type, inputs, mode: data.mode } : { type: data.type, inputs };
       const ui: Record<string, unknown> = { ...(data.uiExtra ?? {}), pos: pos(n) };
       if (data.converted.length) ui.converted = [...data.converted];
       if (Object.keys(data.seedControl).length) ui.seed_control = { ...data.seedControl };
@@ -693,6 +712,7 @@ export function fromWorkflow(json: unknown): {
     if (!position) (node as AnyNode & { _autoPos?: boolean })._autoPos = true;
     const data = node.data;
     if (typeof title === "string") data.title = title;
+    if (NODE_MODES.includes(raw.mode as NodeMode)) data.mode = raw.mode as NodeMode;
     if (Object.keys(uiRest).length) data.uiExtra = uiRest;
     if (Array.isArray(rawConverted) && def) {
       data.converted = rawConverted.filter(

@@ -50,13 +50,15 @@ export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps
       data-node-id={id}
       data-node-type={data.type}
       data-state={run.state}
-      className={`nf-node state-${run.state}${selected ? " selected" : ""}${def ? "" : " unknown"}${compact ? " compact" : ""}`}
+      data-mode={data.mode}
+      className={`nf-node state-${run.state}${selected ? " selected" : ""}${def ? "" : " unknown"}${compact ? " compact" : ""}${data.mode ? ` mode-${data.mode}` : ""}`}
     >
       <div className="nf-title" data-testid="node-title" title={def?.description || data.type}>
         <span className="nf-title-text">{title}</span>
         {run.state === "cached" && <span className="nf-badge cached">cached</span>}
         {run.state === "running" && <span className="nf-badge running">running</span>}
         {run.state === "queued" && <span className="nf-badge queued">queued</span>}
+        {data.mode && <span className={`nf-badge mode-${data.mode}`} data-testid="node-mode">{data.mode === "bypass" ? "bypassed" : "muted"}</span>}
         <span className="nf-node-id">#{id}</span>
       </div>
       {progress && (

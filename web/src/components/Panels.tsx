@@ -351,6 +351,8 @@ const SHORTCUTS: [string, string][] = [
   ["Shift+drag", "Box-select"],
   ["Ctrl+click", "Add to selection"],
   ["Ctrl+G", "Group the selected nodes"],
+  ["Ctrl+B", "Bypass the selected nodes (again: back to normal)"],
+  ["Ctrl+M", "Mute the selected nodes (again: back to normal)"],
   ["Ctrl+S", "Save the workflow (download)"],
   ["Ctrl+O", "Load a workflow file"],
   ["F", "Fit the graph in view"],
