@@ -117,7 +117,7 @@ def sample(
     return latents
 
 
-@node("Denoise", category="sampling")
+@node("Denoise", category="sampling", aliases=("KSampler", "KSamplerAdvanced", "SamplerCustom"))
 def denoise(
     ctx: Context,
     guider: Guider,

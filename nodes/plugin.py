@@ -15,6 +15,7 @@ from nodes import (
     latent,
     loaders,
     lora,
+    primitives,
     prior,
     schedulers,
     text,
@@ -60,6 +61,12 @@ def nodeflow_nodes() -> list[object]:
         clip_vision.clip_vision_encode,
         embeds.blend_embeds,
         unclip.unclip_conditioning,
+        primitives.int_value,
+        primitives.float_value,
+        primitives.string_value,
+        primitives.boolean_value,
+        primitives.seed_value,
+        primitives.combo_value,
     ]
 
 
