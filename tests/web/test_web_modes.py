@@ -15,6 +15,7 @@ from webharness import (
     IN_CI,
     example,
     get_workflow,
+    links,
     load_workflow,
     missing_requirement,
     node,
@@ -106,3 +107,27 @@ def test_a_bypass_that_cannot_pass_its_output_is_shown_on_the_node(page, shot):
                "the bypass error shown on decode")  # fmt: skip
     shot("bypass-error")
     assert "no Image input" in node_body(page, "decode").inner_text()
+
+
+def test_a_collapsed_node_keeps_its_links_and_is_saved_collapsed(page, shot):
+    open_editor(page)
+    load_workflow(page, small(example("txt2img.json"), prefix="web-collapse"))
+    page.evaluate("() => window.nodeflow.fitView()")
+    tall = node_body(page, "cfg").bounding_box()["height"]
+    node(page, "cfg").locator("[data-testid=collapse-toggle]").click()
+    wait_until(lambda: node_body(page, "cfg").bounding_box()["height"] < tall / 2, 5,
+               "cfg drawn as its title bar")  # fmt: skip
+    assert node(page, "cfg").locator("[data-testid=widget-scale]").count() == 0
+    title = node_body(page, "cfg").bounding_box()
+    for testid in ("in-positive", "out-guider"):  # the handles sit on the title bar
+        box = node(page, "cfg").locator(f"[data-testid={testid}]").bounding_box()
+        assert title["y"] <= box["y"] + box["height"] / 2 <= title["y"] + title["height"], testid
+    shot("collapsed-cfg")
+    saved = get_workflow(page)
+    assert page.locator(".react-flow__edge").count() == len(links(saved))  # every link still drawn
+    assert saved["ui"]["nodes"]["cfg"]["collapsed"] is True
+    assert saved["nodes"]["cfg"]["inputs"]["scale"] == 7.5  # values stay
+    node(page, "cfg").locator("[data-testid=node-title]").click(button="right")
+    page.locator("[data-testid=menu-collapse]").click()
+    wait_until(lambda: "collapsed" not in get_workflow(page)["ui"]["nodes"]["cfg"], 5, "expanded")
+    node(page, "cfg").locator("[data-testid=widget-scale]").wait_for()

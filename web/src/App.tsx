@@ -15,7 +15,7 @@ import {
   type XYPosition,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
-import { clearCanvas, fitView, loadWorkflow, queueWorkflow, setFitRequest } from "./actions";
+import { clearCanvas, fitView, loadDefaultGraph, loadWorkflow, queueWorkflow, setFitRequest } from "./actions";
 import { api, type NodeDef, type WorkflowJson } from "./api";
 import {
   catalog,
@@ -474,7 +474,7 @@ export function App() {
     try {
       const [nodes, types] = await Promise.all([api.nodes(), api.types()]);
       setCatalog(nodes, types);
-      graph.restore();
+      if (!graph.restore()) await loadDefaultGraph();
       window.addEventListener("pagehide", () => graph.persist());
       setReady(true);
       nodeflowApi.ready = true;

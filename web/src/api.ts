@@ -39,6 +39,8 @@ export interface NodeDef {
   output_node: boolean;
   plugin: string;
   version?: unknown;
+  /** Other names search finds it by (ComfyUI's KSampler for Denoise, ...). */
+  aliases?: string[];
 }
 
 export interface TypeDef {

@@ -20,6 +20,7 @@ import {
   requirements,
   typeColor,
 } from "./catalog";
+import { adoptTargetValue } from "./primitives";
 
 export type SeedMode = "randomize" | "fixed" | "increment";
 /** A node's workflow `mode`: bypassed (its inputs pass through) or muted (it does not run). */
@@ -38,6 +39,8 @@ export interface NfData extends Record<string, unknown> {
   unknown?: { inputs: string[]; outputs: string[] };
   title?: string;
   mode?: NodeMode;
+  /** Drawn as its title bar only (`ui.nodes[id].collapsed`). */
+  collapsed?: boolean;
   /** Widgets the loaded workflow set explicitly: written back even when equal to the default. */
   present?: string[];
   /** Other per-node ui keys from a loaded workflow, written back verbatim. */
@@ -248,8 +251,9 @@ export class GraphStore {
     const edges = this.state.edges.filter(
       (e) => !(e.target === c.target && e.targetHandle === c.targetHandle),
     );
-    edges.push(makeEdge(c.source, c.sourceHandle!, c.target, c.targetHandle!, type));
-    this.set({ ...this.state, edges });
+    const edge = makeEdge(c.source, c.sourceHandle!, c.target, c.targetHandle!, type);
+    edges.push(edge);
+    this.set({ nodes: adoptTargetValue(this.state.nodes, edges, edge), edges });
   };
 
   removeEdge(id: string) {
@@ -545,6 +549,7 @@ export class GraphStore {
       if (data.converted.length) ui.converted = [...data.converted];
       if (Object.keys(data.seedControl).length) ui.seed_control = { ...data.seedControl };
       if (data.title) ui.title = data.title;
+      if (data.collapsed) ui.collapsed = true;
       uiNodes[n.id] = ui;
     }
     const ui: Record<string, unknown> = { ...this.uiExtra, nodes: uiNodes };
@@ -692,7 +697,7 @@ export function fromWorkflow(json: unknown): {
     const inputs = isObject(raw.inputs) ? raw.inputs : {};
     const def = catalog.nodes[type];
     const nodeUi = isObject(uiNodes[id]) ? (uiNodes[id] as Record<string, unknown>) : {};
-    const { pos: rawPos, converted: rawConverted, seed_control: rawSeed, title, ...uiRest } = nodeUi;
+    const { pos: rawPos, converted: rawConverted, seed_control: rawSeed, title, collapsed, ...uiRest } = nodeUi;
     const position = readPos(rawPos);
     const node = def
       ? makeNfNode(type, position ?? { x: 0, y: 0 }, id)
@@ -713,6 +718,7 @@ export function fromWorkflow(json: unknown): {
     const data = node.data;
     if (typeof title === "string") data.title = title;
     if (NODE_MODES.includes(raw.mode as NodeMode)) data.mode = raw.mode as NodeMode;
+    if (collapsed === true) data.collapsed = true;
     if (Object.keys(uiRest).length) data.uiExtra = uiRest;
     if (Array.isArray(rawConverted) && def) {
       data.converted = rawConverted.filter(

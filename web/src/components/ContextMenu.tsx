@@ -61,6 +61,14 @@ export function ContextMenu({
       });
     }
     const mode = node?.type === "nf" ? node.data.mode : undefined;
+    if (node?.type === "nf") {
+      const collapsed = !!node.data.collapsed;
+      items.push({
+        label: collapsed ? "Expand" : "Collapse",
+        testid: "menu-collapse",
+        action: () => graph.updateData(node.id, { collapsed: collapsed ? undefined : true }),
+      });
+    }
     items.push({
       label: mode === "bypass" ? "Stop bypassing (Ctrl+B)" : "Bypass (Ctrl+B)",
       testid: "menu-bypass",
