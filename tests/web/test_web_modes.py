@@ -131,3 +131,50 @@ def test_a_collapsed_node_keeps_its_links_and_is_saved_collapsed(page, shot):
     page.locator("[data-testid=menu-collapse]").click()
     wait_until(lambda: "collapsed" not in get_workflow(page)["ui"]["nodes"]["cfg"], 5, "expanded")
     node(page, "cfg").locator("[data-testid=widget-scale]").wait_for()
+
+
+def test_a_reroute_point_is_added_moved_saved_and_removed(page, shot):
+    open_editor(page)
+    load_workflow(page, small(example("txt2img.json"), prefix="web-reroute"))
+    page.evaluate("() => window.nodeflow.fitView()")
+    time.sleep(0.3)
+    edge = page.locator('.react-flow__edge[data-id^="model.vae"]').first
+    edge.wait_for()
+    path = edge.locator("path.react-flow__edge-interaction")
+    middle = path.evaluate(  # a point of the link that no node covers, near its middle
+        """p => { const l = p.getTotalLength(), m = p.getScreenCTM();
+          for (const f of [0.5, 0.45, 0.55, 0.4, 0.6, 0.35, 0.65, 0.3, 0.7, 0.25, 0.75, 0.2, 0.8]) {
+            const pt = p.getPointAtLength(l * f), x = pt.x * m.a + m.e, y = pt.y * m.d + m.f;
+            if (document.elementFromPoint(x, y) === p) return [x, y];
+          } return null; }"""
+    )
+    assert middle, "the link is covered everywhere"
+    page.mouse.dblclick(*middle)
+    point = page.locator("[data-testid=reroute]")
+    wait_until(lambda: point.count() == 1, 5, "a reroute point where the link was double-clicked")
+    box = point.bounding_box()
+    start = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.move(*start)
+    page.mouse.down()
+    end = page.evaluate(  # somewhere on the empty pane above or below
+        """([x, y]) => { for (const dy of [-120, 120, -160, 160, -80, 80]) {
+            const e = document.elementFromPoint(x + 20, y + dy);
+            if (e && e.closest('.react-flow__pane') && !e.closest('.react-flow__node'))
+              return [x + 20, y + dy]; } return null; }""",
+        list(start),
+    )
+    assert end, "no empty pane near the link"
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+    shot("rerouted-vae-link")
+    saved = get_workflow(page)
+    (key,) = saved["ui"]["reroutes"]
+    assert key in ("decode.vae",), saved["ui"]["reroutes"]
+    assert len(saved["ui"]["reroutes"][key]) == 1
+    moved = point.bounding_box()
+    assert abs(moved["y"] + moved["height"] / 2 - end[1]) < 3, (moved, end)
+    load_workflow(page, saved)  # kept through a save and load
+    wait_until(lambda: point.count() == 1, 5, "the point after loading")
+    assert get_workflow(page)["ui"]["reroutes"] == saved["ui"]["reroutes"]
+    point.dblclick()
+    wait_until(lambda: "reroutes" not in get_workflow(page)["ui"], 5, "the point removed")

@@ -10,6 +10,7 @@ import {
   useStore,
   type Connection,
   type Edge,
+  type EdgeTypes,
   type FinalConnectionState,
   type NodeTypes,
   type XYPosition,
@@ -31,12 +32,14 @@ import { runState, useRunState } from "./runstate";
 import { compactSelector, FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
 import { Gallery, HelpPanel, Lightbox, NodeSearch, Notices, Palette, QueuePanel } from "./components/Panels";
 import { ConfirmDialog } from "./components/Confirm";
+import { RerouteEdge } from "./components/RerouteEdge";
 import { ContextMenu, type Menu, type SearchState, toggleSelectedMode } from "./components/ContextMenu";
 import { Toolbar, type Example } from "./components/Toolbar";
 import { uploadImage } from "./components/Widgets";
 import { extensionStatus, loadExtensions } from "./extensions";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
+const edgeTypes: EdgeTypes = { default: RerouteEdge };
 
 function isEditable(target: EventTarget | null): boolean {
   const el = target as HTMLElement | null;
@@ -368,6 +371,7 @@ function Editor() {
             nodes={nodes}
             edges={edges}
             nodeTypes={nodeTypes}
+            edgeTypes={edgeTypes}
             onNodesChange={graph.applyNodeChanges}
             onEdgesChange={graph.applyEdgeChanges}
             onConnect={graph.connect}

@@ -86,6 +86,12 @@ function makeEdge(source: string, sourceHandle: string, target: string, targetHa
   };
 }
 
+/** `ui.reroutes["<node>.<input>"]`: the [x, y] points the link into that input passes through. */
+function readPoints(raw: unknown): XYPosition[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.map(readPos).filter((p): p is XYPosition => !!p);
+}
+
 export function isLink(value: unknown): value is { from: string } {
   return (
     !!value &&
@@ -342,6 +348,17 @@ export class GraphStore {
     this.updateData(id, { values: { ...node.data.values, [name]: value } }, `value:${id}:${name}`);
   }
 
+  /** The points a link passes through (reroutes); `key` merges a drag into one undo step. */
+  setReroutes(edgeId: string, points: XYPosition[], key?: string) {
+    this.checkpoint(key);
+    this.set({
+      ...this.state,
+      edges: this.state.edges.map((e) =>
+        e.id === edgeId ? { ...e, data: { ...e.data, points: points.length ? points : undefined } } : e,
+      ),
+    });
+  }
+
   /** Bypass or mute these nodes; if every one already has that mode, back to normal. */
   toggleMode(ids: string[], mode: NodeMode) {
     const targets = this.state.nodes.filter((n): n is NfNode => n.type === "nf" && ids.includes(n.id));
@@ -553,6 +570,13 @@ export class GraphStore {
       uiNodes[n.id] = ui;
     }
     const ui: Record<string, unknown> = { ...this.uiExtra, nodes: uiNodes };
+    const reroutes: Record<string, number[][]> = {};
+    for (const e of this.state.edges) {
+      const points = e.data?.points as XYPosition[] | undefined;
+      if (points?.length) reroutes[`${e.target}.${e.targetHandle}`] = points.map((p) => [Math.round(p.x), Math.round(p.y)]);
+    }
+    if (Object.keys(reroutes).length) ui.reroutes = reroutes;
+    else delete ui.reroutes;
     if (notes.length) ui.notes = notes;
     else delete ui.notes;
     if (groups.length) ui.groups = groups;
@@ -671,7 +695,8 @@ export function fromWorkflow(json: unknown): {
   const { version: _v, nodes: rawNodes, ui: rawUi, ...workflowExtra } = json;
   void _v;
   const ui = isObject(rawUi) ? rawUi : {};
-  const { nodes: uiNodesRaw, notes: rawNotes, groups: rawGroups, ...uiExtra } = ui;
+  const { nodes: uiNodesRaw, notes: rawNotes, groups: rawGroups, reroutes: rawReroutes, ...uiExtra } = ui;
+  const reroutes = isObject(rawReroutes) ? rawReroutes : {};
   const uiNodes = isObject(uiNodesRaw) ? uiNodesRaw : {};
 
   const entries = Object.entries(rawNodes as Record<string, unknown>);
@@ -771,7 +796,10 @@ export function fromWorkflow(json: unknown): {
       (byId.get(p.target)!.data as NfData).extra[p.input] = { from: p.ref };
       continue;
     }
-    edges.push(makeEdge(ref[0], ref[1], p.target, p.input, type));
+    const edge = makeEdge(ref[0], ref[1], p.target, p.input, type);
+    const points = readPoints(reroutes[`${p.target}.${p.input}`]);
+    if (points.length) edge.data = { ...edge.data, points };
+    edges.push(edge);
   }
 
   autoLayout(nodes, edges);
