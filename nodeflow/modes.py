@@ -7,8 +7,8 @@ here and planning, caching and the executor never learn about it:
   input (in declaration order) of exactly the same type, whatever feeds that input. An output
   that is linked onward but has no input of its type is an error (``bypass_no_input``), naming the
   node and the output: ComfyUI, whose behaviour this follows, also passes only matching types.
-  A matching input that is itself fed by nothing (an absent optional socket, a muted source)
-  passes nothing on, as a mute does.
+  A matching input that is itself fed by no link (an absent optional socket, a muted source, a
+  widget holding a written value) passes nothing on, as a mute does.
 - **mute**: the node does not run, and its consumers lose the inputs it fed. A consumer whose
   lost input is required is muted too (transitively); an optional one falls back to its
   default. A muted output node simply does not run.
