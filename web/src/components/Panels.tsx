@@ -338,7 +338,8 @@ const SHORTCUTS: [string, string][] = [
   ["F", "Fit the graph in view"],
   ["N", "Show or hide the node library"],
   ["Wheel / drag canvas", "Zoom / pan"],
-  ["Right-click", "Node or canvas menu (convert widgets to inputs, add notes and groups)"],
+  ["Right-click", "Node or canvas menu (convert widgets to inputs, bypass, mute, collapse, notes, groups)"],
+  ["Double-click a link", "Add a reroute point (drag it; double-click it to remove it)"],
   ["?", "This help"],
   ["Esc", "Close menus and dialogs"],
 ];
