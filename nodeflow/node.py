@@ -14,7 +14,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -113,6 +113,8 @@ class NodeSpec:
     wants_context: bool = False
     returns_tuple: bool = False
     display_name: str | None = None
+    aliases: tuple[str, ...] = ()
+    """Other names users search for it by (ComfyUI's ``KSampler`` for Denoise): search only."""
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -132,6 +134,7 @@ class NodeSpec:
             "cache": "fingerprint" if self.fingerprint else self.cache,
             "inputs": {name: spec.to_json() for name, spec in self.inputs.items()},
             "outputs": [{"name": o.name, "type": o.type} for o in self.outputs],
+            "aliases": list(self.aliases),
         }
 
 
@@ -148,6 +151,7 @@ def node(
     cache: CacheMode = "normal",
     fingerprint: Fingerprint | None = None,
     display_name: str | None = None,
+    aliases: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a node type. The function stays callable; its spec is ``fn.__nodeflow_node__``."""
 
@@ -164,6 +168,7 @@ def node(
             cache=cache,
             fingerprint=fingerprint,
             display_name=display_name,
+            aliases=aliases,
             localns=caller_locals,
         )
         return fn
@@ -191,6 +196,7 @@ def build_spec(
     cache: CacheMode = "normal",
     fingerprint: Fingerprint | None = None,
     display_name: str | None = None,
+    aliases: Iterable[str] = (),
     localns: dict[str, Any] | None = None,
 ) -> NodeSpec:
     where = f"node {type_name!r} ({fn.__module__}.{fn.__qualname__})"
@@ -232,7 +238,17 @@ def build_spec(
         wants_context=wants_context,
         returns_tuple=returns_tuple,
         display_name=display_name,
+        aliases=_aliases(where, aliases),
     )
+
+
+def _aliases(where: str, aliases: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(aliases, str):
+        aliases = (aliases,)
+    found = tuple(aliases)
+    if not all(isinstance(a, str) and a.strip() for a in found):
+        raise NodeDeclarationError(f"{where}: aliases must be non-empty strings")
+    return found
 
 
 def _split_annotated(annotation: Any) -> tuple[Any, list[Any]]:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from nodeflow.context import Environment
 from nodeflow.errors import Issue, WorkflowInvalid
+from nodeflow.modes import flatten, has_modes
 from nodeflow.node import MISSING, InputSpec, NodeSpec
 from nodeflow.plaintext import with_suggestion
 from nodeflow.plugins import Catalog
@@ -40,7 +41,9 @@ class BoundNode:
 @dataclass
 class BoundWorkflow:
     workflow: Workflow
+    """As given: node modes included."""
     nodes: dict[str, BoundNode]
+    """The nodes that run: muted and bypassed ones resolved away (``nodeflow.modes``)."""
     graph: nx.DiGraph = field(repr=False)
     """Edges run from a link's source node to the node it feeds."""
 
@@ -84,9 +87,23 @@ def validate(
                 graph.add_edge(link.node, node_id)
         nodes[node_id] = BoundNode(node_id, spec, values, links)
 
-    issues.extend(_cycle_issues(graph))
-
     target_list = list(targets) if targets is not None else None
+    cycles = _cycle_issues(graph)
+    issues.extend(cycles)
+    every_output = [n for n in nodes.values() if n.spec.output_node]
+    if has_modes(workflow) and not cycles:
+        flat = flatten(workflow, nodes, graph)
+        issues = [i for i in issues if i.node not in flat.muted] + flat.issues
+        nodes = {n: flat.nodes[n] for n in workflow.nodes if n in flat.nodes}  # file order
+        graph = nx.DiGraph()
+        graph.add_nodes_from(nodes)
+        graph.add_edges_from((link.node, n.id) for n in nodes.values() for link in n.links.values())
+        for target in target_list or ():
+            if target in flat.muted or target in flat.bypassed:
+                state = "muted" if target in flat.muted else "bypassed"
+                message = f"node {target!r} is {state}, so it cannot be run"
+                issues.append(Issue(target, None, "inactive_target", message))
+
     if target_list is not None:
         for target in target_list:
             if target not in workflow.nodes:
@@ -97,14 +114,10 @@ def validate(
     elif not any(n.spec.output_node for n in nodes.values()) and not any(
         i.code in ("unknown_node_type", "missing_plugin") for i in issues
     ):
-        issues.append(
-            Issue(
-                None,
-                None,
-                "no_output",
-                "the workflow has no output node (such as SaveImage), so nothing would run",
-            )
-        )
+        message = "the workflow has no output node (such as SaveImage), so nothing would run"
+        if every_output:
+            message = "every output node is muted or bypassed, so nothing would run"
+        issues.append(Issue(None, None, "no_output", message))
     if issues:
         return None, issues
     return BoundWorkflow(workflow, nodes, graph), []

@@ -70,6 +70,11 @@ class NodeEntry(BaseModel):
 
     type: str = Field(min_length=1, description="The node type, e.g. TextEncode")
     inputs: dict[str, InputValue] = Field(default_factory=dict)
+    mode: Literal["bypass", "mute"] | None = Field(
+        None,
+        description="Optional. 'bypass': each output passes the node's first linked input of the "
+        "same socket type through; 'mute': the node, and what only it feeds, does not run.",
+    )
 
     def links(self) -> dict[str, Link]:
         return {name: v for name, v in self.inputs.items() if isinstance(v, Link)}
@@ -177,6 +182,9 @@ class Workflow(BaseModel):
         for optional in ("requires", "ui"):
             if data.get(optional) is None:
                 data.pop(optional, None)
+        for entry in data["nodes"].values():
+            if entry.get("mode") is None:
+                entry.pop("mode", None)  # a normal node is written as before modes existed
         return data
 
     def dumps(self) -> str:

@@ -31,7 +31,12 @@ class LoadedCLIPVision(NamedTuple):
     clip_vision: CLIPVision
 
 
-@node("LoadCLIPVision", category="loaders", fingerprint=_identity(CHECKPOINT_DIRS))
+@node(
+    "LoadCLIPVision",
+    category="loaders",
+    fingerprint=_identity(CHECKPOINT_DIRS),
+    aliases=("CLIPVisionLoader",),
+)
 def load_clip_vision(
     ctx: Context,
     path: Annotated[str, Widget(files="checkpoints")] = DEMO_CLIP_VISION,

@@ -146,7 +146,7 @@ class DenoiseOutputs(NamedTuple):
     """The cross-attention maps a RecordAttention patch recorded (empty without one)."""
 
 
-@node("Denoise", category="sampling")
+@node("Denoise", category="sampling", aliases=("KSampler", "KSamplerAdvanced", "SamplerCustom"))
 def denoise(
     ctx: Context,
     guider: Guider,

@@ -211,7 +211,7 @@ def _check_image_embeds(unet: UNet, conditioning: Conditioning, name: str) -> No
         raise ValueError(f"{name}: noise_level applies to Stable unCLIP decoders only; set it to 0")
 
 
-@node("CFG", category="sampling")
+@node("CFG", category="sampling", aliases=("CFGGuider",))
 def cfg(
     unet: UNet,
     positive: Conditioning,

@@ -12,7 +12,7 @@ from nodes.types import Latent
 Size = Annotated[int, Field(ge=8, le=8192, multiple_of=8)]
 
 
-@node("EmptyLatent", category="latent")
+@node("EmptyLatent", category="latent", aliases=("EmptyLatentImage",))
 def empty_latent(
     width: Size = 512,
     height: Size = 512,

@@ -175,7 +175,12 @@ Prediction = Literal["auto", "epsilon", "v_prediction"]
 FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl"]
 
 
-@node("LoadCheckpoint", category="loaders", fingerprint=_identity(CHECKPOINT_DIRS))
+@node(
+    "LoadCheckpoint",
+    category="loaders",
+    fingerprint=_identity(CHECKPOINT_DIRS),
+    aliases=("CheckpointLoaderSimple", "CheckpointLoader"),
+)
 def load_checkpoint(
     ctx: Context,
     path: Annotated[str, Widget(files="checkpoints")] = DEMO,
@@ -373,7 +378,7 @@ def _component_folder(location: Path, subfolder: str) -> Path | None:
     return None
 
 
-@node("LoadUNet", category="loaders", fingerprint=_identity(UNET_DIRS))
+@node("LoadUNet", category="loaders", fingerprint=_identity(UNET_DIRS), aliases=("UNETLoader",))
 def load_unet(
     ctx: Context,
     path: Annotated[str, Widget(files="unet")],
@@ -441,7 +446,7 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
     return UNet(model, scheduler, latent_scale=2 ** (vae_levels - 1), source=str(location))
 
 
-@node("LoadVAE", category="loaders", fingerprint=_identity(VAE_DIRS))
+@node("LoadVAE", category="loaders", fingerprint=_identity(VAE_DIRS), aliases=("VAELoader",))
 def load_vae(
     ctx: Context,
     path: Annotated[str, Widget(files="vae")],
@@ -493,7 +498,9 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
     return VAE(model, source=str(location))
 
 
-@node("LoadTextEncoder", category="loaders", fingerprint=_identity(TEXT_DIRS))
+@node(
+    "LoadTextEncoder", category="loaders", fingerprint=_identity(TEXT_DIRS), aliases=("CLIPLoader",)
+)
 def load_text_encoder(
     ctx: Context,
     path: Annotated[str, Widget(files="text_encoders")],

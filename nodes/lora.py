@@ -546,7 +546,12 @@ def lora_fingerprint(values: Mapping[str, Any], env: Environment) -> Any:
     return file_identity(resolve_lora_path(values["path"], env))
 
 
-@node("LoadLoRA", category="loaders", fingerprint=lora_fingerprint)
+@node(
+    "LoadLoRA",
+    category="loaders",
+    fingerprint=lora_fingerprint,
+    aliases=("LoraLoader", "LoraLoaderModelOnly"),
+)
 def load_lora(
     ctx: Context,
     unet: UNet,

@@ -18,6 +18,7 @@ from nodes import (
     loaders,
     lora,
     p2p,
+    primitives,
     prior,
     scale,
     schedulers,
@@ -70,6 +71,12 @@ def nodeflow_nodes() -> list[object]:
         unclip.unclip_conditioning,
         scale.scale_latent,
         scale.scale_image,
+        primitives.int_value,
+        primitives.float_value,
+        primitives.string_value,
+        primitives.boolean_value,
+        primitives.seed_value,
+        primitives.combo_value,
     ]
 
 

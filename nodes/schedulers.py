@@ -79,7 +79,7 @@ def make_scheduler(
     return Scheduler(name=name, cls=cls, config=config, steps=steps)
 
 
-@node("Scheduler", category="sampling")
+@node("Scheduler", category="sampling", aliases=("BasicScheduler", "KSamplerSelect"))
 def scheduler(
     unet: UNet,
     name: SchedulerName = "euler",

@@ -198,7 +198,7 @@ def _weigh(z: Any, weights: list[float], weighting: Weighting, empty: Any) -> An
     return out.to(z.dtype)
 
 
-@node("TextEncode", category="conditioning", version=2)
+@node("TextEncode", category="conditioning", version=2, aliases=("CLIPTextEncode",))
 def text_encode(
     ctx: Context,
     text_encoder: TextEncoder,

@@ -91,7 +91,7 @@ def with_class_labels(guider: Guider, generator: Any) -> Guider:
     return dataclasses.replace(guider, positive=positive, negative=negative)
 
 
-@node("UnCLIPConditioning", category="conditioning")
+@node("UnCLIPConditioning", category="conditioning", aliases=("unCLIPConditioning",))
 def unclip_conditioning(
     image_embeds: ImageEmbeds,
     conditioning: Conditioning | None = None,

@@ -122,3 +122,19 @@ def test_literal_of_ints_is_an_int_widget():
         return n
 
     assert spec_of(pick).inputs["n"].type == "INT"
+
+
+def test_aliases_are_other_names_for_search_listed_with_the_node():
+    @node("Sampler", aliases=("KSampler", "SamplerCustom"))
+    def sampler(steps: int = 20) -> int:
+        return steps
+
+    spec = spec_of(sampler)
+    assert spec.aliases == ("KSampler", "SamplerCustom")
+    assert spec.to_json()["aliases"] == ["KSampler", "SamplerCustom"]
+    assert spec_of(testnodes.constant).to_json()["aliases"] == []
+    with pytest.raises(NodeDeclarationError, match="aliases"):
+
+        @node("Bad", aliases=("",))
+        def bad() -> int:
+            return 0

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from webharness import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    EMPTY_CANVAS,
     IN_CI,
     VIEWPORT,
     Shots,
@@ -162,6 +163,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
+def first_visit() -> None:
+    """Asked for by a test that wants the editor as a first visit shows it (the default graph)."""
+
+
+@pytest.fixture
 def page(
     browser: Any, nodeflow_server: NodeflowServer, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Any]:
@@ -169,6 +175,9 @@ def page(
     context = browser.new_context(viewport=VIEWPORT, base_url=nodeflow_server.base,
                                   accept_downloads=True)  # fmt: skip
     context.set_default_timeout(15_000)
+    if "first_visit" not in request.fixturenames:
+        # every test but the first-visit ones starts from an empty canvas, not the default graph
+        context.add_init_script(EMPTY_CANVAS)
     page = context.new_page()
     console: list[str] = []
     page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from webharness import (
+    EMPTY_CANVAS,
     IN_CI,
     REPO,
     free_port,
@@ -175,6 +176,7 @@ def ext_page(browser: Any, extension_server: str, request: pytest.FixtureRequest
         viewport={"width": 1400, "height": 900}, base_url=extension_server
     )
     context.set_default_timeout(15_000)
+    context.add_init_script(EMPTY_CANVAS)
     page = context.new_page()
     console: list[str] = []
     page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))

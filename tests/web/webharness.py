@@ -140,6 +140,12 @@ def missing_requirement() -> str | None:
     return None
 
 
+EMPTY_CANVAS = """if (localStorage.getItem("nodeflow.workflow") === null)
+  localStorage.setItem("nodeflow.workflow", '{"version": 1, "nodes": {}}');"""
+"""An init script: a browser that never saved a canvas opens on an empty one, not the default
+graph a first visit shows (tests add it to their context unless they test the first visit)."""
+
+
 # --- the page ------------------------------------------------------------------------------
 
 

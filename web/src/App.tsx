@@ -10,17 +10,17 @@ import {
   useStore,
   type Connection,
   type Edge,
+  type EdgeTypes,
   type FinalConnectionState,
   type NodeTypes,
   type XYPosition,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
-import { clearCanvas, fitView, loadWorkflow, queueWorkflow, setFitRequest } from "./actions";
+import { clearCanvas, fitView, loadDefaultGraph, loadWorkflow, queueWorkflow, setFitRequest } from "./actions";
 import { api, type NodeDef, type WorkflowJson } from "./api";
 import {
   catalog,
   compatible,
-  convertible,
   type PluginDef,
   setCatalog,
   setPlugins,
@@ -32,11 +32,14 @@ import { runState, useRunState } from "./runstate";
 import { compactSelector, FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
 import { Gallery, HelpPanel, Lightbox, NodeSearch, Notices, Palette, QueuePanel } from "./components/Panels";
 import { ConfirmDialog } from "./components/Confirm";
+import { RerouteEdge } from "./components/RerouteEdge";
+import { ContextMenu, type Menu, type SearchState, toggleSelectedMode } from "./components/ContextMenu";
 import { Toolbar, type Example } from "./components/Toolbar";
 import { uploadImage } from "./components/Widgets";
 import { extensionStatus, loadExtensions } from "./extensions";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
+const edgeTypes: EdgeTypes = { default: RerouteEdge };
 
 function isEditable(target: EventTarget | null): boolean {
   const el = target as HTMLElement | null;
@@ -55,17 +58,6 @@ function download(name: string, text: string) {
   window.setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-type Menu =
-  | { kind: "node"; x: number; y: number; nodeId: string }
-  | { kind: "pane"; x: number; y: number; flow: XYPosition };
-
-interface SearchState {
-  x: number;
-  y: number;
-  flow: XYPosition;
-  /** Dropped from a socket: connect the new node to it. */
-  from?: { nodeId: string; handle: string; handleType: "source" | "target"; type: string };
-}
 
 function Editor() {
   const { nodes, edges } = useSyncExternalStore(graph.subscribe, graph.getSnapshot);
@@ -208,6 +200,9 @@ function Editor() {
       } else if (mod && key === "a") {
         e.preventDefault();
         graph.selectAll();
+      } else if (mod && (key === "b" || key === "m")) {
+        e.preventDefault();
+        toggleSelectedMode(key === "b" ? "bypass" : "mute");
       } else if (mod && key === "g") {
         e.preventDefault();
         graph.groupSelection();
@@ -376,6 +371,7 @@ function Editor() {
             nodes={nodes}
             edges={edges}
             nodeTypes={nodeTypes}
+            edgeTypes={edgeTypes}
             onNodesChange={graph.applyNodeChanges}
             onEdgesChange={graph.applyEdgeChanges}
             onConnect={graph.connect}
@@ -474,83 +470,6 @@ function Editor() {
   );
 }
 
-function ContextMenu({
-  menu,
-  onClose,
-  openSearch,
-  paste,
-}: {
-  menu: Menu;
-  onClose: () => void;
-  openSearch: (s: SearchState) => void;
-  paste: () => void;
-}) {
-  const items: { label: string; testid?: string; action: () => void }[] = [];
-  if (menu.kind === "node") {
-    const node = graph.node(menu.nodeId);
-    if (node?.type === "nf") {
-      const data = node.data;
-      const def = catalog.nodes[data.type];
-      for (const [name, input] of Object.entries(def?.inputs ?? {})) {
-        if (!convertible(input)) continue;
-        const converted = data.converted.includes(name);
-        items.push({
-          label: converted ? `Convert ${name} to widget` : `Convert ${name} to input`,
-          testid: `menu-convert-${name}`,
-          action: () => graph.toggleConvert(node.id, name),
-        });
-      }
-      items.push({
-        label: "Rename…",
-        action: () => {
-          const title = window.prompt("Title", data.title || def?.display_name || data.type);
-          if (title !== null) graph.updateData(node.id, { title: title.trim() || undefined });
-        },
-      });
-    }
-    items.push({
-      label: "Duplicate",
-      testid: "menu-duplicate",
-      action: () => {
-        const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
-        if (!sel.includes(menu.nodeId)) graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === menu.nodeId })));
-        graph.copy();
-        graph.paste();
-      },
-    });
-    items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
-    items.push({ label: "Delete", testid: "menu-delete", action: () => graph.removeNodes([menu.nodeId]) });
-  } else {
-    items.push({ label: "Add node…", testid: "menu-add-node", action: () => openSearch({ x: menu.x, y: menu.y, flow: menu.flow }) });
-    items.push({ label: "Add note", testid: "menu-add-note", action: () => graph.addNote(menu.flow) });
-    items.push({ label: "Add group", testid: "menu-add-group", action: () => graph.addGroup(menu.flow) });
-    items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
-    items.push({ label: "Paste", action: paste });
-  }
-  const left = Math.min(menu.x, window.innerWidth - 240);
-  const top = Math.min(menu.y, window.innerHeight - items.length * 30 - 20);
-  return (
-    <>
-      <div className="nf-menu-backdrop" onMouseDown={onClose} onContextMenu={(e) => { e.preventDefault(); onClose(); }} />
-      <div className="nf-context-menu" data-testid="context-menu" style={{ left, top }}>
-        {items.map((item) => (
-          <div
-            key={item.label}
-            className="nf-menu-item"
-            data-testid={item.testid}
-            onClick={() => {
-              onClose();
-              item.action();
-            }}
-          >
-            {item.label}
-          </div>
-        ))}
-      </div>
-    </>
-  );
-}
-
 export function App() {
   const [ready, setReady] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -559,7 +478,7 @@ export function App() {
     try {
       const [nodes, types] = await Promise.all([api.nodes(), api.types()]);
       setCatalog(nodes, types);
-      graph.restore();
+      if (!graph.restore()) await loadDefaultGraph();
       window.addEventListener("pagehide", () => graph.persist());
       setReady(true);
       nodeflowApi.ready = true;

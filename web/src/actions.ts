@@ -23,6 +23,20 @@ export function loadWorkflow(json: unknown, fit = true) {
   if (fit) fitView();
 }
 
+/** The first visit's canvas (nothing saved in this browser yet): the txt2img example on the
+ * built-in model, ready to queue. Without it (an older server), the canvas stays empty. */
+export const DEFAULT_WORKFLOW = "txt2img.json";
+
+export async function loadDefaultGraph(): Promise<void> {
+  try {
+    graph.loadWorkflow(await api.workflow(DEFAULT_WORKFLOW), { undoable: false });
+    graph.markSaved();
+    fitView();
+  } catch {
+    /* no example to start from: an empty canvas */
+  }
+}
+
 /** Remove every node (undo brings them back). */
 export function clearCanvas() {
   graph.clear();

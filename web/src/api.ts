@@ -39,6 +39,8 @@ export interface NodeDef {
   output_node: boolean;
   plugin: string;
   version?: unknown;
+  /** Other names search finds it by (ComfyUI's KSampler for Denoise, ...). */
+  aliases?: string[];
 }
 
 export interface TypeDef {
@@ -58,7 +60,7 @@ export interface Issue {
 
 export interface WorkflowJson {
   version: number;
-  nodes: Record<string, { type: string; inputs: Record<string, unknown> }>;
+  nodes: Record<string, { type: string; inputs: Record<string, unknown>; mode?: "bypass" | "mute" }>;
   ui?: Record<string, unknown>;
   [key: string]: unknown;
 }

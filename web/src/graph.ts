@@ -20,8 +20,12 @@ import {
   requirements,
   typeColor,
 } from "./catalog";
+import { adoptTargetValue } from "./primitives";
 
 export type SeedMode = "randomize" | "fixed" | "increment";
+/** A node's workflow `mode`: bypassed (its inputs pass through) or muted (it does not run). */
+export type NodeMode = "bypass" | "mute";
+export const NODE_MODES: NodeMode[] = ["bypass", "mute"];
 export const SEED_MODES: SeedMode[] = ["randomize", "fixed", "increment"];
 
 export interface NfData extends Record<string, unknown> {
@@ -34,6 +38,9 @@ export interface NfData extends Record<string, unknown> {
   /** For a node type the server does not know: the sockets its links use. */
   unknown?: { inputs: string[]; outputs: string[] };
   title?: string;
+  mode?: NodeMode;
+  /** Drawn as its title bar only (`ui.nodes[id].collapsed`). */
+  collapsed?: boolean;
   /** Widgets the loaded workflow set explicitly: written back even when equal to the default. */
   present?: string[];
   /** Other per-node ui keys from a loaded workflow, written back verbatim. */
@@ -77,6 +84,12 @@ function makeEdge(source: string, sourceHandle: string, target: string, targetHa
     data: { type },
     style: { stroke: color },
   };
+}
+
+/** `ui.reroutes["<node>.<input>"]`: the [x, y] points the link into that input passes through. */
+function readPoints(raw: unknown): XYPosition[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.map(readPos).filter((p): p is XYPosition => !!p);
 }
 
 export function isLink(value: unknown): value is { from: string } {
@@ -244,8 +257,9 @@ export class GraphStore {
     const edges = this.state.edges.filter(
       (e) => !(e.target === c.target && e.targetHandle === c.targetHandle),
     );
-    edges.push(makeEdge(c.source, c.sourceHandle!, c.target, c.targetHandle!, type));
-    this.set({ ...this.state, edges });
+    const edge = makeEdge(c.source, c.sourceHandle!, c.target, c.targetHandle!, type);
+    edges.push(edge);
+    this.set({ nodes: adoptTargetValue(this.state.nodes, edges, edge), edges });
   };
 
   removeEdge(id: string) {
@@ -332,6 +346,32 @@ export class GraphStore {
     const node = this.node(id);
     if (!node || node.type !== "nf") return;
     this.updateData(id, { values: { ...node.data.values, [name]: value } }, `value:${id}:${name}`);
+  }
+
+  /** The points a link passes through (reroutes); `key` merges a drag into one undo step. */
+  setReroutes(edgeId: string, points: XYPosition[], key?: string) {
+    this.checkpoint(key);
+    this.set({
+      ...this.state,
+      edges: this.state.edges.map((e) =>
+        e.id === edgeId ? { ...e, data: { ...e.data, points: points.length ? points : undefined } } : e,
+      ),
+    });
+  }
+
+  /** Bypass or mute these nodes; if every one already has that mode, back to normal. */
+  toggleMode(ids: string[], mode: NodeMode) {
+    const targets = this.state.nodes.filter((n): n is NfNode => n.type === "nf" && ids.includes(n.id));
+    if (!targets.length) return;
+    const next = targets.every((n) => n.data.mode === mode) ? undefined : mode;
+    this.checkpoint();
+    const chosen = new Set(targets.map((n) => n.id));
+    this.set({
+      ...this.state,
+      nodes: this.state.nodes.map((n) =>
+        chosen.has(n.id) ? ({ ...n, data: { ...n.data, mode: next } } as AnyNode) : n,
+      ),
+    });
   }
 
   setSeedMode(id: string, name: string, mode: SeedMode) {
@@ -521,14 +561,22 @@ export class GraphStore {
       for (const e of incoming.get(n.id) ?? []) {
         inputs[e.targetHandle!] = { from: `${e.source}.${e.sourceHandle}` };
       }
-      nodesJson[n.id] = { type: data.type, inputs };
+      nodesJson[n.id] = data.mode ? { type: data.type, inputs, mode: data.mode } : { type: data.type, inputs };
       const ui: Record<string, unknown> = { ...(data.uiExtra ?? {}), pos: pos(n) };
       if (data.converted.length) ui.converted = [...data.converted];
       if (Object.keys(data.seedControl).length) ui.seed_control = { ...data.seedControl };
       if (data.title) ui.title = data.title;
+      if (data.collapsed) ui.collapsed = true;
       uiNodes[n.id] = ui;
     }
     const ui: Record<string, unknown> = { ...this.uiExtra, nodes: uiNodes };
+    const reroutes: Record<string, number[][]> = {};
+    for (const e of this.state.edges) {
+      const points = e.data?.points as XYPosition[] | undefined;
+      if (points?.length) reroutes[`${e.target}.${e.targetHandle}`] = points.map((p) => [Math.round(p.x), Math.round(p.y)]);
+    }
+    if (Object.keys(reroutes).length) ui.reroutes = reroutes;
+    else delete ui.reroutes;
     if (notes.length) ui.notes = notes;
     else delete ui.notes;
     if (groups.length) ui.groups = groups;
@@ -647,7 +695,8 @@ export function fromWorkflow(json: unknown): {
   const { version: _v, nodes: rawNodes, ui: rawUi, ...workflowExtra } = json;
   void _v;
   const ui = isObject(rawUi) ? rawUi : {};
-  const { nodes: uiNodesRaw, notes: rawNotes, groups: rawGroups, ...uiExtra } = ui;
+  const { nodes: uiNodesRaw, notes: rawNotes, groups: rawGroups, reroutes: rawReroutes, ...uiExtra } = ui;
+  const reroutes = isObject(rawReroutes) ? rawReroutes : {};
   const uiNodes = isObject(uiNodesRaw) ? uiNodesRaw : {};
 
   const entries = Object.entries(rawNodes as Record<string, unknown>);
@@ -673,7 +722,7 @@ export function fromWorkflow(json: unknown): {
     const inputs = isObject(raw.inputs) ? raw.inputs : {};
     const def = catalog.nodes[type];
     const nodeUi = isObject(uiNodes[id]) ? (uiNodes[id] as Record<string, unknown>) : {};
-    const { pos: rawPos, converted: rawConverted, seed_control: rawSeed, title, ...uiRest } = nodeUi;
+    const { pos: rawPos, converted: rawConverted, seed_control: rawSeed, title, collapsed, ...uiRest } = nodeUi;
     const position = readPos(rawPos);
     const node = def
       ? makeNfNode(type, position ?? { x: 0, y: 0 }, id)
@@ -693,6 +742,8 @@ export function fromWorkflow(json: unknown): {
     if (!position) (node as AnyNode & { _autoPos?: boolean })._autoPos = true;
     const data = node.data;
     if (typeof title === "string") data.title = title;
+    if (NODE_MODES.includes(raw.mode as NodeMode)) data.mode = raw.mode as NodeMode;
+    if (collapsed === true) data.collapsed = true;
     if (Object.keys(uiRest).length) data.uiExtra = uiRest;
     if (Array.isArray(rawConverted) && def) {
       data.converted = rawConverted.filter(
@@ -745,7 +796,10 @@ export function fromWorkflow(json: unknown): {
       (byId.get(p.target)!.data as NfData).extra[p.input] = { from: p.ref };
       continue;
     }
-    edges.push(makeEdge(ref[0], ref[1], p.target, p.input, type));
+    const edge = makeEdge(ref[0], ref[1], p.target, p.input, type);
+    const points = readPoints(reroutes[`${p.target}.${p.input}`]);
+    if (points.length) edge.data = { ...edge.data, points };
+    edges.push(edge);
   }
 
   autoLayout(nodes, edges);

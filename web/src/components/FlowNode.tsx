@@ -1,9 +1,18 @@
 // A node on the canvas: title, typed sockets, widgets, run state, previews and images.
-import { Handle, NodeResizer, Position, useStore, type NodeProps, type ReactFlowState } from "@xyflow/react";
-import { memo, useState } from "react";
+import {
+  Handle,
+  NodeResizer,
+  Position,
+  useStore,
+  useUpdateNodeInternals,
+  type NodeProps,
+  type ReactFlowState,
+} from "@xyflow/react";
+import { memo, useEffect, useState, useSyncExternalStore } from "react";
 import { imageUrl } from "../api";
 import { catalog, convertible, typeColor } from "../catalog";
 import { graph, type GroupNode, type NfNode, type NoteNode } from "../graph";
+import { isPrimitive, targetChoicesKey } from "../primitives";
 import { useNodeRun } from "../runstate";
 import { InputSocket, type SocketRow } from "./InputSocket";
 import { Widget } from "./Widgets";
@@ -19,11 +28,25 @@ const COMPACT_MIN_NODES = 150;
  */
 export const compactSelector = (s: ReactFlowState) => s.transform[2] < COMPACT_ZOOM && s.nodes.length > COMPACT_MIN_NODES;
 
+const noSubscription = () => () => {};
+
+/** A primitive's choices: those of the choice widget it feeds (a Combo feeding a sampler name). */
+function useTargetChoices(id: string, primitive: boolean): unknown[] | undefined {
+  const key = useSyncExternalStore(primitive ? graph.subscribe : noSubscription, () =>
+    primitive ? targetChoicesKey(graph.state.nodes, graph.state.edges, id) : "",
+  );
+  return key ? (JSON.parse(key) as unknown[]) : undefined;
+}
+
 export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps<NfNode>) {
   const run = useNodeRun(id);
   const compact = useStore(compactSelector);
   const def = catalog.nodes[data.type];
   const [showTrace, setShowTrace] = useState(false);
+  const choices = useTargetChoices(id, !!def && isPrimitive(data.type));
+  const collapsed = !!data.collapsed;
+  const updateInternals = useUpdateNodeInternals();
+  useEffect(() => updateInternals(id), [collapsed, id, updateInternals]); // handles moved
 
   const inputs: SocketRow[] = [];
   const widgets: [string, NonNullable<typeof def>["inputs"][string]][] = [];
@@ -50,13 +73,23 @@ export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps
       data-node-id={id}
       data-node-type={data.type}
       data-state={run.state}
-      className={`nf-node state-${run.state}${selected ? " selected" : ""}${def ? "" : " unknown"}${compact ? " compact" : ""}`}
+      data-mode={data.mode}
+      className={`nf-node state-${run.state}${selected ? " selected" : ""}${def ? "" : " unknown"}${compact ? " compact" : ""}${data.mode ? ` mode-${data.mode}` : ""}${collapsed ? " collapsed" : ""}`}
     >
       <div className="nf-title" data-testid="node-title" title={def?.description || data.type}>
+        <button
+          className="nodrag nf-collapse"
+          data-testid="collapse-toggle"
+          title={collapsed ? "Expand" : "Collapse"}
+          onClick={() => graph.updateData(id, { collapsed: collapsed ? undefined : true })}
+        >
+          {collapsed ? "▸" : "▾"}
+        </button>
         <span className="nf-title-text">{title}</span>
         {run.state === "cached" && <span className="nf-badge cached">cached</span>}
         {run.state === "running" && <span className="nf-badge running">running</span>}
         {run.state === "queued" && <span className="nf-badge queued">queued</span>}
+        {data.mode && <span className={`nf-badge mode-${data.mode}`} data-testid="node-mode">{data.mode === "bypass" ? "bypassed" : "muted"}</span>}
         <span className="nf-node-id">#{id}</span>
       </div>
       {progress && (
@@ -116,7 +149,7 @@ export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps
             ))}
         </div>
       )}
-      {widgets.length > 0 && compact && (
+      {widgets.length > 0 && compact && !collapsed && (
         <div className="nf-widgets">
           {widgets.map(([name, input]) => (
             <div
@@ -127,7 +160,7 @@ export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps
           ))}
         </div>
       )}
-      {widgets.length > 0 && !compact && (
+      {widgets.length > 0 && !compact && !collapsed && (
         <div className="nf-widgets">
           {widgets.map(([name, input]) => (
             <div className={`nf-widget${inputErrors[name] ? " has-error" : ""}`} key={name}>
@@ -147,7 +180,7 @@ export const FlowNode = memo(function FlowNode({ id, data, selected }: NodeProps
               <Widget
                 nodeId={id}
                 name={name}
-                def={input}
+                def={choices ? { ...input, schema: { ...input.schema, enum: choices } } : input}
                 value={data.values[name]}
                 seedMode={data.seedControl[name]}
               />

@@ -1,32 +1,11 @@
 // Side panels and overlays: palette, node search, queue/history, gallery, help, notices.
 import { memo, useEffect, useMemo, useRef, useState } from "react";
 import { api, imageUrl, type ImageRef, type NodeDef } from "../api";
-import { catalog, typeColor } from "../catalog";
+import { typeColor } from "../catalog";
 import { runState, useRunState } from "../runstate";
+import { rankNodes, searchNodes } from "../search";
 
 // --- node search (double-click on the canvas) -------------------------------------------
-
-export function rankNodes(query: string, filter?: (def: NodeDef) => boolean): NodeDef[] {
-  const q = query.trim().toLowerCase();
-  const words = q.split(/\s+/).filter(Boolean);
-  const scored: [number, NodeDef][] = [];
-  for (const def of Object.values(catalog.nodes)) {
-    if (filter && !filter(def)) continue;
-    const type = def.type.toLowerCase();
-    const name = (def.display_name || def.type).toLowerCase();
-    const hay = `${type} ${name} ${def.category} ${def.plugin} ${def.description}`.toLowerCase();
-    if (!words.every((w) => hay.includes(w))) continue;
-    let score = 5;
-    if (!q) score = 5;
-    else if (type === q || name === q) score = 0;
-    else if (type.startsWith(q) || name.startsWith(q)) score = 1;
-    else if (type.includes(q) || name.includes(q)) score = 2;
-    else if (words.every((w) => type.includes(w) || name.includes(w))) score = 3;
-    scored.push([score, def]);
-  }
-  scored.sort((a, b) => a[0] - b[0] || a[1].category.localeCompare(b[1].category) || a[1].type.localeCompare(b[1].type));
-  return scored.map(([, d]) => d);
-}
 
 export function NodeSearch({
   x,
@@ -54,7 +33,7 @@ export function NodeSearch({
     };
   }, []);
   const list = useRef<HTMLDivElement>(null);
-  const results = useMemo(() => rankNodes(query, filter).slice(0, 60), [query, filter]);
+  const results = useMemo(() => searchNodes(query, filter).slice(0, 60), [query, filter]);
   useEffect(() => {
     input.current?.focus();
   }, []);
@@ -84,7 +63,7 @@ export function NodeSearch({
           } else if (e.key === "Enter") {
             e.preventDefault();
             const pick = results[index] ?? results[0];
-            if (pick) onPick(pick.type);
+            if (pick) onPick(pick.def.type);
           } else if (e.key === "Escape") {
             e.preventDefault();
             onClose();
@@ -92,7 +71,7 @@ export function NodeSearch({
         }}
       />
       <div className="nf-search-results" ref={list}>
-        {results.map((def, i) => (
+        {results.map(({ def, alias }, i) => (
           <div
             key={def.type}
             className={`nf-search-result${i === index ? " active" : ""}`}
@@ -105,6 +84,7 @@ export function NodeSearch({
           >
             <span className="name">{def.display_name || def.type}</span>
             {def.display_name && def.display_name !== def.type && <span className="type">{def.type}</span>}
+            {alias && <span className="type" data-testid="search-alias">{alias}</span>}
             <span className="category">
               {def.plugin !== "nodes" ? `${def.plugin} · ` : ""}
               {def.category}
@@ -351,12 +331,15 @@ const SHORTCUTS: [string, string][] = [
   ["Shift+drag", "Box-select"],
   ["Ctrl+click", "Add to selection"],
   ["Ctrl+G", "Group the selected nodes"],
+  ["Ctrl+B", "Bypass the selected nodes (again: back to normal)"],
+  ["Ctrl+M", "Mute the selected nodes (again: back to normal)"],
   ["Ctrl+S", "Save the workflow (download)"],
   ["Ctrl+O", "Load a workflow file"],
   ["F", "Fit the graph in view"],
   ["N", "Show or hide the node library"],
   ["Wheel / drag canvas", "Zoom / pan"],
-  ["Right-click", "Node or canvas menu (convert widgets to inputs, add notes and groups)"],
+  ["Right-click", "Node or canvas menu (convert widgets to inputs, bypass, mute, collapse, notes, groups)"],
+  ["Double-click a link", "Add a reroute point (drag it; double-click it to remove it)"],
   ["?", "This help"],
   ["Esc", "Close menus and dialogs"],
 ];

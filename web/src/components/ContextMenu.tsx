@@ -1,0 +1,123 @@
+// The canvas's right-click menu (node or pane), and bypass/mute of the selection.
+import type { XYPosition } from "@xyflow/react";
+import { catalog, convertible } from "../catalog";
+import { graph, type NodeMode } from "../graph";
+
+export type Menu =
+  | { kind: "node"; x: number; y: number; nodeId: string }
+  | { kind: "pane"; x: number; y: number; flow: XYPosition };
+
+export interface SearchState {
+  x: number;
+  y: number;
+  flow: XYPosition;
+  /** Dropped from a socket: connect the new node to it. */
+  from?: { nodeId: string; handle: string; handleType: "source" | "target"; type: string };
+}
+
+/** Ctrl+B / Ctrl+M: toggle the mode of the selected nodes. */
+export function toggleSelectedMode(mode: NodeMode) {
+  graph.toggleMode(graph.state.nodes.filter((n) => n.selected).map((n) => n.id), mode);
+}
+
+/** From the menu: the node right-clicked, with the rest of the selection if it is part of it. */
+function toggleMode(nodeId: string, mode: NodeMode) {
+  const selected = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
+  graph.toggleMode(selected.includes(nodeId) ? selected : [nodeId], mode);
+}
+
+export function ContextMenu({
+  menu,
+  onClose,
+  openSearch,
+  paste,
+}: {
+  menu: Menu;
+  onClose: () => void;
+  openSearch: (s: SearchState) => void;
+  paste: () => void;
+}) {
+  const items: { label: string; testid?: string; action: () => void }[] = [];
+  if (menu.kind === "node") {
+    const node = graph.node(menu.nodeId);
+    if (node?.type === "nf") {
+      const data = node.data;
+      const def = catalog.nodes[data.type];
+      for (const [name, input] of Object.entries(def?.inputs ?? {})) {
+        if (!convertible(input)) continue;
+        const converted = data.converted.includes(name);
+        items.push({
+          label: converted ? `Convert ${name} to widget` : `Convert ${name} to input`,
+          testid: `menu-convert-${name}`,
+          action: () => graph.toggleConvert(node.id, name),
+        });
+      }
+      items.push({
+        label: "Rename…",
+        action: () => {
+          const title = window.prompt("Title", data.title || def?.display_name || data.type);
+          if (title !== null) graph.updateData(node.id, { title: title.trim() || undefined });
+        },
+      });
+    }
+    const mode = node?.type === "nf" ? node.data.mode : undefined;
+    if (node?.type === "nf") {
+      const collapsed = !!node.data.collapsed;
+      items.push({
+        label: collapsed ? "Expand" : "Collapse",
+        testid: "menu-collapse",
+        action: () => graph.updateData(node.id, { collapsed: collapsed ? undefined : true }),
+      });
+    }
+    items.push({
+      label: mode === "bypass" ? "Stop bypassing (Ctrl+B)" : "Bypass (Ctrl+B)",
+      testid: "menu-bypass",
+      action: () => toggleMode(menu.nodeId, "bypass"),
+    });
+    items.push({
+      label: mode === "mute" ? "Unmute (Ctrl+M)" : "Mute (Ctrl+M)",
+      testid: "menu-mute",
+      action: () => toggleMode(menu.nodeId, "mute"),
+    });
+    items.push({
+      label: "Duplicate",
+      testid: "menu-duplicate",
+      action: () => {
+        const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
+        if (!sel.includes(menu.nodeId)) graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === menu.nodeId })));
+        graph.copy();
+        graph.paste();
+      },
+    });
+    items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    items.push({ label: "Delete", testid: "menu-delete", action: () => graph.removeNodes([menu.nodeId]) });
+  } else {
+    items.push({ label: "Add node…", testid: "menu-add-node", action: () => openSearch({ x: menu.x, y: menu.y, flow: menu.flow }) });
+    items.push({ label: "Add note", testid: "menu-add-note", action: () => graph.addNote(menu.flow) });
+    items.push({ label: "Add group", testid: "menu-add-group", action: () => graph.addGroup(menu.flow) });
+    items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    items.push({ label: "Paste", action: paste });
+  }
+  const left = Math.min(menu.x, window.innerWidth - 240);
+  const top = Math.min(menu.y, window.innerHeight - items.length * 30 - 20);
+  return (
+    <>
+      <div className="nf-menu-backdrop" onMouseDown={onClose} onContextMenu={(e) => { e.preventDefault(); onClose(); }} />
+      <div className="nf-context-menu" data-testid="context-menu" style={{ left, top }}>
+        {items.map((item) => (
+          <div
+            key={item.label}
+            className="nf-menu-item"
+            data-testid={item.testid}
+            onClick={() => {
+              onClose();
+              item.action();
+            }}
+          >
+            {item.label}
+          </div>
+        ))}
+      </div>
+    </>
+  );
+}
