@@ -114,28 +114,36 @@ def adherence_workflow(
         unet, text_encoder = patched.unet, patched.text_encoder
     pos = b.add("TextEncode", id="pos", text_encoder=text_encoder, text=prompt)
     neg = b.add("TextEncode", id="neg", text_encoder=text_encoder, text="")
+    add_sampling(b, unet, checkpoint.vae, pos.conditioning, neg.conditioning, cfg=cfg,
+                 steps=steps, seed=seed, batch_size=batch_size, scheduler=scheduler)  # fmt: skip
+    return b.build()
+
+
+def add_sampling(
+    b: WorkflowBuilder,
+    unet: Any,
+    vae: Any,
+    positive: Any,
+    negative: Any,
+    *,
+    cfg: float,
+    steps: int,
+    seed: int,
+    batch_size: int = 1,
+    scheduler: str = "euler",
+) -> None:
+    """The demo's sampling tail, shared by every measured graph so their settings cannot drift:
+    Scheduler, CFG, a picture-sized EmptyLatent, Denoise and VAEDecode (id ``decode``)."""
     sched = b.add("Scheduler", id="sched", unet=unet, name=scheduler, steps=steps)
     guider = b.add(
-        "CFG",
-        id="cfg",
-        unet=unet,
-        positive=pos.conditioning,
-        negative=neg.conditioning,
-        scale=cfg,
-    )
+        "CFG", id="cfg", unet=unet, positive=positive, negative=negative, scale=cfg
+    )  # fmt: skip
     empty = b.add(
         "EmptyLatent", id="empty", width=IMAGE_SIZE, height=IMAGE_SIZE, batch_size=batch_size
     )
-    den = b.add(
-        "Denoise",
-        id="denoise",
-        guider=guider.guider,
-        scheduler=sched.scheduler,
-        latent=empty.latent,
-        seed=seed,
-    )
-    b.add("VAEDecode", id="decode", vae=checkpoint.vae, latent=den.latent)
-    return b.build()
+    den = b.add("Denoise", id="denoise", guider=guider.guider, scheduler=sched.scheduler,
+                latent=empty.latent, seed=seed)  # fmt: skip
+    b.add("VAEDecode", id="decode", vae=vae, latent=den.latent)
 
 
 @dataclass(frozen=True)

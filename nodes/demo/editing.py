@@ -28,8 +28,14 @@ import numpy as np
 
 from nodeflow.builder import WorkflowBuilder
 from nodeflow.workflow import Workflow
-from nodes.demo.adherence import DEFAULT_CFG, DEFAULT_STEPS, AdherenceRunner, held_out_scenes
-from nodes.demo.dataset import COLORS, IMAGE_SIZE, PALETTE, SHAPES, Scene, caption
+from nodes.demo.adherence import (
+    DEFAULT_CFG,
+    DEFAULT_STEPS,
+    AdherenceRunner,
+    add_sampling,
+    held_out_scenes,
+)
+from nodes.demo.dataset import COLORS, PALETTE, SHAPES, Scene, caption
 from nodes.demo.evaluate import foreground_mask, score, to_rgb_array
 
 __all__ = [
@@ -101,25 +107,8 @@ def edit_workflow(
         blend_words=blend_words,
     )
     neg = b.add("TextEncode", id="neg", text_encoder=checkpoint.text_encoder, text="")
-    sched = b.add("Scheduler", id="sched", unet=p2p.unet, name="euler", steps=steps)
-    guider = b.add(
-        "CFG",
-        id="cfg",
-        unet=p2p.unet,
-        positive=p2p.conditioning,
-        negative=neg.conditioning,
-        scale=cfg,
-    )
-    empty = b.add("EmptyLatent", id="empty", width=IMAGE_SIZE, height=IMAGE_SIZE, batch_size=1)
-    den = b.add(
-        "Denoise",
-        id="denoise",
-        guider=guider.guider,
-        scheduler=sched.scheduler,
-        latent=empty.latent,
-        seed=seed,
-    )
-    b.add("VAEDecode", id="decode", vae=checkpoint.vae, latent=den.latent)
+    add_sampling(b, p2p.unet, checkpoint.vae, p2p.conditioning, neg.conditioning, cfg=cfg,
+                 steps=steps, seed=seed)  # fmt: skip
     return b.build()
 
 
@@ -132,20 +121,8 @@ def recording_workflow(
     unet = b.add("RecordAttention", id="record", unet=checkpoint.unet).unet
     pos = b.add("TextEncode", id="pos", text_encoder=checkpoint.text_encoder, text=prompt)
     neg = b.add("TextEncode", id="neg", text_encoder=checkpoint.text_encoder, text="")
-    sched = b.add("Scheduler", id="sched", unet=unet, name="euler", steps=steps)
-    guider = b.add(
-        "CFG", id="cfg", unet=unet, positive=pos.conditioning, negative=neg.conditioning, scale=cfg
-    )
-    empty = b.add("EmptyLatent", id="empty", width=IMAGE_SIZE, height=IMAGE_SIZE, batch_size=1)
-    den = b.add(
-        "Denoise",
-        id="denoise",
-        guider=guider.guider,
-        scheduler=sched.scheduler,
-        latent=empty.latent,
-        seed=seed,
-    )
-    b.add("VAEDecode", id="decode", vae=checkpoint.vae, latent=den.latent)
+    add_sampling(b, unet, checkpoint.vae, pos.conditioning, neg.conditioning, cfg=cfg,
+                 steps=steps, seed=seed)  # fmt: skip
     return b.build()
 
 
