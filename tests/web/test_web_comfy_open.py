@@ -124,8 +124,9 @@ def test_a_dropped_comfyui_api_file_opens_translated_and_runs(page, shot, comfy_
     shot("lightbox-asks")
     page.locator("[data-testid=confirm-ok]").click()
     page.locator("[data-testid=lightbox]").wait_for(state="hidden", timeout=5_000)
-    wait_until(lambda: get_workflow(page)["nodes"]["6"]["inputs"]["text"] == prompt["6"]["inputs"]["text"],
-               10, "the picture's workflow loaded")  # fmt: skip
+    text = prompt["6"]["inputs"]["text"]
+    wait_until(lambda: get_workflow(page)["nodes"]["6"]["inputs"]["text"] == text, 10,
+               "the picture's workflow loaded")  # fmt: skip
     assert types_of(get_workflow(page)) == TXT2IMG
 
 
@@ -204,7 +205,8 @@ def test_an_import_error_shows_its_errors_and_keeps_the_canvas(page, shot):
     page.locator("[data-testid=error-banner]").wait_for(state="visible", timeout=10_000)
     wait_until(lambda: len(notices(page)) >= 3, 5, "a notice per import error")
     shot("import-errors")
-    assert "Cannot open broken_api.json" in banner(page) and "problems" in banner(page), banner(page)
+    told = banner(page)
+    assert "Cannot open broken_api.json" in told and "problems" in told, told
     told = "\n".join(notices(page))
     assert "node 10 (ControlNetLoader): ComfyUI node ControlNetLoader" in told, told
     assert "node 8 (VAEDecode), samples: links to a missing node '99'" in told, told
@@ -256,7 +258,7 @@ def test_opening_a_file_or_a_run_over_unsaved_changes_asks_first(page, shot, nod
     open_with_button(page, FIXTURES / "lora_api.json")
     confirm.wait_for(state="visible", timeout=10_000)
     page.locator("[data-testid=confirm-ok]").click()
-    wait_until(lambda: types_of(get_workflow(page)).get("10") == "LoadLoRA", 10, "lora_api.json opened")
+    wait_until(lambda: "LoadLoRA" in types_of(get_workflow(page)).values(), 10, "lora_api.json")
 
     # "load" on a run in the queue panel asks too
     set_widget(page, "6", "text", "another unsaved prompt")
