@@ -27,7 +27,7 @@ import {
   typeColor,
 } from "./catalog";
 import { graph, inputType, outputType, type AnyNode, type NfData } from "./graph";
-import { workflowFromPng } from "./png";
+import { openFile as openFileIn, openPicture, openRun } from "./openfile";
 import { runState, useRunState } from "./runstate";
 import { compactSelector, FlowNode, GroupNodeView, NoteNodeView } from "./components/FlowNode";
 import { Gallery, HelpPanel, Lightbox, NodeSearch, Notices, Palette, QueuePanel } from "./components/Panels";
@@ -35,7 +35,6 @@ import { ConfirmDialog } from "./components/Confirm";
 import { RerouteEdge } from "./components/RerouteEdge";
 import { ContextMenu, type Menu, type SearchState, toggleSelectedMode } from "./components/ContextMenu";
 import { Toolbar, type Example } from "./components/Toolbar";
-import { uploadImage } from "./components/Widgets";
 import { extensionStatus, loadExtensions } from "./extensions";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
@@ -100,33 +99,7 @@ function Editor() {
 
   // --- files -----------------------------------------------------------------------------
 
-  const openFile = useCallback(
-    async (file: File, at?: XYPosition) => {
-      try {
-        const lower = file.name.toLowerCase();
-        if (lower.endsWith(".json") || file.type === "application/json") {
-          loadWorkflow(JSON.parse(await file.text()));
-          return;
-        }
-        if (file.type.startsWith("image/") || /\.(png|jpe?g|webp|gif|bmp|tiff?)$/.test(lower)) {
-          const buffer = await file.arrayBuffer();
-          const workflow = await workflowFromPng(buffer).catch(() => null);
-          if (workflow) {
-            loadWorkflow(workflow);
-            return;
-          }
-          const name = await uploadImage(file, file.name);
-          const id = graph.addNode("LoadImage", at ?? center());
-          graph.setValue(id, "path", name);
-          return;
-        }
-        runState.setBanner(`Cannot open ${file.name}: expected a workflow .json or an image.`);
-      } catch (err) {
-        runState.setBanner(`Cannot open ${file.name}: ${(err as Error).message}`);
-      }
-    },
-    [center],
-  );
+  const openFile = useCallback((file: File, at?: XYPosition) => openFileIn(file, () => at ?? center()), [center]);
 
   useEffect(() => {
     const over = (e: DragEvent) => {
@@ -431,7 +404,7 @@ function Editor() {
         </div>
         {showSide && (
           <div className="nf-side">
-            <QueuePanel onLoadRun={(id) => void api.run(id).then((r) => r.workflow && loadWorkflow(r.workflow)).catch((e: Error) => runState.setBanner(e.message))} />
+            <QueuePanel onLoadRun={(id) => void openRun(id)} />
             <Gallery onOpen={setLightbox} />
           </div>
         )}
@@ -455,14 +428,7 @@ function Editor() {
           url={lightbox}
           onClose={() => setLightbox(null)}
           onLoadWorkflow={async (url) => {
-            try {
-              const wf = await workflowFromPng(await (await fetch(url)).arrayBuffer());
-              if (!wf) throw new Error("this picture carries no workflow");
-              loadWorkflow(wf);
-              setLightbox(null);
-            } catch (err) {
-              runState.setBanner(`Cannot load the workflow: ${(err as Error).message}`);
-            }
+            if (await openPicture(url)) setLightbox(null);
           }}
         />
       )}

@@ -103,8 +103,8 @@ export class ApiError extends Error {
 
 async function request<T>(method: string, url: string, body?: unknown): Promise<T> {
   const init: RequestInit = { method, headers: {} };
-  if (body instanceof FormData) {
-    init.body = body;
+  if (body instanceof FormData || body instanceof Blob) {
+    init.body = body; // a Blob goes as it is (a file for /api/import)
   } else if (body !== undefined) {
     init.body = JSON.stringify(body);
     (init.headers as Record<string, string>)["Content-Type"] = "application/json";
@@ -125,6 +125,14 @@ async function request<T>(method: string, url: string, body?: unknown): Promise<
   return data as T;
 }
 
+/** What POST /api/import answers: the file as a nodeflow workflow, and what the translation
+ * approximated (located like validation issues, in the source file's node ids). */
+export interface Imported {
+  workflow: WorkflowJson;
+  format: string;
+  warnings: Issue[];
+}
+
 export const api = {
   nodes: () => request<Record<string, NodeDef>>("GET", "/api/nodes"),
   types: () => request<Record<string, TypeDef>>("GET", "/api/types"),
@@ -139,6 +147,8 @@ export const api = {
   run: (id: string) => request<RunSummary>("GET", `/api/runs/${encodeURIComponent(id)}`),
   cancel: (id: string) => request<unknown>("POST", `/api/runs/${encodeURIComponent(id)}/cancel`),
   interrupt: () => request<unknown>("POST", "/api/interrupt"),
+  /** A workflow file in any format the server imports (ComfyUI API or UI JSON, a ComfyUI PNG). */
+  importFile: (file: Blob) => request<Imported>("POST", "/api/import", file),
   upload: (file: Blob, name: string) => {
     const form = new FormData();
     form.append("image", file, name);

@@ -842,10 +842,72 @@ export function fromWorkflow(json: unknown): {
   };
 }
 
-/** Columns by link depth for nodes that came without a position. */
+type Box = { x: number; y: number; w: number; h: number };
+const NODE_W = 240;
+const GAP = 40;
+
+/** About how tall a node is drawn (before it is measured): title, sockets, widgets. */
+function estimateHeight(n: AnyNode): number {
+  if (n.type !== "nf") return 120;
+  const data = n.data as NfData;
+  const def = catalog.nodes[data.type];
+  if (!def) return 80;
+  const inputs = Object.values(def.inputs);
+  const sockets = Math.max(inputs.filter((i) => i.kind === "socket").length, def.outputs.length);
+  const widgets = inputs.filter((i) => i.kind === "widget").length;
+  return 40 + sockets * 18 + widgets * 46;
+}
+
+function overlaps(a: Box, b: Box): boolean {
+  return a.x < b.x + b.w + GAP && b.x < a.x + a.w + GAP && a.y < b.y + b.h + GAP && b.y < a.y + a.h + GAP;
+}
+
+/** Nodes that came without a position. In a graph where none has one: columns by link depth.
+ * Where others have one (a ComfyUI node split in several here, a hand-written addition): left of
+ * the placed node it feeds (else right of the one feeding it), moved down past the nodes there. */
 function autoLayout(nodes: AnyNode[], edges: Edge[]) {
-  const missing = nodes.filter((n) => (n as AnyNode & { _autoPos?: boolean })._autoPos);
+  const auto = (n: AnyNode) => (n as AnyNode & { _autoPos?: boolean })._autoPos;
+  const missing = nodes.filter(auto);
   if (!missing.length) return;
+  const done = (n: AnyNode) => delete (n as AnyNode & { _autoPos?: boolean })._autoPos;
+  const placed = nodes.filter((n) => !auto(n));
+  const boxes: Box[] = placed.map((n) => ({ ...n.position, w: NODE_W, h: estimateHeight(n) }));
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const leftover: AnyNode[] = [];
+  if (placed.length) {
+    // those next to a placed node first; a node linked only to other missing ones follows them
+    for (let round = 0, queue = missing; queue.length && round < missing.length; round++) {
+      const next: AnyNode[] = [];
+      for (const n of queue) {
+        const isPlaced = (id: string) => !!byId.get(id) && !auto(byId.get(id)!);
+        const feeds = edges.find((e) => e.source === n.id && isPlaced(e.target));
+        const fedBy = feeds ? undefined : edges.find((e) => e.target === n.id && isPlaced(e.source));
+        if (!feeds && !fedBy) {
+          next.push(n);
+          continue;
+        }
+        const anchor = byId.get(feeds ? feeds.target : fedBy!.source)!;
+        const box = {
+          x: anchor.position.x + (feeds ? -(NODE_W + 2 * GAP) : NODE_W + 2 * GAP),
+          y: anchor.position.y,
+          w: NODE_W,
+          h: estimateHeight(n),
+        };
+        while (boxes.some((b) => overlaps(box, b))) box.y += GAP;
+        boxes.push(box);
+        n.position = { x: box.x, y: box.y };
+        done(n);
+      }
+      if (next.length === queue.length) break;
+      queue = next;
+    }
+    leftover.push(...missing.filter(auto));
+    if (!leftover.length) return;
+  }
+  const rest = placed.length ? leftover : missing;
+  // below everything placed, in columns by link depth
+  const top = boxes.length ? Math.max(...boxes.map((b) => b.y + b.h)) + 2 * GAP : 0;
+  const left = boxes.length ? Math.min(...boxes.map((b) => b.x)) : 0;
   const preds = new Map<string, string[]>();
   for (const e of edges) preds.set(e.target, [...(preds.get(e.target) ?? []), e.source]);
   const depth = new Map<string, number>();
@@ -860,12 +922,12 @@ function autoLayout(nodes: AnyNode[], edges: Edge[]) {
     return d;
   };
   const rows = new Map<number, number>();
-  for (const n of missing) {
+  for (const n of rest) {
     const d = depthOf(n.id);
     const row = rows.get(d) ?? 0;
     rows.set(d, row + 1);
-    n.position = { x: d * 340, y: row * 260 };
-    delete (n as AnyNode & { _autoPos?: boolean })._autoPos;
+    n.position = { x: left + d * 340, y: top + row * 260 };
+    done(n);
   }
 }
 

@@ -1,4 +1,5 @@
-// Reading the workflow a SaveImage PNG carries in its "workflow" text chunk.
+// A PNG's text chunks: nodeflow's SaveImage writes its workflow in "workflow", ComfyUI writes
+// "prompt" (API format) and "workflow" (UI format); openfile.ts tells them apart.
 
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
 
@@ -51,12 +52,4 @@ export async function pngTextChunks(buffer: ArrayBuffer): Promise<Record<string,
     offset = end + 4; // skip CRC
   }
   return out;
-}
-
-/** The workflow embedded in a PNG, or null when it has none. */
-export async function workflowFromPng(buffer: ArrayBuffer): Promise<unknown | null> {
-  const chunks = await pngTextChunks(buffer);
-  const text = chunks?.workflow;
-  if (!text) return null;
-  return JSON.parse(text);
 }

@@ -50,7 +50,7 @@ export function ConfirmDialog() {
   useEffect(() => cancel.current?.focus(), [question]);
   if (!question) return null;
   return (
-    <div className="nf-modal-backdrop" onClick={() => question.answer(false)}>
+    <div className="nf-modal-backdrop nf-confirm-backdrop" onClick={() => question.answer(false)}>
       <div
         className="nf-confirm"
         data-testid="confirm-dialog"

@@ -367,8 +367,9 @@ export function HelpPanel({ onClose }: { onClose: () => void }) {
           </tbody>
         </table>
         <p className="nf-muted">
-          Drop a workflow JSON or a PNG saved by SaveImage on the page to restore its graph; drop any other image to
-          make a LoadImage node. Every widget with a number, text or boolean value can become an input socket (⇄).
+          Drop a workflow JSON or a PNG saved by SaveImage on the page to restore its graph (ComfyUI workflows and
+          PNGs too: they are translated, and what runs approximated is listed); drop any other image to make a
+          LoadImage node. Every widget with a number, text or boolean value can become an input socket (⇄).
           Your graph is kept in this browser across reloads.
         </p>
       </div>

@@ -67,7 +67,7 @@ export function Toolbar(props: {
       <button data-testid="save-workflow" onClick={props.onSave} title="Download the workflow as JSON (Ctrl+S)">
         Save
       </button>
-      <label className="nf-button" title="Load a workflow JSON or a SaveImage PNG (Ctrl+O)">
+      <label className="nf-button" title="Load a workflow: nodeflow or ComfyUI JSON, or a PNG made by either (Ctrl+O)">
         Load
         <input
           ref={props.fileInput}
