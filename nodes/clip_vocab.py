@@ -110,8 +110,8 @@ def clip_tokenizer(pad_token: str = EOS_TOKEN) -> object:
     """A ``CLIPTokenizer`` built from the shipped data (once per process and pad token)."""
     import tempfile
 
-    from transformers import CLIPTokenizer
+    from nodes import hf
 
     with tempfile.TemporaryDirectory(prefix="nodeflow-clip-") as folder:
         write_clip_tokenizer(folder, pad_token=pad_token)
-        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        return hf.transformers().CLIPTokenizer.from_pretrained(folder, local_files_only=True)

@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from nodes import hf
 from nodes.clip_vocab import EOS_TOKEN, clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -453,19 +454,17 @@ def build_unet(
     pooled_dim: int | None = None,
     stored: Mapping[str, Any] | None = None,
 ) -> Any:
-    from diffusers import UNet2DConditionModel
-
     config = unet_config(state, family, pooled_dim, stored)
-    return _materialise(lambda: UNet2DConditionModel.from_config(config), state, "U-Net")
+    unet_class = hf.diffusers().UNet2DConditionModel
+    return _materialise(lambda: unet_class.from_config(config), state, "U-Net")
 
 
 def build_vae(
     state: dict[str, Any], family: Family, stored: Mapping[str, Any] | None = None
 ) -> Any:
-    from diffusers import AutoencoderKL
-
     config = vae_config(state, family, stored)
-    return _materialise(lambda: AutoencoderKL.from_config(config), state, "VAE")
+    vae_class = hf.diffusers().AutoencoderKL
+    return _materialise(lambda: vae_class.from_config(config), state, "VAE")
 
 
 def build_text_encoder(
@@ -475,11 +474,10 @@ def build_text_encoder(
     projection: bool = False,
     stored: Mapping[str, Any] | None = None,
 ) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
+    transformers = hf.transformers()
     state.pop("text_model.embeddings.position_ids", None)
-    config = CLIPTextConfig(**text_config(state, base, stored))
-    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    config = transformers.CLIPTextConfig(**text_config(state, base, stored))
+    cls = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
     return _materialise(lambda: cls(config), state, "text encoder")
 
 
