@@ -315,3 +315,32 @@ def test_converted_tensors_are_exact_and_read_again_alike(tmp_path: Path) -> Non
     halves = CheckpointFile(path).read("", torch.float16)
     assert torch.equal(halves["d.fp32"], stored["d.fp32"].half())
     assert torch.equal(halves["a.half"], stored["a.half"])
+
+
+# ----- the process's exit -------------------------------------------------------------------------
+
+
+def test_the_command_freezes_the_collector_at_exit_and_library_calls_do_not(tmp_path) -> None:
+    """Run as the process's command (no argv given), main registers an exit handler that
+    freezes the cycle collector, so shutdown does not scan every object the run imported; called
+    with arguments (tests, applications) it leaves the collector alone."""
+    found = python(
+        """
+        import atexit, contextlib, gc, io, json, sys
+        from nodeflow.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["nodes"])
+        as_library = gc.isenabled()
+        atexit._run_exitfuncs()
+        after_library = gc.isenabled()
+        sys.argv = ["nodeflow", "nodes"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            main()
+        before_exit = gc.isenabled()
+        atexit._run_exitfuncs()
+        print(json.dumps([as_library, after_library, before_exit, gc.isenabled(),
+                          gc.get_freeze_count() > 0]))
+        """,
+        tmp_path,
+    )
+    assert found == [True, True, True, False, True]
