@@ -22,7 +22,8 @@ Each measurement runs in a fresh Python process, as a user's command does:
   package, and which of the heavy optional packages a run imported.
 * ``large``: a real-size SD 1.5-architecture single file (random weights stored in fp16, 2.1 GB,
   original layout; written to a temporary folder) loaded to run in fp32 on the CPU, by nodeflow
-  (``nodes.single_file.load_checkpoint_file``, what LoadCheckpoint does for a file) and by the
+  (what LoadCheckpoint does with a file: ``ModelManager.get`` of ``_load_single_file``, which
+  calls ``nodes.single_file.load_checkpoint_file``) and by the
   essential steps of ComfyUI's loader: ``safetensors.torch.load_file`` of the whole file, every
   tensor cast to fp32, the models built without initialising weights (on the meta device) and
   filled by ``load_state_dict(assign=True)``. Imports are done before the clock starts on both
@@ -148,7 +149,9 @@ except ImportError:
     import diffusers, transformers
 import safetensors.torch
 from nodes.ldm_layout import unet_to_diffusers, vae_to_diffusers
-from nodes.single_file import family_config, load_checkpoint_file
+from nodeflow.runtime.models import ModelManager
+from nodes.loaders import _load_single_file
+from nodes.single_file import family_config
 unet_class, vae_class = diffusers.UNet2DConditionModel, diffusers.AutoencoderKL
 text_class, text_config = transformers.CLIPTextModel, transformers.CLIPTextConfig
 def rss_mb(field):
@@ -157,9 +160,10 @@ def rss_mb(field):
             return int(line.split()[1]) / 1024
 before = rss_mb("VmRSS:")
 start, cpu = time.perf_counter(), time.process_time()
-if method == "nodeflow":
-    loaded = load_checkpoint_file(path, torch.float32)
-    models = [loaded.unet, loaded.vae, *loaded.text_encoders]
+if method == "nodeflow":  # what LoadCheckpoint does with a file, less resolving its name
+    manager = ModelManager(budget_bytes=None, device="cpu")
+    parts = manager.get(path, lambda: _load_single_file(path, torch.float32, "auto", False))
+    models = [parts.unet.model, parts.vae.model, *parts.text_encoder.models]
 else:  # ComfyUI's essential steps
     state = safetensors.torch.load_file(path)
     state = {key: value.to(torch.float32) for key, value in state.items()}
