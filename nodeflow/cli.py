@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; without ``argv`` it is the program (``nodeflow``, ``-m nodeflow``)."""
     owns_process = argv is None
+    if owns_process:  # this process's own command: it ends when main returns
+        _exit_without_collecting()
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     _add_plugin_options(pre)
@@ -68,6 +71,29 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def _exit_without_collecting() -> None:
+    """Spare the process's exit the cycle collector's passes over everything a run imported.
+
+    Interpreter shutdown clears module after module and collects cycles in between; with torch,
+    diffusers and transformers loaded that is some 400,000 objects and about a second of a small
+    machine's time (see BENCHMARKS.md, "Cold start"). Frozen (``gc.freeze``) at exit, they are
+    not scanned; they are still freed by reference counting, and the other exit handlers still
+    run first (this one is registered before the command runs, so it runs after theirs).
+    """
+    global _freezes_at_exit
+    if not _freezes_at_exit:
+        _freezes_at_exit = True
+        atexit.register(_freeze_at_exit)
+
+
+def _freeze_at_exit() -> None:
+    gc.disable()
+    gc.freeze()
+
+
+_freezes_at_exit = False
 
 
 def _add_plugin_options(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NamedTuple
 
 from nodeflow import Context, Widget, node
 from nodeflow.runtime.models import file_identity
+from nodes import hf
 from nodes.image import to_pil
 from nodes.loaders import (
     CHECKPOINT_DIRS,
@@ -58,7 +59,9 @@ def load_clip_vision(
 
 
 def _load_clip_vision(location: Path, dtype: Any) -> CLIPVision:
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+    transformers = hf.transformers()
+    CLIPImageProcessor = transformers.CLIPImageProcessor
+    CLIPVisionModelWithProjection = transformers.CLIPVisionModelWithProjection
 
     encoder = location / "image_encoder" if (location / "image_encoder").is_dir() else location
     if not (encoder / "config.json").is_file():

@@ -12,10 +12,20 @@ byte-for-byte what ``openai/clip-vit-large-patch14`` has on the hub, in the form
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import json
+import logging
+import shutil
+import tempfile
 from functools import cache
 from pathlib import Path
+
+from nodes import hf
+from nodes.paths import nodeflow_home
+
+log = logging.getLogger(__name__)
 
 BPE_FILE = Path(__file__).parent / "assets" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 BOS_TOKEN = "<|startoftext|>"
@@ -105,13 +115,96 @@ def write_clip_tokenizer(path: str | Path, *, pad_token: str = EOS_TOKEN) -> dic
     return vocab
 
 
+TOKENIZER_CACHE_FORMAT = 1
+"""Bumped when ``write_clip_tokenizer`` writes something else, so older cached copies are unused."""
+_MANIFEST = "nodeflow-manifest.json"
+_PAD_NAMES = {EOS_TOKEN: "eos", "!": "exclam"}
+
+
 @cache
 def clip_tokenizer(pad_token: str = EOS_TOKEN) -> object:
-    """A ``CLIPTokenizer`` built from the shipped data (once per process and pad token)."""
-    import tempfile
+    """A ``CLIPTokenizer`` from the shipped data (once per process and pad token).
 
-    from transformers import CLIPTokenizer
+    Building the vocabulary from the merges takes several times longer than reading it back, so
+    the files are kept in nodeflow's home (``tokenizers/``, see ``cached_tokenizer_folder``) and
+    later processes read them from there.
+    """
+    tokenizer_class = hf.transformers().CLIPTokenizer
+    folder = cached_tokenizer_folder(pad_token)
+    if folder is not None:
+        try:
+            return tokenizer_class.from_pretrained(folder, local_files_only=True)
+        except Exception as error:  # the files are as written, so this is not the cache's fault
+            log.warning("reading the cached CLIP tokenizer %s failed: %s", folder, error)
+    with tempfile.TemporaryDirectory(prefix="nodeflow-clip-") as temporary:
+        write_clip_tokenizer(temporary, pad_token=pad_token)
+        return tokenizer_class.from_pretrained(temporary, local_files_only=True)
 
-    with tempfile.TemporaryDirectory(prefix="nodeflow-clip-") as folder:
-        write_clip_tokenizer(folder, pad_token=pad_token)
-        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+
+def tokenizer_cache_key(pad_token: str = EOS_TOKEN) -> str:
+    """The cached copy's folder name: a hash of the shipped merges file, of the versions of the
+    libraries that read the files, of the cache format and of the pad token."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256(BPE_FILE.read_bytes())
+    for package in ("transformers", "tokenizers"):
+        try:
+            digest.update(f"{package}={version(package)};".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=none;".encode())
+    digest.update(f"format={TOKENIZER_CACHE_FORMAT};pad={pad_token}".encode())
+    pad = _PAD_NAMES.get(pad_token, "pad")
+    return f"clip-{pad}-{digest.hexdigest()[:20]}"
+
+
+def cached_tokenizer_folder(pad_token: str = EOS_TOKEN) -> Path | None:
+    """The tokenizer files for ``pad_token`` in nodeflow's home, written there first if missing
+    or damaged; None if the home folder cannot be written.
+
+    A copy counts only if every file matches the hash its manifest records (the manifest is
+    written last, and the folder appears by an atomic rename), so a half-written or corrupt copy
+    is rebuilt, never used.
+    """
+    folder = nodeflow_home() / "tokenizers" / tokenizer_cache_key(pad_token)
+    if _intact(folder):
+        return folder
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".making-", dir=folder.parent))
+    except OSError as error:
+        log.warning("cannot cache the CLIP tokenizer in %s: %s", folder.parent, error)
+        return None
+    try:
+        write_clip_tokenizer(staging, pad_token=pad_token)
+        files = sorted(p.name for p in staging.iterdir())
+        manifest = {name: _sha256(staging / name) for name in files}
+        (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if folder.exists() or folder.is_symlink():  # damaged: move it aside, then drop it
+            aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=folder.parent))
+            with contextlib.suppress(OSError):  # another process may have replaced it already
+                folder.rename(aside / "copy")
+            shutil.rmtree(aside, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process may have put its copy there first
+            staging.rename(folder)
+    except OSError as error:
+        log.warning("cannot cache the CLIP tokenizer in %s: %s", folder.parent, error)
+        return None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder if _intact(folder) else None
+
+
+def _intact(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+        return (
+            isinstance(manifest, dict)
+            and {p.name for p in folder.iterdir()} == {*manifest, _MANIFEST}
+            and all(_sha256(folder / name) == digest for name, digest in manifest.items())
+        )
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

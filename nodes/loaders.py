@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
+from nodes import hf
 from nodes.clip_vocab import EOS_TOKEN, clip_tokenizer
 from nodes.paths import contained, nodeflow_home
 from nodes.single_file import (
@@ -148,11 +149,8 @@ def demo_lora() -> Path:
 
 def quiet_hub_libraries() -> None:
     """Progress bars for reading a few local files are noise in nodeflow's own progress output."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    hf.diffusers().utils.logging.disable_progress_bar()
+    hf.transformers().utils.logging.disable_progress_bar()
 
 
 def _identity(kinds: tuple[str, ...], field: str = "path") -> Any:
@@ -241,7 +239,7 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
     A Kandinsky decoder has a MoVQ (``movq/``) instead of a VAE and no text encoder (its text
     encoder output encodes nothing); Stable unCLIP's U-Net also gets its image-embedding noiser.
     """
-    from diffusers import UNet2DConditionModel
+    UNet2DConditionModel = hf.diffusers().UNet2DConditionModel
 
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{folder} is not a diffusers model folder (no model_index.json)")
@@ -277,10 +275,8 @@ def _autoencoder_subfolder(folder: Path) -> Path:
 
 def _autoencoder_folder(folder: Path, dtype: Any) -> Any:
     """A KL autoencoder or a VQ one (Kandinsky's MoVQ), by the class its config names."""
-    from diffusers import AutoencoderKL, VQModel
-
     name = json.loads((folder / "config.json").read_text()).get("_class_name")
-    cls = VQModel if name == "VQModel" else AutoencoderKL
+    cls = getattr(hf.diffusers(), "VQModel" if name == "VQModel" else "AutoencoderKL")
     model = cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
     return model.eval().requires_grad_(False)
 
@@ -290,7 +286,7 @@ def noise_augmentor(folder: Path, dtype: Any) -> Any:
     Stable unCLIP model folder; else ``None``."""
     if not (folder / "image_normalizer").is_dir():
         return None
-    from diffusers import DDPMScheduler
+    DDPMScheduler = hf.diffusers().DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
         StableUnCLIPImageNormalizer,
     )
@@ -321,13 +317,11 @@ def _text_encoder_folders(folder: Path, dtype: Any) -> TextEncoder:
 
 
 def _text_encoder_folder(folder: Path, dtype: Any) -> Any:
-    import transformers
-
     config = json.loads((folder / "config.json").read_text())
     name = (config.get("architectures") or ["CLIPTextModel"])[0]
     if name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
         raise ValueError(f"{folder}: text encoder {name} is not a CLIP text model")
-    cls = getattr(transformers, name)
+    cls = getattr(hf.transformers(), name)
     model = cls.from_pretrained(folder, dtype=dtype, local_files_only=True)
     return model.eval().requires_grad_(False)
 
@@ -339,11 +333,9 @@ def has_tokenizer(folder: Path) -> bool:
 
 def _tokenizer_beside(encoder_folder: Path, name: str, *, second: bool) -> Any:
     """The tokenizer folder next to a text encoder folder, else the shipped CLIP tokenizer."""
-    from transformers import CLIPTokenizer
-
     folder = encoder_folder.parent / name
     if has_tokenizer(folder):
-        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        return hf.transformers().CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     return clip_tokenizer("!" if second else EOS_TOKEN)
 
 
@@ -398,9 +390,9 @@ def load_unet(
 
 
 def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) -> UNet:
-    from diffusers import UNet2DConditionModel
-
     from nodes.ldm_layout import unet_to_diffusers
+
+    UNet2DConditionModel = hf.diffusers().UNet2DConditionModel
 
     folder = _component_folder(location, "unet")
     if folder is not None:

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from nodeflow import Context, Widget, node
 from nodeflow.runtime.models import file_identity
+from nodes import hf
 from nodes.clip_vision import zero_input_embeds
 from nodes.clip_vocab import clip_tokenizer
 from nodes.denoise import Seed
@@ -57,13 +58,11 @@ def load_prior(
 
 
 def _load_prior_folder(folder: Path, dtype: Any) -> Prior:
-    import diffusers
-    from diffusers import PriorTransformer
-    from transformers import (
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-        CLIPVisionModelWithProjection,
-    )
+    diffusers, transformers = hf.diffusers(), hf.transformers()
+    PriorTransformer = diffusers.PriorTransformer
+    CLIPTextModelWithProjection = transformers.CLIPTextModelWithProjection
+    CLIPTokenizer = transformers.CLIPTokenizer
+    CLIPVisionModelWithProjection = transformers.CLIPVisionModelWithProjection
 
     if not (folder / "prior" / "config.json").is_file():
         raise ValueError(f"{folder} holds no prior (no prior/ folder of a diffusers model)")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from nodeflow import node
+from nodes import hf
 from nodes.types import Scheduler, UNet
 
 SchedulerName = Literal[
@@ -59,10 +60,8 @@ def make_scheduler(
     beta_schedule: str = "default",
     karras: bool = False,
 ) -> Scheduler:
-    import diffusers
-
     class_name, overrides = SCHEDULERS[name]
-    cls = getattr(diffusers, class_name)
+    cls = getattr(hf.diffusers(), class_name)
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
     if class_name != "DDPMScheduler":
         # A learned variance (Kandinsky 2.2's DDPM) means nothing to other samplers, and a stale

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from nodes import hf
 from nodes.clip_vocab import EOS_TOKEN, clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -67,11 +69,12 @@ class CheckpointFile:
     """Keys, shapes and metadata of a weights file without reading its tensors; tensors on demand.
 
     safetensors tensors kept in their stored dtype are memory-mapped (no copy: the page cache is
-    the model's memory). A tensor that must change dtype is read on its own into a buffer that is
-    dropped once converted, so converting a file costs its converted size, not that plus the
-    mapped original. Pickle files (``.ckpt``) run code when unpickled, so they are refused unless
-    ``allow_pickle``, and even then read with ``weights_only=True``, which only rebuilds tensors
-    and plain containers.
+    the model's memory). A tensor that must change dtype is converted straight from the mapped
+    file into its own memory, and the mapped pages it came from are released at once, so
+    converting a file costs its converted size, not that plus the mapped original, and no time
+    goes into copying the stored bytes first. Pickle files (``.ckpt``) run code when unpickled,
+    so they are refused unless ``allow_pickle``, and even then read with ``weights_only=True``,
+    which only rebuilds tensors and plain containers.
     """
 
     def __init__(self, path: str | Path, *, allow_pickle: bool = False) -> None:
@@ -79,6 +82,7 @@ class CheckpointFile:
         suffix = self.path.suffix.lower()
         self._state: dict[str, Any] | None = None
         self._safe: Any = None
+        self._map: mmap.mmap | None = None
         if suffix in PICKLE_SUFFIXES:
             if not allow_pickle:
                 raise PickleRefused(
@@ -134,18 +138,32 @@ class CheckpointFile:
         return dtype is not None and stored is not None and stored != str(dtype).split(".")[-1]
 
     def _read_converted(self, key: str, dtype: Any) -> Any:
+        """A tensor stored in another float dtype, converted straight from the mapped file (no
+        copy in the stored dtype); the mapped pages it was read from are released right after,
+        so the file's pages do not add up in memory next to the converted weights."""
         import torch
 
         entry = self._header[key]
         begin, end = entry["data_offsets"]
-        buffer = bytearray(end - begin)
-        with open(self.path, "rb") as f:
-            f.seek(self._data_start + begin)
-            f.readinto(buffer)
+        out = torch.empty(entry["shape"], dtype=dtype)
+        if end == begin:
+            return out
         stored = getattr(torch, _SAFETENSORS_FLOATS[entry["dtype"]])
-        if not buffer:
-            return torch.empty(entry["shape"], dtype=dtype)
-        return torch.frombuffer(buffer, dtype=stored).reshape(entry["shape"]).to(dtype)
+        start, size = self._data_start + begin, end - begin
+        mapped = self._mapped()
+        source = torch.frombuffer(mapped, dtype=stored, count=size // stored.itemsize, offset=start)
+        out.copy_(source.view(out.shape))
+        del source
+        if hasattr(mapped, "madvise"):  # unwritten pages of a file: read again if touched again
+            first = start - start % mmap.PAGESIZE
+            mapped.madvise(mmap.MADV_DONTNEED, first, start + size - first)
+        return out
+
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            with open(self.path, "rb") as f:  # copy-on-write: writable for torch, never written
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        return self._map
 
 
 _SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
@@ -453,19 +471,17 @@ def build_unet(
     pooled_dim: int | None = None,
     stored: Mapping[str, Any] | None = None,
 ) -> Any:
-    from diffusers import UNet2DConditionModel
-
     config = unet_config(state, family, pooled_dim, stored)
-    return _materialise(lambda: UNet2DConditionModel.from_config(config), state, "U-Net")
+    unet_class = hf.diffusers().UNet2DConditionModel
+    return _materialise(lambda: unet_class.from_config(config), state, "U-Net")
 
 
 def build_vae(
     state: dict[str, Any], family: Family, stored: Mapping[str, Any] | None = None
 ) -> Any:
-    from diffusers import AutoencoderKL
-
     config = vae_config(state, family, stored)
-    return _materialise(lambda: AutoencoderKL.from_config(config), state, "VAE")
+    vae_class = hf.diffusers().AutoencoderKL
+    return _materialise(lambda: vae_class.from_config(config), state, "VAE")
 
 
 def build_text_encoder(
@@ -475,11 +491,10 @@ def build_text_encoder(
     projection: bool = False,
     stored: Mapping[str, Any] | None = None,
 ) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
+    transformers = hf.transformers()
     state.pop("text_model.embeddings.position_ids", None)
-    config = CLIPTextConfig(**text_config(state, base, stored))
-    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    config = transformers.CLIPTextConfig(**text_config(state, base, stored))
+    cls = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
     return _materialise(lambda: cls(config), state, "text encoder")
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodeflow.runtime import collector
+
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 def pick_device(name: str = "auto") -> Any:
-    import torch
+    with collector.paused():  # usually where a run first imports torch: long-lived objects
+        import torch
 
     if name != "auto":
         device = torch.device(name)

@@ -27,6 +27,8 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from nodeflow.runtime import collector
+
 if TYPE_CHECKING:
     import torch
 
@@ -203,12 +205,14 @@ class ModelManager:
     # --- loading ---------------------------------------------------------------------------
 
     def get(self, key: Hashable, loader: Callable[[], T]) -> T:
-        """The model under ``key``, loading it with ``loader()`` the first time."""
+        """The model under ``key``, loading it with ``loader()`` the first time (with the cycle
+        collector paused: a load makes long-lived objects, see ``collector``)."""
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-        model = loader()
+        with collector.paused():
+            model = loader()
         with self._lock:
             self.loads += 1
             self._models[key] = model

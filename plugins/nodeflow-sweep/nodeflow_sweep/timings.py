@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from nodeflow import events as ev
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 RECENT: deque[dict[str, Any]] = deque(maxlen=50)
 _lock = threading.Lock()
@@ -34,6 +35,8 @@ def record(event: ev.Event) -> None:
 
 
 async def recent(request: web.Request) -> web.Response:
+    from aiohttp import web  # only the server needs it: loading the plugin must not import it
+
     with _lock:
         items = list(RECENT)
     return web.json_response({"sweeps": items[::-1]})
