@@ -141,8 +141,12 @@ def test_build_txt2img_from_empty_canvas_and_run_it(page, shot, nodeflow_server)
     wait_state(page, ids["save"], ("done", "error"), timeout=90)
     shot("run-finished")
     log = recorded(page)
+    # The prompt is new, so it and everything downstream of it ran; the rest (the model, the
+    # 64x64 EmptyLatent, ...) may come from the server's cache when an earlier test made it.
+    fresh = {"pos", "cfg", "denoise", "decode", "save"}
     for key in TXT2IMG_NODES:
-        assert body_state(page, ids[key]) == "done", (key, states_seen(log, ids[key]))
+        expected = {"done"} if key in fresh else {"done", "cached"}
+        assert body_state(page, ids[key]) in expected, (key, states_seen(log, ids[key]))
     denoise = [e for e in log if e["id"] == ids["denoise"]]
     assert "running" in states_seen(log, ids["denoise"]), states_seen(log, ids["denoise"])
     progress = [e["progress"] for e in denoise if e["progress"] is not None]
