@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nodeflow import socket_type
+from nodes.families import Family, StableDiffusionUNet
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,11 @@ class _ModelHandle:
 @socket_type(color="#7e57c2")
 @dataclass(frozen=True, eq=False)
 class UNet(_ModelHandle):
-    """A denoiser with its model config, its default scheduler config and any patches."""
+    """A denoiser with its model config, its default scheduler config and any patches.
+
+    ``family`` is the adapter that knows how this model is called and what it is conditioned on
+    (``nodes.families``); the loader that built the model chooses it.
+    """
 
     model: Any
     scheduler_config: dict[str, Any]
@@ -34,10 +39,11 @@ class UNet(_ModelHandle):
     noise_augmentor: Any = None
     """Stable unCLIP only: what noises image embeddings before they become class labels
     (``nodes.unclip.NoiseAugmentor``)."""
+    family: Family = field(default_factory=StableDiffusionUNet)
 
     @property
     def latent_channels(self) -> int:
-        return int(self.model.config.in_channels)
+        return self.family.latent_channels(self)
 
 
 @socket_type(color="#fdd835")

@@ -1,0 +1,40 @@
+"""What every model family adapter answers; ``predict_noise`` and Denoise ask nothing else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodes.types import Conditioning, Guider, UNet
+
+
+class Family:
+    """A family adapter: stateless, so one instance serves every model of its family.
+
+    Subclasses override what differs; the defaults describe a model called as
+    ``model(sample, timestep, **inputs)`` whose latents have ``config.in_channels`` channels.
+    """
+
+    name = "base"
+
+    guidance_embedded = False
+    """True when the model takes the guidance scale as an input (guidance-distilled models such as
+    LCM U-Nets or Flux): ``predict_noise`` then runs one pass, never a CFG pair."""
+
+    def latent_channels(self, unet: UNet) -> int:
+        return int(unet.model.config.in_channels)
+
+    def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
+        """Refuse ``conditioning`` (named ``name`` in the message) when this model cannot use it,
+        with a message that says why, rather than as a shape error deep inside the model."""
+
+    def model_inputs(
+        self, guider: Guider, conditionings: list[Conditioning], latents: Any
+    ) -> dict[str, Any]:
+        """The keyword inputs of one batched model call over ``latents``, the conditionings in
+        the batch's order; the same at every step, so a sampling loop makes them once."""
+        raise NotImplementedError
+
+    def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
+        """The model's raw output (noise, v or velocity, as its scheduler config says)."""
+        return unet.model(model_input, timestep, **inputs, return_dict=False)[0]

@@ -1,0 +1,123 @@
+"""Stable Diffusion's U-Net family: SD 1.x/2.x/XL, Stable unCLIP and Kandinsky 2.2 decoders.
+
+All are ``UNet2DConditionModel``; what tells them apart is in the model config (SDXL's
+``text_time`` added conditions, unCLIP's class embedding, Kandinsky's image-only conditioning), so
+one adapter reads the config rather than one adapter per checkpoint kind.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nodes.families.base import Family
+from nodes.families.batching import cat, repeat_to, same_length
+
+if TYPE_CHECKING:
+    from nodes.types import Conditioning, Guider, UNet
+
+
+def takes_class_labels(unet: UNet) -> bool:
+    """A U-Net with a class embedding (Stable unCLIP: the noised image embedding)."""
+    return getattr(unet.model.config, "class_embed_type", None) is not None
+
+
+class StableDiffusionUNet(Family):
+    """``UNet2DConditionModel`` conditioned by cross-attention over prompt embeddings."""
+
+    name = "sd-unet"
+
+    def model_inputs(
+        self, guider: Guider, conditionings: list[Conditioning], latents: Any
+    ) -> dict[str, Any]:
+        batch = latents.shape[0]
+        embeds = [c.embeds for c in conditionings]
+        inputs: dict[str, Any] = {
+            "encoder_hidden_states": None if embeds[0] is None else cat(same_length(embeds), batch),
+            "added_cond_kwargs": self._added_conditions(guider, conditionings, latents),
+        }
+        if takes_class_labels(guider.unet):
+            inputs["class_labels"] = cat([c.class_labels for c in conditionings], batch)
+        return inputs
+
+    def _added_conditions(
+        self, guider: Guider, conditionings: list[Conditioning], latents: Any
+    ) -> dict[str, Any] | None:
+        """SDXL's pooled prompt embeddings and size/crop "time ids", or a Kandinsky 2.2 decoder's
+        image embeddings."""
+        kind = getattr(guider.unet.model.config, "addition_embed_type", None)
+        if kind == "text_time":
+            return _size_conditions(guider, conditionings, latents)
+        if kind == "image":
+            batch = latents.shape[0]
+            return {"image_embeds": cat([c.image_embeds for c in conditionings], batch)}
+        return None
+
+    def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
+        config = unet.model.config
+        image_only = getattr(config, "encoder_hid_dim_type", None) == "image_proj"
+        if conditioning.image_embeds is not None:
+            _check_image_embeds(unet, conditioning, name)
+        elif image_only:
+            raise ValueError(
+                f"{name}: this U-Net (an unCLIP decoder such as Kandinsky 2.2) is conditioned on "
+                "image embeddings; make its conditioning with UnCLIPConditioning"
+            )
+        if conditioning.embeds is None:
+            if not image_only:
+                raise ValueError(f"{name}: this U-Net needs a prompt; give UnCLIPConditioning one")
+            return
+        if image_only:
+            raise ValueError(f"{name}: this U-Net takes no prompt, only image embeddings")
+        width = int(conditioning.embeds.shape[-1])
+        expected = getattr(config, "cross_attention_dim", width)
+        if width != expected:
+            raise ValueError(
+                f"{name}: the conditioning is {width} wide but this U-Net attends to {expected}; "
+                "encode the prompt with the text encoder of the same model"
+            )
+        sdxl = getattr(config, "addition_embed_type", None) == "text_time"
+        if sdxl and conditioning.pooled is None:
+            raise ValueError(
+                f"{name}: this U-Net (SDXL) needs pooled embeddings from SDXL's encoders"
+            )
+
+
+def _size_conditions(
+    guider: Guider, conditionings: list[Conditioning], latents: Any
+) -> dict[str, Any]:
+    import torch
+
+    from nodes.types import SizeConditioning
+
+    unet = guider.unet
+    batch = latents.shape[0]
+    height = latents.shape[-2] * unet.latent_scale
+    width = latents.shape[-1] * unet.latent_scale
+    default = SizeConditioning(original=(height, width), crop=(0, 0), target=(height, width))
+    pooled, time_ids = [], []
+    for conditioning in conditionings:
+        if conditioning.pooled is None:
+            raise ValueError("this U-Net (SDXL) needs pooled embeddings from an SDXL text encoder")
+        size = conditioning.size or default
+        ids = torch.tensor([size.time_ids()], dtype=conditioning.pooled.dtype)
+        pooled.append(repeat_to(conditioning.pooled, batch))
+        time_ids.append(ids.to(latents.device).repeat(batch, 1))
+    return {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
+
+
+def _check_image_embeds(unet: UNet, conditioning: Conditioning, name: str) -> None:
+    config = unet.model.config
+    width = int(conditioning.image_embeds.shape[-1])
+    if getattr(config, "addition_embed_type", None) == "image":
+        expected = int(config.encoder_hid_dim)
+    elif unet.noise_augmentor is not None and takes_class_labels(unet):
+        expected = int(config.projection_class_embeddings_input_dim) // 2
+    else:
+        raise ValueError(f"{name}: this U-Net takes no image embeddings (it is no unCLIP decoder)")
+    if width != expected:
+        raise ValueError(
+            f"{name}: the image embeddings are {width} wide but this U-Net takes {expected}; "
+            "use the prior or image encoder made for this decoder"
+        )
+    if conditioning.noise_level and unet.noise_augmentor is None:
+        raise ValueError(f"{name}: noise_level applies to Stable unCLIP decoders only; set it to 0")
