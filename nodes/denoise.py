@@ -124,7 +124,8 @@ def sample(
     sampling.latent_size = (int(latents.shape[-2]), int(latents.shape[-1]))
     unet = guider.unet
     with torch.inference_mode(), patched(unet.model, unet.patches, "unet", sampling):
-        inputs = unet_inputs(guider, latents)  # the conditioning is the same at every step
+        # the conditioning is the same at every step; ``sampling`` tells controls the step
+        inputs = unet_inputs(guider, latents, sampling)
         for index, timestep in enumerate(timesteps):
             sampling.step = index
             if ctx is not None:
@@ -160,7 +161,7 @@ def denoise(
     ``attention`` holds the cross-attention maps when the U-Net comes through RecordAttention;
     otherwise it is empty and recording cost nothing.
     """
-    ctx.models.use(guider.unet.model)
+    ctx.models.use(*guider.models)
     sampling = Sampling()
     latents = sample(guider, scheduler, latent, seed, strength, ctx, sampling)
     attention = sampling.records.get(ATTENTION_RECORD, AttentionStore())

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nodeflow import Environment, FileKind
+from nodes.controlnet import BUILT_IN_CONTROLNETS, CONTROLNET_DIRS
 from nodes.image import ASSETS
 from nodes.loaders import (
     BUILT_IN_CHECKPOINTS,
@@ -36,6 +37,7 @@ FILE_KINDS: dict[str, FileKind] = {
     "vae": FileKind(_models(*VAE_DIRS), what="VAE"),
     "text_encoders": FileKind(_models(*TEXT_DIRS), what="text encoder"),
     "loras": FileKind(_models("loras"), BUILT_IN_LORAS, what="LoRA file", directories=False),
+    "controlnet": FileKind(_models(*CONTROLNET_DIRS), BUILT_IN_CONTROLNETS, what="ControlNet"),
     "input": FileKind(lambda env: [env.input_dir, ASSETS], what="image", directories=False),
 }
 """By the ``files`` name the pack's widgets declare."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from nodeflow import node
+from nodes.control import CONTROL, control_run
 from nodes.families.unet import takes_class_labels
 from nodes.types import Conditioning, Guider, UNet
+
+if TYPE_CHECKING:
+    from nodes.attention import Sampling
 
 __all__ = ["cfg", "predict_noise", "rescale_guidance", "takes_class_labels", "unet_inputs"]
 
@@ -31,12 +35,25 @@ def _learned_variance(scheduler: Any) -> bool:
     return getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
 
 
-def unet_inputs(guider: Guider, latents: Any) -> dict[str, Any]:
+def unet_inputs(guider: Guider, latents: Any, sampling: Sampling | None = None) -> dict[str, Any]:
     """The U-Net's conditioning arguments for a batch like ``latents``: the same at every step,
-    so a sampling loop makes them once (``predict_noise(..., inputs=...)``)."""
-    if guider.scale == 1.0 or guider.unet.family.guidance_embedded:
-        return _batch_inputs(guider, [guider.positive], latents)
-    return _batch_inputs(guider, [guider.negative, guider.positive], latents)
+    so a sampling loop makes them once (``predict_noise(..., inputs=...)``).
+
+    Controls on the conditionings join as a ``ControlRun`` under ``CONTROL``, told the step by
+    ``sampling`` (the loop's, as for every model patch) so they act only in their window.
+    """
+    unet = guider.unet
+    if guider.scale == 1.0 or unet.family.guidance_embedded:
+        conditionings = [guider.positive]
+    else:
+        conditionings = [guider.negative, guider.positive]
+    inputs = _batch_inputs(guider, conditionings, latents)
+    run = control_run(conditionings, latents, unet.latent_scale, sampling)
+    if run is not None:
+        if not unet.family.takes_control:
+            raise ValueError(f"this model ({unet.family.name}) cannot be steered by a ControlNet")
+        inputs[CONTROL] = run
+    return inputs
 
 
 def predict_noise(

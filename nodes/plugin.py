@@ -10,6 +10,7 @@ from nodes import (
     attention_maps,
     attention_record,
     clip_vision,
+    controlnet,
     denoise,
     embeds,
     guidance,
@@ -26,6 +27,7 @@ from nodes import (
     unclip,
     vae,
 )
+from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
 from nodes.types import SOCKET_TYPES
 
@@ -37,7 +39,7 @@ UNCLIP_FAMILIES = ("kandinsky-prior", "kandinsky-decoder", "stable-unclip")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    return SOCKET_TYPES
+    return [*SOCKET_TYPES, ControlNet]
 
 
 @hookimpl
@@ -69,6 +71,8 @@ def nodeflow_nodes() -> list[object]:
         clip_vision.clip_vision_encode,
         embeds.blend_embeds,
         unclip.unclip_conditioning,
+        controlnet.load_controlnet,
+        controlnet.apply_controlnet,
         scale.scale_latent,
         scale.scale_image,
         primitives.int_value,

@@ -113,6 +113,9 @@ class Conditioning:
     image_embeds: torch.Tensor | None = None
     noise_level: int = 0
     class_labels: torch.Tensor | None = None
+    controls: tuple[Any, ...] = ()
+    """ControlNets steering this prompt (``nodes.control.ControlApplication``), in the order
+    ApplyControlNet added them."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,17 @@ class Guider:
     negative: Conditioning
     scale: float = 7.5
     rescale: float = 0.0
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        """Every module sampling with this guider computes with: the denoiser and any model
+        its conditionings bring (ControlNets), so a sampler puts all of them on the device."""
+        extra: list[Any] = []
+        for conditioning in (self.positive, self.negative):
+            for control in conditioning.controls:
+                if control.net.model not in extra:
+                    extra.append(control.net.model)
+        return (self.unet.model, *extra)
 
 
 @socket_type(color="#ab47bc")

@@ -21,6 +21,9 @@ class Family:
     """True when the model takes the guidance scale as an input (guidance-distilled models such as
     LCM U-Nets or Flux): ``predict_noise`` then runs one pass, never a CFG pair."""
 
+    takes_control = False
+    """True when the adapter adds ControlNet residuals (``nodes.control``) to its model call."""
+
     def latent_channels(self, unet: UNet) -> int:
         return int(unet.model.config.in_channels)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nodes.control import CONTROL, check_control_fits
 from nodes.families.base import Family
 from nodes.families.batching import cat, repeat_to, same_length
 
@@ -25,6 +26,20 @@ class StableDiffusionUNet(Family):
     """``UNet2DConditionModel`` conditioned by cross-attention over prompt embeddings."""
 
     name = "sd-unet"
+    takes_control = True
+
+    def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
+        """The U-Net's output, with the residuals of any active ControlNet added to its skip
+        connections and middle block (diffusers' ``down_block_additional_residuals``)."""
+        control = inputs.get(CONTROL)
+        if control is None:
+            return super().predict(unet, model_input, timestep, inputs)
+        inputs = {key: value for key, value in inputs.items() if key != CONTROL}
+        residuals = control.residuals(model_input, timestep, inputs)
+        if residuals is not None:
+            inputs["down_block_additional_residuals"] = residuals.down
+            inputs["mid_block_additional_residual"] = residuals.mid
+        return unet.model(model_input, timestep, **inputs, return_dict=False)[0]
 
     def model_inputs(
         self, guider: Guider, conditionings: list[Conditioning], latents: Any
@@ -53,6 +68,8 @@ class StableDiffusionUNet(Family):
         return None
 
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
+        for control in conditioning.controls:
+            check_control_fits(unet, control.net, name)
         config = unet.model.config
         image_only = getattr(config, "encoder_hid_dim_type", None) == "image_proj"
         if conditioning.image_embeds is not None:
