@@ -9,6 +9,7 @@ from nodeflow import FileKind, hookimpl
 from nodes import (
     attention_maps,
     attention_record,
+    canny,
     clip_vision,
     controlnet,
     denoise,
@@ -73,6 +74,7 @@ def nodeflow_nodes() -> list[object]:
         unclip.unclip_conditioning,
         controlnet.load_controlnet,
         controlnet.apply_controlnet,
+        canny.canny,
         scale.scale_latent,
         scale.scale_image,
         primitives.int_value,
