@@ -1,7 +1,10 @@
 """Resizing latents and pictures: the second pass of a "hires fix", and fitting pictures to a size.
 
 A size of 0 follows the other side's aspect ratio; both 0 scale by ``factor``. Crop ``center``
-cuts the source to the target's aspect ratio first, so nothing is stretched.
+cuts the source to the target's aspect ratio first, so nothing is stretched. The methods are
+torch's: ``nearest`` (ComfyUI's and torch's legacy rounding), ``nearest-exact``, ``bilinear``,
+``bicubic``, ``area``. ComfyUI's LatentUpscale(By) and ImageScale(By) are these two nodes (the
+editor finds them by those names; the ComfyUI importer maps their inputs).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pydantic import Field
 from nodeflow import node
 from nodes.types import Image, Latent
 
-Method = Literal["nearest-exact", "bilinear", "bicubic", "area"]
+Method = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area"]
 Crop = Literal["disabled", "center"]
 Side = Annotated[int, Field(ge=0, le=16384)]
 Factor = Annotated[float, Field(gt=0, le=16)]
@@ -51,7 +54,7 @@ def resize(tensor: Any, width: int, height: int, method: str, crop: str) -> Any:
     return F.interpolate(tensor, size=(height, width), mode=method, **kwargs)
 
 
-@node("ScaleLatent", category="latent")
+@node("ScaleLatent", category="latent", aliases=("LatentUpscale", "LatentUpscaleBy"))
 def scale_latent(
     latent: Latent,
     width: Side = 0,
@@ -75,7 +78,7 @@ def scale_latent(
     )
 
 
-@node("ScaleImage", category="image")
+@node("ScaleImage", category="image", aliases=("ImageScale", "ImageScaleBy"))
 def scale_image(
     image: Image,
     width: Side = 0,

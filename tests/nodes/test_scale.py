@@ -30,3 +30,22 @@ def test_scale_image_with_a_centre_crop_keeps_the_middle():
     pixels[:, :, 10:30] = 1.0  # a white middle half
     out = scale_image(Image(pixels), width=10, height=10, crop="center", method="nearest-exact")
     assert out.pixels.shape == (1, 10, 10, 3) and out.pixels.min() == 1.0
+
+
+def test_each_method_is_torch_interpolate_with_that_mode():
+    import torch.nn.functional as F
+
+    samples = torch.randn(1, 4, 6, 10, generator=torch.Generator().manual_seed(0))
+    latent = Latent(samples=samples, width=40, height=24)
+    for method in ("nearest", "nearest-exact", "bilinear", "bicubic", "area"):
+        out = scale_latent(latent, factor=2.0, method=method).samples
+        kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
+        expected = F.interpolate(samples, size=(12, 20), mode=method, **kwargs)
+        assert torch.equal(out, expected), method
+    nearest = scale_latent(latent, factor=2.0, method="nearest").samples
+    assert torch.equal(nearest, samples.repeat_interleave(2, -1).repeat_interleave(2, -2))
+
+
+def test_comfyui_names_find_the_scale_nodes():
+    assert {"LatentUpscale", "LatentUpscaleBy"} <= set(scale_latent.__nodeflow_node__.aliases)
+    assert {"ImageScale", "ImageScaleBy"} <= set(scale_image.__nodeflow_node__.aliases)

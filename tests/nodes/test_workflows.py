@@ -75,3 +75,16 @@ def test_lora_workflow_changes_the_picture_and_strength_zero_restores_it(tmp_pat
             pictures[name] = png.tobytes()
     assert pictures["lora_off"] == pictures["txt2img"]
     assert pictures["lora_on"] != pictures["txt2img"]
+
+
+@pytest.mark.parametrize("name, size", [("hires_fix.json", (128, 128))])
+def test_example_workflow_of_its_own_size_runs_as_shipped(name, size, tmp_path, capsys):
+    """Workflows whose picture is not the demo's 64x64 (upscalers), and their size."""
+    out = tmp_path / "out"
+    common = ["--device", "cpu", "--models-dir", str(tmp_path / "models"), "--quiet"]
+    code = main(["run", str(WORKFLOWS / name), "--output-dir", str(out), *common,
+                 "--set", "sched.steps=3"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (path,) = out.glob("*.png")
+    with Image.open(path) as png:
+        assert png.size == size
