@@ -112,6 +112,7 @@ def sample(
     generator = torch.Generator("cpu").manual_seed(seed)
     timesteps = _timesteps(scheduler, scheduler_recipe.steps, strength, device)
     guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
+    guider = guider.unet.family.before_sampling(guider, generator)
     latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
     prompts = _prompt_rows(guider)
     if latents.shape[0] == 1 and prompts > 1:

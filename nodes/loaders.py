@@ -263,10 +263,19 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
             latent_scale=vae_model.scale_factor,
             source=str(folder),
             noise_augmentor=noise_augmentor(folder, dtype),
+            **_family_of(folder),
         ),
         text_encoder=text_encoder,
         vae=vae_model,
     )
+
+
+def _family_of(folder: Path) -> dict[str, Any]:
+    """The U-Net's family adapter when the folder says it is not the default SD one."""
+    from nodes.families.upscale import folder_family
+
+    family = folder_family(folder)
+    return {} if family is None else {"family": family}
 
 
 def _autoencoder_subfolder(folder: Path) -> Path:

@@ -26,6 +26,7 @@ from nodes import (
     schedulers,
     text,
     unclip,
+    upscale,
     vae,
 )
 from nodes.control import ControlNet
@@ -75,6 +76,7 @@ def nodeflow_nodes() -> list[object]:
         controlnet.load_controlnet,
         controlnet.apply_controlnet,
         canny.canny,
+        upscale.upscale_conditioning,
         scale.scale_latent,
         scale.scale_image,
         primitives.int_value,

@@ -114,6 +114,10 @@ class Conditioning:
     noise_level: int = 0
     class_labels: torch.Tensor | None = None
     controls: tuple[Any, ...] = ()
+    low_res: torch.Tensor | None = None
+    """An x4 upscaler's low-resolution picture [batch, 3, h, w] in [-1, 1] (UpscaleConditioning),
+    noised to ``noise_level`` while sampling into ``low_res_noised`` (sampling only)."""
+    low_res_noised: torch.Tensor | None = None
     """ControlNets steering this prompt (``nodes.control.ControlApplication``), in the order
     ApplyControlNet added them."""
 

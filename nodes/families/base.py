@@ -27,6 +27,12 @@ class Family:
     def latent_channels(self, unet: UNet) -> int:
         return int(unet.model.config.in_channels)
 
+    def before_sampling(self, guider: Guider, generator: Any) -> Guider:
+        """The guider a run samples with, given the run's generator before the initial latents
+        are drawn: where a family draws noise for its conditioning (the x4 upscaler noises its
+        low-resolution picture), so the draws come in its diffusers pipeline's order."""
+        return guider
+
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
         """Refuse ``conditioning`` (named ``name`` in the message) when this model cannot use it,
         with a message that says why, rather than as a shape error deep inside the model."""

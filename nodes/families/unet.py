@@ -70,6 +70,8 @@ class StableDiffusionUNet(Family):
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
         for control in conditioning.controls:
             check_control_fits(unet, control.net, name)
+        if conditioning.low_res is not None:
+            raise ValueError(f"{name}: UpscaleConditioning is for x4 upscalers; this U-Net is none")
         config = unet.model.config
         image_only = getattr(config, "encoder_hid_dim_type", None) == "image_proj"
         if conditioning.image_embeds is not None:
