@@ -48,6 +48,7 @@ DEMO_KANDINSKY_PRIOR = "demo-kandinsky-prior"
 DEMO_KANDINSKY_DECODER = "demo-kandinsky-decoder"
 DEMO_CLIP_VISION = "demo-clip-vision"
 DEMO_STABLE_UNCLIP = "demo-stable-unclip"
+DEMO_X4_UPSCALER = "demo-x4-upscaler"
 DEMO_FILE = "demo.safetensors"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
@@ -60,6 +61,7 @@ DEMOS = {
     DEMO_KANDINSKY_DECODER: "tiny-kandinsky-decoder-1",
     DEMO_CLIP_VISION: "tiny-kandinsky-prior-1",  # the prior's own image encoder: one CLIP space
     DEMO_STABLE_UNCLIP: "tiny-stable-unclip-1",
+    DEMO_X4_UPSCALER: "tiny-x4-upscaler-1",
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
@@ -73,6 +75,7 @@ BUILT_IN_CHECKPOINTS = {
     DEMO_KANDINSKY_DECODER: f"{RANDOM}: Kandinsky 2.2 decoder (made on first use)",
     DEMO_CLIP_VISION: f"{RANDOM}: the Kandinsky prior's CLIP image encoder (made on first use)",
     DEMO_STABLE_UNCLIP: f"{RANDOM}: Stable unCLIP (made on first use)",
+    DEMO_X4_UPSCALER: f"{RANDOM}: SD x4 upscaler (made on first use; it enlarges 4x)",
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""
@@ -127,7 +130,7 @@ def demo_model(name: str = DEMO) -> Path:
 
 
 def _demo_maker(name: str) -> Callable[[Path], Path]:
-    from nodes import tiny, tiny_unclip
+    from nodes import tiny, tiny_unclip, tiny_upscale
 
     return {
         DEMO_SDXL: tiny.make_tiny_sdxl,
@@ -135,6 +138,7 @@ def _demo_maker(name: str) -> Callable[[Path], Path]:
         DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,
         DEMO_CLIP_VISION: tiny_unclip.make_tiny_kandinsky_prior,
         DEMO_STABLE_UNCLIP: tiny_unclip.make_tiny_stable_unclip,
+        DEMO_X4_UPSCALER: tiny_upscale.make_tiny_x4_upscaler,
     }[name]
 
 

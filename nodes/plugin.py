@@ -122,9 +122,10 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
     make.add_argument(
         "--family",
-        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES),
+        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES, "sd-x4-upscaler"),
         default="sd1",
-        help="kandinsky-prior, kandinsky-decoder and stable-unclip are diffusers folders only",
+        help="kandinsky-prior, kandinsky-decoder, stable-unclip and sd-x4-upscaler are diffusers "
+        "folders only",
     )
     make.add_argument(
         "--single-file", action="store_true", help="write an original-layout .safetensors file"
@@ -155,14 +156,15 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     from nodes.tiny_lora import write_tiny_loras
 
-    if args.family in UNCLIP_FAMILIES:
-        from nodes import tiny_unclip
+    if args.family in (*UNCLIP_FAMILIES, "sd-x4-upscaler"):
+        from nodes import tiny_unclip, tiny_upscale
 
         if args.single_file or args.loras:
             print(f"--single-file and --loras are not available for {args.family}", file=sys.stderr)
             return 2
-        name = args.family.replace("-", "_")
-        print(getattr(tiny_unclip, f"make_tiny_{name}")(args.path, seed=args.seed))
+        name = args.family.replace("-", "_").removeprefix("sd_")
+        module = tiny_upscale if name == "x4_upscaler" else tiny_unclip
+        print(getattr(module, f"make_tiny_{name}")(args.path, seed=args.seed))
         return 0
     maker = {"sd1": make_tiny_sd, "sd2": make_tiny_sd2, "sdxl": make_tiny_sdxl}[args.family]
     with tempfile.TemporaryDirectory() as scratch:
