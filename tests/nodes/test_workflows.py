@@ -78,7 +78,8 @@ def test_lora_workflow_changes_the_picture_and_strength_zero_restores_it(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "name, size", [("hires_fix.json", (128, 128)), ("upscale_x4.json", (64, 64))]
+    "name, size",
+    [("hires_fix.json", (128, 128)), ("upscale_x4.json", (64, 64)), ("controlnet.json", (64, 64))],
 )
 def test_example_workflow_of_its_own_size_runs_as_shipped(name, size, tmp_path, capsys):
     """Workflows whose picture is not the demo's 64x64 (upscalers), and their size."""
