@@ -301,3 +301,65 @@ def test_a_controlnet_of_another_family_is_refused_naming_both(
     assert result.error.node == "cfg"
     assert "made for sdxl models" in result.error.message
     assert "this U-Net is sd1" in result.error.message
+
+
+def test_without_cfg_the_controlnet_equals_the_diffusers_pipeline_at_scale_1(
+    pipe, make_executor, controlnets, control_images
+):
+    expected = diffusers_image(
+        sd_control_pipe(pipe, load_net(controlnets["a"])),
+        seed=2,
+        prompt="a blue square",
+        image=Image.open(control_images["bar"]),
+        num_inference_steps=3,
+        guidance_scale=1.0,
+        width=64,
+        height=64,
+        control_guidance_start=0.3,
+    )
+    control = {"path": "tiny-a", "image": str(control_images["bar"]), "start": 0.3}
+    workflow = control_graph(controls=[control], prompt="a blue square", seed=2, steps=3, scale=1)
+    assert_close(run_image(make_executor, workflow), expected)
+
+
+def test_a_control_on_one_prompt_only_leaves_the_other_rows_alone(controlnets, control_images):
+    """ComfyUI lets a control steer the positive prompt alone: its residuals are the
+    ControlNet's own on the positive rows and zero on the negative ones."""
+    from nodes.attention import Sampling
+    from nodes.control import ControlApplication, ControlNet, control_run
+    from nodes.types import Conditioning
+
+    net = load_net(controlnets["a"])
+    picture = np.asarray(Image.open(control_images["ring"]), dtype=np.float32) / 255
+    image = torch.from_numpy(picture).permute(2, 0, 1)[None]
+    control = ControlApplication(ControlNet(net, "sd1"), image, strength=0.7)
+    generator = torch.Generator().manual_seed(0)
+    embeds = torch.randn(2, 77, 32, generator=generator)
+    negative, positive = Conditioning(embeds[:1]), Conditioning(embeds[1:], controls=(control,))
+    latents = torch.randn(1, 4, 32, 32, generator=generator)
+    run = control_run([negative, positive], latents, 2, Sampling(steps=4))
+    sample, timestep = torch.cat([latents, latents * 0.5]), torch.tensor(500)
+    with torch.inference_mode():
+        found = run.residuals(sample, timestep, {"encoder_hidden_states": embeds})
+        down, mid = net(
+            sample[1:],
+            timestep,
+            encoder_hidden_states=embeds[1:],
+            controlnet_cond=image,
+            conditioning_scale=0.7,
+            return_dict=False,
+        )
+    for ours, theirs in zip([*found.down, found.mid], [*down, mid], strict=True):
+        assert not ours[0].any()
+        assert torch.allclose(ours[1:], theirs, atol=1e-4, rtol=0)  # batch of 2 against 1
+        assert theirs.abs().max() > 1e-3
+
+
+def test_a_window_that_never_opens_is_refused():
+    from nodes.controlnet import apply_controlnet
+    from nodes.types import Conditioning
+    from nodes.types import Image as Picture
+
+    empty = Conditioning(None)
+    with pytest.raises(ValueError, match="start"):
+        apply_controlnet(empty, empty, None, Picture(torch.zeros(1, 8, 8, 3)), start=0.5, end=0.5)
