@@ -31,6 +31,7 @@ def controlnets(models_dir: Path) -> dict[str, Path]:
     made["a-diffusers"] = write_controlnet_file(
         made["a"], folder / "tiny-a-diffusers.safetensors", original=False
     )
+    made["xl-original"] = write_controlnet_file(made["xl"], folder / "tiny-xl.safetensors")
     return made
 
 
@@ -246,18 +247,25 @@ def test_sdxl_controlnet_equals_the_diffusers_pipeline(
     assert_close(run_image(make_executor, workflow), expected)
 
 
-@pytest.mark.parametrize("name", ["tiny-a.safetensors", "tiny-a-diffusers.safetensors"])
+@pytest.mark.parametrize(
+    "name, folder_name, family",
+    [
+        ("tiny-a.safetensors", "tiny-a", "sd1"),
+        ("tiny-a-diffusers.safetensors", "tiny-a", "sd1"),
+        ("tiny-xl.safetensors", "tiny-xl", "sdxl"),
+    ],
+)
 def test_a_single_file_controlnet_loads_the_same_weights_as_its_folder(
-    make_executor, controlnets, name
+    make_executor, controlnets, name, folder_name, family
 ):
     b = WorkflowBuilder()
-    b.add("LoadControlNet", id="folder", path="tiny-a")
+    b.add("LoadControlNet", id="folder", path=folder_name)
     b.add("LoadControlNet", id="file", path=name)
     result = make_executor().run(b.build(), targets=["folder", "file"])
     assert result.ok, result.error and result.error.traceback
     folder = result.values["folder"]["control_net"]
     file = result.values["file"]["control_net"]
-    assert file.family == folder.family == "sd1"
+    assert file.family == folder.family == family
     expected, actual = folder.model.state_dict(), file.model.state_dict()
     assert expected.keys() == actual.keys()
     for key, tensor in expected.items():
