@@ -85,6 +85,8 @@ def edit_workflow(
     self_steps: float = 0.4,
     reweight: str = "",
     blend_words: str = "",
+    word_cross_steps: str = "",
+    blend_start: float = 0.2,
     cfg: float = DEFAULT_CFG,
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
@@ -105,6 +107,8 @@ def edit_workflow(
         self_steps=self_steps,
         reweight=reweight,
         blend_words=blend_words,
+        word_cross_steps=word_cross_steps,
+        blend_start=blend_start,
     )
     neg = b.add("TextEncode", id="neg", text_encoder=checkpoint.text_encoder, text="")
     add_sampling(b, p2p.unet, checkpoint.vae, p2p.conditioning, neg.conditioning, cfg=cfg,
