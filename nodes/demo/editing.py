@@ -38,7 +38,7 @@ from nodes.demo.adherence import (
     held_out_scenes,
 )
 from nodes.demo.dataset import COLORS, PALETTE, SHAPES, Scene, caption
-from nodes.demo.evaluate import foreground_mask, score, to_rgb_array
+from nodes.demo.evaluate import MIN_AREA_FRACTION, foreground_mask, score, to_rgb_array
 
 __all__ = [
     "EditRunner",
@@ -176,11 +176,25 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(top, left, bottom, right) of a mask's pixels, inclusive; None for an empty mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
+    """(top, left, bottom, right), inclusive, of the objects in a mask as ``evaluate.analyze``
+    counts them (8-connected components, holes filled, of at least ``MIN_AREA_FRACTION`` of the
+    largest), so a stray speck does not stretch the box; None for an empty mask."""
+    from scipy import ndimage
+
+    labels, found = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if not found:
         return None
-    return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
+    boxes = ndimage.find_objects(labels)
+    areas = [int(ndimage.binary_fill_holes(labels[b] == i + 1).sum()) for i, b in enumerate(boxes)]
+    kept = [
+        b for b, area in zip(boxes, areas, strict=True) if area >= MIN_AREA_FRACTION * max(areas)
+    ]
+    return (
+        min(b[0].start for b in kept),
+        min(b[1].start for b in kept),
+        max(b[0].stop for b in kept) - 1,
+        max(b[1].stop for b in kept) - 1,
+    )
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -189,7 +203,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     The layout measure that means something for a shape edit: a circle drawn where a square
     was covers pi/4 of the square's box, a triangle half of it, so the masks' own IoU cannot
     reach 1 even for a perfect edit, while their boxes coincide. For several shapes the box
-    holds them all: it measures where the group lies and how far it extends."""
+    holds them all: it measures where the group lies and how far it extends. Specks the
+    evaluator ignores are ignored here too (``bounding_box``)."""
     box_a, box_b = bounding_box(a), bounding_box(b)
     if box_a is None or box_b is None:
         return 1.0 if box_a is box_b else 0.0

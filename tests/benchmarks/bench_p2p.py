@@ -6,7 +6,7 @@ Run from the repository root (on demand, not in CI; the CI floor is
     python tests/benchmarks/bench_p2p.py [--n 100] [--reweight-n 20] [--steps 20] [--seed 0]
         [--threads 1] [--no-write] [--kinds color shape] [--localisation-n N]
         [--cross-steps 0.8] [--self-steps 0.4] [--word-window F] [--blend] [--blend-start 0.2]
-        [--word-window-kinds shape]
+        [--word-window-kinds shape] [--shape-variants]
 
 * Edit fidelity: ``--n`` held-out captions with only the colour word changed and ``--n`` with
   only the shape word changed (``editing.edit_pairs``), each drawn as a PromptToPrompt replace pair
@@ -15,7 +15,8 @@ Run from the repository root (on demand, not in CI; the CI floor is
   shape masks overlap (IoU, median), and so do their bounding boxes (box IoU, median). Baseline:
   both captions drawn separately with the same seed. ``--word-window`` gives the edited word its
   own cross-attention window and ``--blend`` a local blend on the changed word, for the edit
-  kinds in ``--word-window-kinds``.
+  kinds in ``--word-window-kinds``. ``--shape-variants`` runs the shape edits again under each
+  of ``SHAPE_VARIANTS`` and tabulates them.
 * Reweighting: ``--reweight-n`` captions, factors 0, 0.5, 1, 2, 4 on the colour word (colour
   coverage, saturation) and on the size word (shape area).
 * Localisation: the mean share of the shape word's map inside the drawn shapes, over ``--n``
@@ -87,6 +88,46 @@ def fidelity(
         if (index + 1) % 25 == 0:
             print(f"  {kind}: {index + 1}/{n}", file=sys.stderr, flush=True)
     return results
+
+
+SHAPE_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("shape word's own window 0", {"word_window": 0.0}),
+    ("self-attention window 0.2", {"self_steps": 0.2}),
+    ("shape word's own window 0.2, self-attention window 0.2",
+     {"word_window": 0.2, "self_steps": 0.2}),
+    ("shape word's own window 0, local blend on the shape words",
+     {"word_window": 0.0, "blend": True}),
+)  # fmt: skip
+"""Other settings for shape edits (``--shape-variants``), each against the run's own."""
+
+
+def shape_variants(
+    runner: EditRunner, args: argparse.Namespace
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The shape edits again under each of ``SHAPE_VARIANTS`` (the baseline pictures are the
+    executor's cached ones)."""
+    variants = []
+    for label, overrides in SHAPE_VARIANTS:
+        settings = argparse.Namespace(**{**vars(args), "word_window_kinds": ["shape"]})
+        for name, value in overrides.items():
+            setattr(settings, name, value)
+        variants.append((label, fidelity(runner, "shape", args.n, args.seed, settings)))
+    return variants
+
+
+def variants_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    lines = [
+        "| shape edits: setting | pairs | edit reads the new shape | source reads its own | "
+        "median mask IoU | median box IoU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, results in rows:
+        lines.append(
+            f"| {label} | {len(results)} | {share(results, 'edit_ok'):.0%} | "
+            f"{share(results, 'source_ok'):.0%} | {median(results, 'iou'):.3f} | "
+            f"{median(results, 'box_iou'):.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def reweighting(runner: EditRunner, n: int, seed: int) -> dict[str, dict[float, list[dict]]]:
@@ -198,6 +239,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--word-window-kinds", nargs="+", choices=("color", "shape"), default=["shape"],
         help="the edit kinds --word-window and --blend apply to",
     )  # fmt: skip
+    parser.add_argument(
+        "--shape-variants", action="store_true",
+        help="also run the shape edits under each of SHAPE_VARIANTS",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -220,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     runner = EditRunner(args.model, steps=args.steps)
     by_kind = {kind: fidelity(runner, kind, args.n, args.seed, args) for kind in args.kinds}
+    variants = []
+    if args.shape_variants:
+        variants = [("this run's settings", by_kind["shape"]), *shape_variants(runner, args)]
     sweeps = reweighting(runner, args.reweight_n, args.seed) if args.reweight_n else None
     places = [
         localisation(runner, scene, args.seed + i)
@@ -258,6 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         fidelity_table(by_kind),
         "",
     ]
+    if variants:
+        lines += [
+            "Shape edits under other settings (the same pairs and seeds; the windows not named "
+            f"are the run's: cross-attention {args.cross_steps:g}, self-attention "
+            f"{args.self_steps:g}):",
+            "",
+            variants_table(variants),
+            "",
+        ]
     if sweeps is not None:
         lines += [
             f"Reweighting ({args.reweight_n} captions, PromptToPrompt reweight mode, the edit "

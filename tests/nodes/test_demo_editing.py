@@ -35,6 +35,16 @@ def test_box_iou_counts_the_overlap_of_the_boxes() -> None:
     assert box_iou(two, square(0, 0, 4)) == 16 / 96
 
 
+def test_specks_the_evaluator_ignores_do_not_stretch_the_box() -> None:
+    shape = square(20, 20, 20)
+    specked = shape.copy()
+    specked[60, 2] = specked[1, 62] = True  # one pixel each: below 15% of the shape's 400
+    assert bounding_box(specked) == bounding_box(shape) == (20, 20, 39, 39)
+    assert box_iou(specked, shape) == 1.0
+    second = shape | square(50, 50, 8)  # 64 pixels: 16% of the largest, an object
+    assert bounding_box(second) == (20, 20, 57, 57)
+
+
 def test_empty_masks() -> None:
     empty = np.zeros((64, 64), dtype=bool)
     assert bounding_box(empty) is None
