@@ -5,14 +5,15 @@ The source and the edited prompt are denoised together, as one batch of two from
 U-Net samples, an ``EditPatch`` (``nodes.attention``) makes the edit row attend as the source row
 does, on the positive (prompt) rows only, as the paper's controller does:
 
-* cross-attention, for the first ``cross_steps`` of the steps: the edit's attention probabilities
-  become the source's, mapped to the edit's tokens (``nodes.p2p_tokens``: replace, refine);
+* cross-attention, for the first ``cross_steps`` of the steps (or a word's own window,
+  ``nodes.p2p_windows``): the edit's attention probabilities become the source's, mapped to the
+  edit's tokens (``nodes.p2p_tokens``: replace, refine);
   reweighting scales the edit's probabilities per token at every step (past the window, its
   own), since on a small model the last steps alone undo a reweight that stops with the window;
 * self-attention, for the first ``self_steps``: the edit takes the source's self-attention
   probabilities (feature maps up to 32x32, as the paper), which keeps the layout;
-* local blending, optional: after each step the latents outside a mask made from the chosen
-  words' cross-attention stay the source's.
+* local blending, optional: after each step from ``blend_start`` on, the latents outside a mask
+  made from the chosen words' cross-attention stay the source's.
 
 No probabilities are materialised to do this. Attention is ``probs @ values``, and every edit is
 linear in the probabilities, so ``(source probs @ M) @ V == source probs @ (M @ V)``: the edit row
@@ -39,6 +40,7 @@ from nodes.p2p_tokens import (
     refinement_mapper,
     replacement_mapper,
 )
+from nodes.p2p_windows import parse_word_windows, token_windows
 from nodes.types import Conditioning, TextEncoder, UNet
 
 __all__ = ["EditPatch", "LocalBlend", "parse_factors", "prompt_to_prompt"]
@@ -73,7 +75,9 @@ class LocalBlend:
     over the words, max-pooled 3x3, upsampled to the latent, above ``threshold`` of its range,
     the source's or the edit's. The paper divides by the maximum only; a softmax map has a floor
     (the small demo model's maps sit well above zero everywhere), so the range is used: with
-    the maximum alone, everything would be above 0.3 and nothing kept."""
+    the maximum alone, everything would be above 0.3 and nothing kept. It acts after each step
+    whose index over the step count is at least ``start`` (the paper's ``start_blend=0.2``):
+    the first steps' maps are too vague to draw a mask from."""
 
     positions: tuple[tuple[int, ...], ...]
     threshold: float = 0.3
@@ -85,7 +89,9 @@ class EditPatch:
     """The edit as tensors: ``mapper`` [source tokens, edit tokens], ``residual`` [edit tokens]
     (the share of its own attention an edit token keeps: refine's 1 - alpha, else 0),
     ``weights`` [edit tokens] (reweight), the windows as fractions of the steps, and an optional
-    local blend. Rows: [source, edit] of the positive half."""
+    local blend. ``word_windows`` gives some edit tokens their own cross-attention window
+    ((token positions, fraction) pairs, ``nodes.p2p_windows``); the others keep ``cross_steps``.
+    Rows: [source, edit] of the positive half."""
 
     mapper: Any
     residual: Any
@@ -94,6 +100,7 @@ class EditPatch:
     self_steps: float
     blend: LocalBlend | None = None
     target: str = "unet"
+    word_windows: tuple[tuple[tuple[int, ...], float], ...] = ()
 
     @property
     def reweights(self) -> bool:
@@ -111,7 +118,7 @@ class EditPatch:
 @dataclass
 class _Editor:
     patch: EditPatch
-    _on: dict[Any, tuple[Any, Any, Any, bool]] = field(default_factory=dict)
+    _on: dict[Any, tuple[Any, Any, Any, Any, bool]] = field(default_factory=dict)
     blend_sums: dict[tuple[int, int], Any] = field(default_factory=dict)
 
     def acts(self, layer: Layer, sampling: Sampling) -> bool:
@@ -121,17 +128,41 @@ class _Editor:
                 patch.blend is not None
                 or patch.reweights
                 or in_window(sampling, 0.0, patch.cross_steps)
+                or any(in_window(sampling, 0.0, f) for _, f in patch.word_windows)
             )
         small = layer.size[0] * layer.size[1] <= SELF_ATTENTION_MAX_QUERIES
         return small and in_window(sampling, 0.0, patch.self_steps)
 
-    def _tensors(self, device: Any, dtype: Any) -> tuple[Any, Any, Any, bool]:
+    def injected(self, sampling: Sampling) -> bool | Any:
+        """Which edit tokens take the source's cross-attention at this step: True or False when
+        all of them do or none does (the plain-window computation), else a 0/1 vector [edit
+        tokens] (the paper's ``alpha_time_words`` row) where word windows and the global one
+        disagree."""
+        import torch
+
+        patch = self.patch
+        default = in_window(sampling, 0.0, patch.cross_steps)
+        states = [in_window(sampling, 0.0, f) for _, f in patch.word_windows]
+        if all(state == default for state in states):
+            return default
+        alpha = torch.full((patch.weights.shape[0],), float(default))
+        for (positions, _), state in zip(patch.word_windows, states, strict=True):
+            alpha[list(positions)] = float(state)
+        return alpha
+
+    def _tensors(self, device: Any, dtype: Any) -> tuple[Any, Any, Any, Any, bool]:
         key = (str(device), dtype)
         if key not in self._on:
             p = self.patch
             weights = p.weights.to(device, dtype)
             residual = (p.residual * p.weights).to(device, dtype)
-            self._on[key] = (p.mapper.to(device, dtype), weights, residual, bool(p.residual.any()))
+            self._on[key] = (
+                p.mapper.to(device, dtype),
+                weights,
+                residual,
+                p.residual.to(device, dtype),
+                bool(p.residual.any()),
+            )
         return self._on[key]
 
     def attend(self, call: AttentionCall) -> Any:
@@ -144,32 +175,44 @@ class _Editor:
         if cross and self.patch.blend is not None:
             self._observe(call, rows)
         # self-attention calls only come inside their window (``acts``)
-        injecting = in_window(sampling, 0.0, self.patch.cross_steps) if cross else True
-        if not injecting and not (cross and self.patch.reweights):
+        injecting = self.injected(sampling) if cross else True
+        if injecting is False and not (cross and self.patch.reweights):
             return None
         query, key, value = call.query, call.key, call.value.clone()
         extra = None
-        if injecting:
+        if injecting is not False:
             query, key = query.clone(), key.clone()
             query[edit], key[edit] = call.query[source], call.key[source]
         if cross:
-            mapper, weights, residual, keeps_own = self._tensors(value.device, value.dtype)
+            mapper, weights, residual, own_share, keeps_own = self._tensors(
+                value.device, value.dtype
+            )
             own = call.value[edit] * weights[:, None]  # [heads, tokens, head_dim]
-            if not injecting:  # past the window: the edit's own attention, still reweighted
+            if injecting is False:  # past the window: the edit's own attention, still reweighted
                 value[edit] = own
-            else:
+            elif injecting is True:
                 value[edit] = mapper @ own
                 if keeps_own:
-                    extra = sdpa(
-                        call.query[edit : edit + 1],
-                        call.key[edit : edit + 1],
-                        (call.value[edit] * residual[:, None])[None],
-                        None,
-                    )
+                    extra = self._own(call, edit, residual)
+            else:  # per-word windows: column t is alpha_t * replaced + (1 - alpha_t) * own
+                alpha = injecting.to(value.device, value.dtype)
+                value[edit] = (mapper * alpha) @ own
+                extra = self._own(call, edit, (1 - alpha * (1 - own_share)) * weights)
         output = sdpa(query, key, value, call.mask)
         if extra is not None:
             output[edit] = output[edit] + extra[0]
         return output
+
+    @staticmethod
+    def _own(call: AttentionCall, edit: int, share: Any) -> Any:
+        """The edit row's own attention with each token's value scaled by ``share``:
+        ``own probs @ (share * V)``, the part of an edit token's attention that is its own."""
+        return sdpa(
+            call.query[edit : edit + 1],
+            call.key[edit : edit + 1],
+            (call.value[edit] * share[:, None])[None],
+            None,
+        )
 
     def _observe(self, call: AttentionCall, rows: slice) -> None:
         probs = call.probs[rows].float().mean(dim=1)
@@ -211,6 +254,8 @@ def edit_patch(
     reweight: str = "",
     blend_words: str = "",
     blend_threshold: float = 0.3,
+    word_cross_steps: str = "",
+    blend_start: float = 0.2,
 ) -> EditPatch:
     """The patch for editing ``source`` into ``edit`` (see ``prompt_to_prompt``)."""
     import torch
@@ -236,8 +281,11 @@ def edit_patch(
             if not present:
                 raise ValueError(f"none of the blend words {blend_words!r} is in {text!r}")
             per_prompt.append(tuple(positions_of(tokenizer, text, " ".join(present))))
-        blend = LocalBlend(tuple(per_prompt), blend_threshold)
-    return EditPatch(mapper, residual, weights, cross_steps, self_steps, blend)
+        blend = LocalBlend(tuple(per_prompt), blend_threshold, blend_start)
+    windows = token_windows(tokenizer, edit, parse_word_windows(word_cross_steps))
+    return EditPatch(
+        mapper, residual, weights, cross_steps, self_steps, blend, word_windows=windows
+    )
 
 
 class PromptToPromptOutputs(NamedTuple):
@@ -261,6 +309,8 @@ def prompt_to_prompt(
     reweight: str = "",
     blend_words: str = "",
     blend_threshold: Fraction = 0.3,
+    word_cross_steps: str = "",
+    blend_start: Fraction = 0.2,
 ) -> PromptToPromptOutputs:
     """Edit a picture by editing its prompt: denoise ``source`` and ``edit`` as one pair.
 
@@ -268,9 +318,13 @@ def prompt_to_prompt(
     changed words by tokens; reweight keeps the source prompt (``edit`` empty) and only scales
     words. ``reweight`` scales words' attention in the edit, e.g. "red:2, circle:0.5". The edit
     follows the source's cross-attention for the first ``cross_steps`` of the steps and its
-    self-attention for the first ``self_steps``. ``blend_words`` (e.g. "circle") keeps the
-    pixels outside those words' attention the source's. Link ``unet`` and ``conditioning`` into
-    CFG as the positive, and Denoise a batch-1 latent: the output is the pair [source, edit].
+    self-attention for the first ``self_steps``; ``word_cross_steps`` gives words of the edit
+    their own cross-attention window, e.g. "square:0.2" (the paper's per-word
+    ``cross_replace_steps``: a shorter window lets a word draw a new shape while the rest keeps
+    the source's layout). ``blend_words`` (e.g. "circle") keeps the pixels outside those words'
+    attention the source's, from step fraction ``blend_start`` on. Link ``unet`` and
+    ``conditioning`` into CFG as the positive, and Denoise a batch-1 latent: the output is the
+    pair [source, edit].
     """
     from nodes.text import encode_text
 
@@ -292,6 +346,8 @@ def prompt_to_prompt(
         reweight,
         blend_words,
         blend_threshold,
+        word_cross_steps,
+        blend_start,
     )
     ctx.models.use(*text_encoder.models)
     device = text_encoder.model.device

@@ -9,6 +9,8 @@ in one attribute: the colour word (to another colour, not the background's) or t
 * Edit fidelity: the edited picture of a pair reads the new attribute (``evaluate.score``), and
   the shape masks (``evaluate.foreground_mask``) of the pair's source and edit overlap (IoU).
   The baseline is the same two captions drawn separately with the same seed, no controller.
+  Beside the masks' IoU, the IoU of their bounding boxes: where the shapes lie and how far they
+  extend, which a shape edit can keep exactly while the masks' IoU cannot reach 1.
 * Reweighting: one word's factor swept; the picture's colour coverage (pixels nearest the word's
   palette colour), saturation and shape area, per factor.
 * Localisation: the share of a shape word's cross-attention map (all recorded sizes, upsampled
@@ -36,11 +38,12 @@ from nodes.demo.adherence import (
     held_out_scenes,
 )
 from nodes.demo.dataset import COLORS, PALETTE, SHAPES, Scene, caption
-from nodes.demo.evaluate import foreground_mask, score, to_rgb_array
+from nodes.demo.evaluate import MIN_AREA_FRACTION, foreground_mask, score, to_rgb_array
 
 __all__ = [
     "EditRunner",
     "Pair",
+    "box_iou",
     "edit_pairs",
     "edit_workflow",
     "iou",
@@ -56,6 +59,14 @@ class Pair:
     kind: str
     source: Scene
     edit: Scene
+
+    def words(self) -> tuple[str, str]:
+        """The changed word as the source's and the edit's captions write it: ("red",
+        "green"), or ("circles", "squares") for two or three shapes."""
+        if self.kind == "color":
+            return self.source.color, self.edit.color
+        plural = "s" if self.source.count > 1 else ""
+        return self.source.shape + plural, self.edit.shape + plural
 
 
 def edit_pairs(kind: str, n: int, seed: int = 0) -> list[Pair]:
@@ -85,6 +96,8 @@ def edit_workflow(
     self_steps: float = 0.4,
     reweight: str = "",
     blend_words: str = "",
+    word_cross_steps: str = "",
+    blend_start: float = 0.2,
     cfg: float = DEFAULT_CFG,
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
@@ -105,6 +118,8 @@ def edit_workflow(
         self_steps=self_steps,
         reweight=reweight,
         blend_words=blend_words,
+        word_cross_steps=word_cross_steps,
+        blend_start=blend_start,
     )
     neg = b.add("TextEncode", id="neg", text_encoder=checkpoint.text_encoder, text="")
     add_sampling(b, p2p.unet, checkpoint.vae, p2p.conditioning, neg.conditioning, cfg=cfg,
@@ -160,16 +175,63 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right), inclusive, of the objects in a mask as ``evaluate.analyze``
+    counts them (8-connected components, holes filled, of at least ``MIN_AREA_FRACTION`` of the
+    largest), so a stray speck does not stretch the box; None for an empty mask."""
+    from scipy import ndimage
+
+    labels, found = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if not found:
+        return None
+    boxes = ndimage.find_objects(labels)
+    areas = [int(ndimage.binary_fill_holes(labels[b] == i + 1).sum()) for i, b in enumerate(boxes)]
+    kept = [
+        b for b, area in zip(boxes, areas, strict=True) if area >= MIN_AREA_FRACTION * max(areas)
+    ]
+    return (
+        min(b[0].start for b in kept),
+        min(b[1].start for b in kept),
+        max(b[0].stop for b in kept) - 1,
+        max(b[1].stop for b in kept) - 1,
+    )
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks' bounding boxes (1.0 when both are empty, 0.0 when one is).
+
+    The layout measure that means something for a shape edit: a circle drawn where a square
+    was covers pi/4 of the square's box, a triangle half of it, so the masks' own IoU cannot
+    reach 1 even for a perfect edit, while their boxes coincide. For several shapes the box
+    holds them all: it measures where the group lies and how far it extends. Specks the
+    evaluator ignores are ignored here too (``bounding_box``)."""
+    box_a, box_b = bounding_box(a), bounding_box(b)
+    if box_a is None or box_b is None:
+        return 1.0 if box_a is box_b else 0.0
+    top, left = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    bottom, right = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    inter = max(0, bottom - top + 1) * max(0, right - left + 1)
+
+    def area(box: tuple[int, int, int, int]) -> int:
+        return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+
+    return inter / (area(box_a) + area(box_b) - inter)
+
+
 def pair_result(pair: Pair, pictures: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
     """One pair's figures: ``pictures`` [source, edit] from prompt-to-prompt, ``baseline``
     [source, edit] drawn separately with the same seed."""
     attribute = f"{pair.kind}_ok"
+    masks = [foreground_mask(p) for p in pictures[:2]]
+    baseline_masks = [foreground_mask(p) for p in baseline[:2]]
     return {
         "edit_ok": bool(score(pictures[1], pair.edit)[attribute]),
         "source_ok": bool(score(pictures[0], pair.source)[attribute]),
-        "iou": iou(foreground_mask(pictures[0]), foreground_mask(pictures[1])),
+        "iou": iou(*masks),
+        "box_iou": box_iou(*masks),
         "baseline_edit_ok": bool(score(baseline[1], pair.edit)[attribute]),
-        "baseline_iou": iou(foreground_mask(baseline[0]), foreground_mask(baseline[1])),
+        "baseline_iou": iou(*baseline_masks),
+        "baseline_box_iou": box_iou(*baseline_masks),
     }
 
 
