@@ -36,6 +36,8 @@ import { RerouteEdge } from "./components/RerouteEdge";
 import { ContextMenu, type Menu, type SearchState, toggleSelectedMode } from "./components/ContextMenu";
 import { Toolbar, type Example } from "./components/Toolbar";
 import { extensionStatus, loadExtensions } from "./extensions";
+import { SubgraphBar } from "./components/SubgraphBar";
+import { closeSubgraph, convertSelection, openPath, openSubgraph } from "./subgraphs";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
 const edgeTypes: EdgeTypes = { default: RerouteEdge };
@@ -126,7 +128,7 @@ function Editor() {
   }, [rf, openFile]);
 
   const save = useCallback(() => {
-    download("workflow.json", JSON.stringify(graph.toWorkflow(), null, 2));
+    download("workflow.json", JSON.stringify(graph.toTopWorkflow(), null, 2));
     graph.markSaved();
   }, []);
 
@@ -340,6 +342,7 @@ function Editor() {
           onPointerDownCapture={onPointerDownCapture}
           onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
         >
+          <SubgraphBar onBack={fit} />
           <ReactFlow<AnyNode, Edge>
             nodes={nodes}
             edges={edges}
@@ -498,7 +501,16 @@ export function App() {
 
 export const nodeflowApi = {
   ready: false,
-  getWorkflow: (): WorkflowJson => graph.toWorkflow(),
+  getWorkflow: (): WorkflowJson => graph.toTopWorkflow(),
+  /** The canvas's own workflow (while a subgraph is open: its inner nodes). */
+  getCanvasWorkflow: (): WorkflowJson => graph.toWorkflow(),
+  /** Select exactly these nodes. */
+  select: (ids: string[]) =>
+    graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: ids.includes(n.id) }))),
+  convertToSubgraph: (name?: string) => convertSelection(name),
+  openSubgraph: (id: string) => openSubgraph(id),
+  closeSubgraph: () => closeSubgraph(),
+  subgraphPath: () => openPath(),
   loadWorkflow: (json: unknown) => loadWorkflow(typeof json === "string" ? JSON.parse(json) : json),
   addNode: (type: string, x = 0, y = 0): string => graph.addNode(type, { x, y }),
   queue: () => queueWorkflow(),

@@ -3,6 +3,7 @@
 import { api, ApiError, type Issue } from "./api";
 import { graph } from "./graph";
 import { runState } from "./runstate";
+import { leaveAll } from "./subgraphs";
 
 let fitRequest: (() => void) | null = null;
 
@@ -17,6 +18,7 @@ export function fitView() {
 
 /** Replace the canvas with a workflow (from a file, an example, a run, a picture). */
 export function loadWorkflow(json: unknown, fit = true) {
+  leaveAll();
   graph.loadWorkflow(json);
   runState.resetNodes();
   runState.setBanner(null);
@@ -39,13 +41,14 @@ export async function loadDefaultGraph(): Promise<void> {
 
 /** Remove every node (undo brings them back). */
 export function clearCanvas() {
+  leaveAll();
   graph.clear();
   runState.resetNodes();
   runState.setBanner(null);
 }
 
 export async function queueWorkflow(): Promise<{ run_id?: string; errors?: Issue[] }> {
-  const workflow = graph.toWorkflow();
+  const workflow = graph.toTopWorkflow();
   if (!Object.keys(workflow.nodes).length) {
     runState.setBanner("Nothing to queue: the canvas is empty.");
     return { errors: [] };

@@ -2,6 +2,7 @@
 import type { XYPosition } from "@xyflow/react";
 import { catalog, convertible } from "../catalog";
 import { graph, type NodeMode } from "../graph";
+import { convertSelection, openSubgraph, saveInstanceToLibrary } from "../subgraphs";
 
 export type Menu =
   | { kind: "node"; x: number; y: number; nodeId: string }
@@ -24,6 +25,10 @@ export function toggleSelectedMode(mode: NodeMode) {
 function toggleMode(nodeId: string, mode: NodeMode) {
   const selected = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
   graph.toggleMode(selected.includes(nodeId) ? selected : [nodeId], mode);
+}
+
+function selectOnly(id: string) {
+  graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === id })));
 }
 
 export function ContextMenu({
@@ -84,12 +89,29 @@ export function ContextMenu({
       testid: "menu-duplicate",
       action: () => {
         const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
-        if (!sel.includes(menu.nodeId)) graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === menu.nodeId })));
+        if (!sel.includes(menu.nodeId)) selectOnly(menu.nodeId);
         graph.copy();
         graph.paste();
       },
     });
     items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    if (node?.type === "nf" && graph.state.subgraphs?.[node.data.type]) {
+      items.push({ label: "Open subgraph", testid: "menu-open-subgraph", action: () => openSubgraph(node.id) });
+      items.push({
+        label: "Save subgraph to library",
+        testid: "menu-library-subgraph",
+        action: () => saveInstanceToLibrary(node.id),
+      });
+    }
+    items.push({
+      label: "Convert to subgraph",
+      testid: "menu-convert-subgraph",
+      action: () => {
+        const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
+        if (!sel.includes(menu.nodeId)) selectOnly(menu.nodeId);
+        convertSelection();
+      },
+    });
     items.push({ label: "Delete", testid: "menu-delete", action: () => graph.removeNodes([menu.nodeId]) });
   } else {
     items.push({ label: "Add node…", testid: "menu-add-node", action: () => openSearch({ x: menu.x, y: menu.y, flow: menu.flow }) });
