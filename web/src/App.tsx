@@ -37,6 +37,9 @@ import { ContextMenu, type Menu, type SearchState, toggleSelectedMode } from "./
 import { Toolbar, type Example } from "./components/Toolbar";
 import { extensionStatus, loadExtensions } from "./extensions";
 import { SubgraphBar } from "./components/SubgraphBar";
+import { layoutShortcut } from "./layout";
+import { Tabs } from "./components/Tabs";
+import { initTabs, newTab, switchTab } from "./tabs";
 import { closeSubgraph, convertSelection, openPath, openSubgraph } from "./subgraphs";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
@@ -145,7 +148,7 @@ function Editor() {
       const key = e.key.toLowerCase();
       if (mod && e.key === "Enter") {
         e.preventDefault();
-        void queueWorkflow();
+        void queueWorkflow({ front: e.shiftKey }); // Ctrl+Shift+Enter: to the front, as ComfyUI
         return;
       }
       if (e.key === "Escape") {
@@ -161,6 +164,10 @@ function Editor() {
         return;
       }
       if (isEditable(e.target)) return;
+      if (layoutShortcut(e)) {
+        e.preventDefault();
+        return;
+      }
       if (mod && key === "z" && !e.shiftKey) {
         e.preventDefault();
         graph.undo();
@@ -332,6 +339,7 @@ function Editor() {
         togglePalette={() => setShowPalette((s) => !s)}
         toggleSide={() => setShowSide((s) => !s)}
       />
+      <Tabs />
       <div className="nf-main">
         {showPalette && <Palette onAdd={addAtCenter} />}
         <div
@@ -448,6 +456,7 @@ export function App() {
       const [nodes, types] = await Promise.all([api.nodes(), api.types()]);
       setCatalog(nodes, types);
       if (!graph.restore()) await loadDefaultGraph();
+      initTabs(fitView);
       window.addEventListener("pagehide", () => graph.persist());
       setReady(true);
       nodeflowApi.ready = true;
@@ -511,9 +520,11 @@ export const nodeflowApi = {
   openSubgraph: (id: string) => openSubgraph(id),
   closeSubgraph: () => closeSubgraph(),
   subgraphPath: () => openPath(),
+  newTab: () => newTab(),
+  switchTab: (id: string) => switchTab(id),
   loadWorkflow: (json: unknown) => loadWorkflow(typeof json === "string" ? JSON.parse(json) : json),
   addNode: (type: string, x = 0, y = 0): string => graph.addNode(type, { x, y }),
-  queue: () => queueWorkflow(),
+  queue: (options?: { front?: boolean; count?: number }) => queueWorkflow(options),
   clear: () => clearCanvas(),
   nodeState: (id: string) => runState.node(id),
   setValue: (id: string, name: string, value: unknown) => graph.setValue(id, name, value),

@@ -643,6 +643,14 @@ export class GraphStore {
     this.markSaved();
   }
 
+  /** The fingerprint of the workflow as last kept (a tab keeps it while another is shown). */
+  get savedMark(): string {
+    return this.saved;
+  }
+  set savedMark(mark: string) {
+    this.saved = mark;
+  }
+
   /** The canvas as it is now is kept somewhere (a file, an example): nothing to lose. */
   markSaved() {
     this.saved = fingerprint(this.toTopWorkflow());
@@ -684,7 +692,7 @@ function size(n: AnyNode): [number, number] {
 }
 
 /** A short fingerprint of a workflow (53-bit cyrb53 hash of its JSON). */
-function fingerprint(workflow: WorkflowJson): string {
+export function fingerprint(workflow: WorkflowJson): string {
   const text = JSON.stringify(workflow);
   let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
   for (let i = 0; i < text.length; i++) {

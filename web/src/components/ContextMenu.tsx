@@ -3,6 +3,7 @@ import type { XYPosition } from "@xyflow/react";
 import { catalog, convertible } from "../catalog";
 import { graph, type NodeMode } from "../graph";
 import { convertSelection, openSubgraph, saveInstanceToLibrary } from "../subgraphs";
+import { alignSelected, distributeSelected } from "../layout";
 
 export type Menu =
   | { kind: "node"; x: number; y: number; nodeId: string }
@@ -95,6 +96,19 @@ export function ContextMenu({
       },
     });
     items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    const selectedCount = graph.state.nodes.filter((n) => n.selected && n.type !== "group").length;
+    if (selectedCount >= 2) {
+      const aligns = [["left", "Align left edges", "Alt+Shift+←"], ["right", "Align right edges", "Alt+Shift+→"],
+        ["top", "Align top edges", "Alt+Shift+↑"], ["bottom", "Align bottom edges", "Alt+Shift+↓"],
+        ["center", "Align centres vertically", ""], ["middle", "Align middles horizontally", ""]] as const;
+      for (const [how, label, keys] of aligns) {
+        items.push({ label: keys ? `${label} (${keys})` : label, testid: `menu-align-${how}`, action: () => alignSelected(how) });
+      }
+    }
+    if (selectedCount >= 3) {
+      items.push({ label: "Distribute horizontally (Alt+Shift+H)", testid: "menu-distribute-horizontal", action: () => distributeSelected("horizontal") });
+      items.push({ label: "Distribute vertically (Alt+Shift+V)", testid: "menu-distribute-vertical", action: () => distributeSelected("vertical") });
+    }
     if (node?.type === "nf" && graph.state.subgraphs?.[node.data.type]) {
       items.push({ label: "Open subgraph", testid: "menu-open-subgraph", action: () => openSubgraph(node.id) });
       items.push({
@@ -121,7 +135,7 @@ export function ContextMenu({
     items.push({ label: "Paste", action: paste });
   }
   const left = Math.min(menu.x, window.innerWidth - 240);
-  const top = Math.min(menu.y, window.innerHeight - items.length * 30 - 20);
+  const top = Math.max(8, Math.min(menu.y, window.innerHeight - items.length * 30 - 20));
   return (
     <>
       <div className="nf-menu-backdrop" onMouseDown={onClose} onContextMenu={(e) => { e.preventDefault(); onClose(); }} />
