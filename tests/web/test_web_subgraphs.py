@@ -162,3 +162,93 @@ def test_a_subgraph_saved_to_the_library_is_a_node_type_of_other_workflows(page,
     assert body.locator("[data-testid=in-text_encoder]").count() == 1
     assert get_workflow(page)["subgraphs"] == {"Subgraph": definition}
     shot("from-the-library")
+
+
+def everything(stamp: float) -> dict[str, Any]:
+    """txt2img with each of issue 21's workflow features: a bypassed LoRA, a muted SaveImage, a
+    reroute point, a Seed primitive feeding Denoise's converted seed (a subgraph comes later)."""
+    workflow = small(example("txt2img.json"), prompt=f"everything {stamp}", prefix="web-every")
+    nodes, ui = workflow["nodes"], workflow["ui"]["nodes"]
+    nodes["lora"] = {
+        "type": "LoadLoRA",
+        "inputs": {
+            "unet": {"from": "model.unet"},
+            "text_encoder": {"from": "model.text_encoder"},
+            "path": "demo-style",
+        },
+        "mode": "bypass",
+    }
+    nodes["pos"]["inputs"]["text_encoder"] = {"from": "lora.text_encoder"}
+    nodes["save2"] = {
+        "type": "SaveImage",
+        "inputs": {"image": {"from": "decode.image"}, "prefix": "web-every-muted"},
+        "mode": "mute",
+    }
+    nodes["seed"] = {"type": "Seed", "inputs": {"seed": 1234}}
+    nodes["denoise"]["inputs"]["seed"] = {"from": "seed.seed"}
+    ui["lora"] = {"pos": [220, 0]}
+    ui["save2"] = {"pos": [1800, 520]}
+    ui["seed"] = {"pos": [800, 620]}
+    ui["denoise"]["converted"] = ["seed"]
+    workflow["ui"]["reroutes"] = {"cfg.positive": [[700, 40]]}
+    return workflow
+
+
+def pixels(data: bytes) -> Any:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def test_every_feature_round_trips_and_runs_alike_in_the_editor_api_and_cli(
+    page, nodeflow_server, tmp_path, shot
+):
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    open_editor(page)
+    load_workflow(page, everything(time.time()))
+    convert(page, INNER)
+    saved = get_workflow(page)
+    load_workflow(page, saved)
+    assert get_workflow(page) == saved
+    page.reload()
+    page.wait_for_function("() => window.nodeflow && window.nodeflow.ready === true")
+    node(page, "save").wait_for(state="attached")
+    assert get_workflow(page) == saved
+
+    page.evaluate("() => window.nodeflow.queue()")
+    assert wait_state(page, "save", ("done", "error"), timeout=120) == "done"
+    assert node_body(page, "save2").get_attribute("data-state") not in ("done", "running")
+    src = wait_image(page, "save")["src"]
+    assert src.startswith(nodeflow_server.base), src
+    with urllib.request.urlopen(src) as r:
+        editor_pixels = pixels(r.read())
+    shot("ran")
+
+    run = nodeflow_server.submit(saved)  # the API: same server, same keys: every node cached
+    record = wait_until(
+        lambda: (rec := nodeflow_server.get(f"/api/runs/{run}"))["status"] == "finished" and rec,
+        60,
+        "the API run",
+    )
+    assert list(record["outputs"]) == ["save"]
+
+    path = tmp_path / "everything.json"
+    path.write_text(json.dumps(saved))
+    env = {**os.environ, "NODEFLOW_HOME": str(nodeflow_server.root / "home"), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "nodeflow", "run", str(path), "--device", "cpu",
+               "--models-dir", str(nodeflow_server.models), "--output-dir", str(out)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "save2" not in done.stderr and " lora (" not in done.stderr  # muted, bypassed
+    (made,) = out.rglob("web-every*.png")
+    difference = abs(pixels(made.read_bytes()) - editor_pixels).max()
+    assert difference <= 1, difference  # 8-bit rounding of the same fp32 computation
