@@ -10,7 +10,7 @@ outputs they declare. Planning, caching and the executor then see an ordinary gr
 
 - the cache key of every copied node is the Merkle key of its own content and its upstream, so an
   instance's results are keyed by its definition, and two instances of one definition fed the
-  same values share their cached results (node ids never enter keys);
+  same values have the same keys (node ids never enter them);
 - validation reports an inner node's problems at ``<instance>/<inner>``, naming both;
 - modes inside a definition travel with the copies; a muted instance becomes one muted
   placeholder node (what only it feeds does not run), and a bypassed one passes each output's

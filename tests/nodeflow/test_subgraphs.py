@@ -274,3 +274,15 @@ def _catalog():
     from nodeflow.plugins import load_catalog
 
     return load_catalog(entry_points=False, plugins=[("testnodes", testnodes)])
+
+
+def test_two_instances_fed_alike_have_one_key_and_a_later_run_finds_it_cached(executor, calls):
+    data = doc()
+    data["nodes"]["d2"] = {"type": "Double", "inputs": {"x": {"from": "c.integer"}}}
+    data["nodes"]["o2"] = {"type": "Show", "inputs": {"x": {"from": "d2.y"}, "title": "2"}}
+    keys = executor.cache_keys(Workflow.from_json(data))
+    assert keys["d/s"] == keys["d2/s"] and keys["o"] != keys["o2"]  # o2's title differs
+    executor.run(Workflow.from_json(WITH_SUBGRAPH))
+    calls.clear()
+    result = executor.run(Workflow.from_json(data))
+    assert result.outputs["o2"]["value"] == 6.0 and calls == ["o2"]
