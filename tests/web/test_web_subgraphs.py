@@ -252,3 +252,23 @@ def test_every_feature_round_trips_and_runs_alike_in_the_editor_api_and_cli(
     (made,) = out.rglob("web-every*.png")
     difference = abs(pixels(made.read_bytes()) - editor_pixels).max()
     assert difference <= 1, difference  # 8-bit rounding of the same fp32 computation
+
+
+def test_pictures_of_a_save_inside_a_subgraph_show_on_its_instance(page, shot):
+    open_editor(page)
+    stamp = time.time()
+    load_workflow(page, small(example("txt2img.json"), prompt=f"inside {stamp}", prefix="web-in"))
+    convert(page, ["decode", "save"])
+    instance = instance_id(page)
+    page.evaluate("() => window.nodeflow.queue()")
+    assert wait_state(page, instance, ("done", "error"), timeout=120) == "done"
+    first = wait_image(page, instance)
+    assert first["width"] == 64 and "web-in" in first["src"]
+    page.reload()  # a fresh page: the next run is all cached, the picture comes from the record
+    page.wait_for_function("() => window.nodeflow && window.nodeflow.ready === true")
+    node(page, instance).wait_for(state="attached")
+    assert node(page, instance).locator("img[data-testid=node-image]").count() == 0
+    page.evaluate("() => window.nodeflow.queue()")
+    assert wait_state(page, instance, ("cached", "done", "error"), timeout=60) == "cached"
+    assert wait_image(page, instance)["src"] == first["src"]
+    shot("cached-picture-on-the-instance")

@@ -286,8 +286,9 @@ class RunState {
       return; /* the history panel shows the server is gone */
     }
     if (this.activeRun !== runId || !outputs) return;
-    for (const [id, report] of Object.entries(outputs)) {
+    for (const [flatId, report] of Object.entries(outputs)) {
       const images = reportImages(report);
+      const id = flatId.split("/")[0]; // an output node inside a subgraph: its instance
       const cur = this.node(id);
       if (images.length && cur.state === "cached" && !cur.images?.length) this.setNode(id, { ...cur, images });
     }
