@@ -272,3 +272,20 @@ def test_pictures_of_a_save_inside_a_subgraph_show_on_its_instance(page, shot):
     assert wait_state(page, instance, ("cached", "done", "error"), timeout=60) == "cached"
     assert wait_image(page, instance)["src"] == first["src"]
     shot("cached-picture-on-the-instance")
+
+
+def test_a_workflow_that_fails_to_load_leaves_the_canvas_its_subgraph_types(page):
+    open_editor(page)
+    load_workflow(page, small(example("txt2img.json"), prefix="web-sub-bad"))
+    convert(page, INNER)
+    broken = {"version": 1, "subgraphs": {"Other": {"nodes": {}}}, "nodes": {"x": 5}}
+    error = page.evaluate(
+        "(w) => { try { window.nodeflow.loadWorkflow(w); return null; }"
+        " catch (e) { return String(e); } }",
+        broken,
+    )
+    assert error and "node x" in error
+    added = page.evaluate("() => window.nodeflow.addNode('Subgraph', 0, 600)")  # still a type
+    node(page, added).wait_for(state="attached")
+    assert page.evaluate("() => { try { window.nodeflow.addNode('Other'); return 'added'; }"
+                         " catch (e) { return 'refused'; } }") == "refused"  # fmt: skip

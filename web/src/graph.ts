@@ -606,7 +606,14 @@ export class GraphStore {
 
   /** Replace the graph with a workflow. Throws on something that is not a workflow. */
   loadWorkflow(json: unknown, options: { undoable?: boolean; markSaved?: boolean } = {}) {
-    const { state, workflowExtra, uiExtra } = fromWorkflow(json);
+    let read: ReturnType<typeof fromWorkflow>;
+    try {
+      read = fromWorkflow(json);
+    } catch (err) {
+      registerSubgraphs(this.state.subgraphs); // the canvas keeps its own node types
+      throw err;
+    }
+    const { state, workflowExtra, uiExtra } = read;
     if (options.undoable !== false) this.checkpoint();
     this.workflowExtra = workflowExtra;
     this.uiExtra = uiExtra;

@@ -35,14 +35,23 @@ function declaredInput(port: { type: string; default?: unknown }): InputDef {
   return { kind: "socket", type: port.type, required };
 }
 
+/** A file's definition may leave out `inputs`, `outputs` or `nodes` (the server defaults them to
+ * empty) or be malformed (the server reports it): read it without trusting its shape. */
+function part<T>(value: T | undefined): T {
+  return (value && typeof value === "object" && !Array.isArray(value) ? value : {}) as T;
+}
+
 export function definitionNode(name: string, def: SubgraphDef, category: string): NodeDef {
+  const inputs = part(def.inputs);
   return {
     type: name,
     display_name: name,
     category,
-    description: def.description || `Subgraph: ${Object.keys(def.nodes).length} nodes`,
-    inputs: Object.fromEntries(Object.entries(def.inputs).map(([k, v]) => [k, declaredInput(v)])),
-    outputs: Object.entries(def.outputs).map(([k, v]) => ({ name: k, type: v.type })),
+    description: (typeof def.description === "string" && def.description) || `Subgraph: ${Object.keys(part(def.nodes)).length} nodes`,
+    inputs: Object.fromEntries(
+      Object.entries(inputs).map(([k, v]) => [k, declaredInput({ type: String(part(v).type ?? "*"), default: part(v).default })]),
+    ),
+    outputs: Object.entries(part(def.outputs)).map(([k, v]) => ({ name: k, type: String(part(v).type ?? "*") })),
     output_node: false,
     plugin: "",
   };
@@ -59,7 +68,9 @@ export function registerSubgraphs(defs: SubgraphDefs | undefined) {
     catalog.nodes[name] = definitionNode(name, def, category);
     registered.add(name);
   };
-  for (const [name, def] of Object.entries(defs ?? {})) add(name, def, SUBGRAPH_CATEGORY);
+  for (const [name, def] of Object.entries(defs ?? {})) {
+    if (def && typeof def === "object") add(name, def, SUBGRAPH_CATEGORY);
+  }
   for (const [name, entry] of Object.entries(readLibrary())) add(name, entry[name], LIBRARY_CATEGORY);
 }
 
@@ -73,7 +84,7 @@ export function closure(name: string, defs: SubgraphDefs): SubgraphDefs {
   const visit = (n: string) => {
     if (out[n] || !defs[n]) return;
     out[n] = defs[n];
-    for (const entry of Object.values(defs[n].nodes)) visit(entry.type);
+    for (const entry of Object.values(part(defs[n].nodes))) visit(String(part(entry).type ?? ""));
   };
   visit(name);
   return out;

@@ -149,11 +149,11 @@ export function convertSelection(name?: string): string | null {
 /** The canvas for editing a definition: its nodes, an inputs node feeding them and an outputs
  * node they feed. Every definition of the workflow comes along (nested instances need them). */
 function canvasOf(def: SubgraphDef, defs: SubgraphDefs, outputsId: string): WorkflowJson {
-  const nodes: WorkflowJson["nodes"] = structuredClone(def.nodes);
+  const nodes: WorkflowJson["nodes"] = structuredClone(def.nodes ?? {});
   nodes[INPUTS_ID] = { type: INPUTS_TYPE, inputs: {} };
   nodes[outputsId] = {
     type: OUTPUTS_TYPE,
-    inputs: Object.fromEntries(Object.entries(def.outputs).map(([k, v]) => [k, { from: v.from }])),
+    inputs: Object.fromEntries(Object.entries(def.outputs ?? {}).map(([k, v]) => [k, { from: v.from }])),
   };
   const ui = structuredClone(def.ui ?? {}) as Record<string, unknown> & { nodes?: UiNodes };
   const placed = ui.nodes ?? {};
@@ -176,7 +176,7 @@ function registerEditing(def: SubgraphDef) {
     category: INTERNAL,
     description: "What the instance's inputs bring in",
     inputs: {},
-    outputs: Object.entries(def.inputs).map(([name, p]) => ({ name, type: p.type })),
+    outputs: Object.entries(def.inputs ?? {}).map(([name, p]) => ({ name, type: p.type })),
     output_node: false,
     plugin: "",
   };
@@ -186,7 +186,7 @@ function registerEditing(def: SubgraphDef) {
     category: INTERNAL,
     description: "What the instance's outputs give",
     inputs: Object.fromEntries(
-      Object.entries(def.outputs).map(([name, p]) => [name, { kind: "socket" as const, type: p.type, required: false }]),
+      Object.entries(def.outputs ?? {}).map(([name, p]) => [name, { kind: "socket" as const, type: p.type, required: false }]),
     ),
     outputs: [],
     output_node: false,
@@ -203,7 +203,7 @@ function definitionFrom(canvas: WorkflowJson, frame: Frame): { def: SubgraphDef;
   delete nodes[INPUTS_ID];
   delete nodes[frame.outputsId];
   const outputs: SubgraphDef["outputs"] = {};
-  for (const [name, declared] of Object.entries(before.outputs)) {
+  for (const [name, declared] of Object.entries(before.outputs ?? {})) {
     const link = outs?.inputs[name];
     if (isLink(link)) outputs[name] = { from: link.from, type: declared.type };
   }
@@ -231,7 +231,7 @@ export function openSubgraph(nodeId: string): boolean {
   const name = String(node.data.type);
   const def = defs[name];
   if (!def) return false;
-  const outputsId = def.nodes.outputs ? "outputs_" : "outputs";
+  const outputsId = def.nodes?.outputs ? "outputs_" : "outputs";
   stack.push({ name, instance: nodeId, parent, outputsId, history: graph.takeHistory() });
   registerEditing(def);
   changed();
