@@ -4,6 +4,7 @@ import { catalog, convertible } from "../catalog";
 import { graph, type NodeMode } from "../graph";
 import { convertSelection, openSubgraph, saveInstanceToLibrary } from "../subgraphs";
 import { alignSelected, distributeSelected } from "../layout";
+import { fitView } from "../actions";
 
 export type Menu =
   | { kind: "node"; x: number; y: number; nodeId: string }
@@ -110,7 +111,13 @@ export function ContextMenu({
       items.push({ label: "Distribute vertically (Alt+Shift+V)", testid: "menu-distribute-vertical", action: () => distributeSelected("vertical") });
     }
     if (node?.type === "nf" && graph.state.subgraphs?.[node.data.type]) {
-      items.push({ label: "Open subgraph", testid: "menu-open-subgraph", action: () => openSubgraph(node.id) });
+      items.push({
+        label: "Open subgraph",
+        testid: "menu-open-subgraph",
+        action: () => {
+          if (openSubgraph(node.id)) fitView();
+        },
+      });
       items.push({
         label: "Save subgraph to library",
         testid: "menu-library-subgraph",
