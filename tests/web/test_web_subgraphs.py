@@ -289,3 +289,40 @@ def test_a_workflow_that_fails_to_load_leaves_the_canvas_its_subgraph_types(page
     node(page, added).wait_for(state="attached")
     assert page.evaluate("() => { try { window.nodeflow.addNode('Other'); return 'added'; }"
                          " catch (e) { return 'refused'; } }") == "refused"  # fmt: skip
+
+
+def test_an_open_subgraph_declares_more_inputs_and_outputs_from_the_node_menu(page, shot):
+    open_editor(page)
+    workflow = small(example("txt2img.json"), prompt=f"ports {time.time()}", prefix="web-ports")
+    load_workflow(page, workflow)
+    convert(page, INNER)
+    instance = instance_id(page)
+    assert page.evaluate("(id) => window.nodeflow.openSubgraph(id)", instance)
+    node(page, "inputs").wait_for(state="attached")
+
+    node(page, "cfg").locator("[data-testid=node-title]").click(button="right")
+    page.locator("[data-testid=menu-expose-input-scale]").click()
+    node(page, "inputs").locator("[data-testid=out-scale]").wait_for()
+    node(page, "pos").locator("[data-testid=node-title]").click(button="right")
+    page.locator("[data-testid=menu-expose-output-conditioning]").click()
+    node(page, "outputs").locator("[data-testid=in-conditioning]").wait_for()
+    canvas = page.evaluate("() => window.nodeflow.getCanvasWorkflow()")
+    assert ("inputs", "scale", "cfg", "scale") in links(canvas)
+    assert ("pos", "conditioning", "outputs", "conditioning") in links(canvas)
+    wait_until(lambda: page.locator(".react-flow__edge").count() == len(links(canvas)), 5,
+               "the new links drawn")  # fmt: skip
+    shot("exposed")
+
+    page.locator("[data-testid=subgraph-back]").click()
+    node(page, instance).locator("[data-testid=widget-scale]").wait_for()
+    node(page, instance).locator("[data-testid=out-conditioning]").wait_for()
+    definition = get_workflow(page)["subgraphs"]["Subgraph"]
+    assert definition["inputs"]["scale"] == {"type": "FLOAT", "default": 7.5}
+    assert definition["outputs"]["conditioning"] == {
+        "from": "pos.conditioning",
+        "type": "Conditioning",
+    }
+    set_widget(page, instance, "scale", 3)
+    wait_until(lambda: get_workflow(page)["nodes"][instance]["inputs"].get("scale") == 3, 5, "set")
+    page.evaluate("() => window.nodeflow.queue()")
+    assert wait_state(page, "save", ("done", "error"), timeout=120) == "done"  # the server runs it

@@ -3,7 +3,7 @@
 // library. Everything is done on workflow JSON, the format the server runs, so what the editor
 // makes is what `nodeflow/subgraphs.py` expands.
 import type { WorkflowJson } from "./api";
-import { catalog } from "./catalog";
+import { catalog, convertible, defaultValue } from "./catalog";
 import { graph, isLink } from "./graph";
 import {
   INPUTS_ID,
@@ -269,4 +269,56 @@ export function saveInstanceToLibrary(nodeId: string): boolean {
   saveToLibrary(String(node.data.type), defs);
   registerSubgraphs(defs); // the library's list of node types changed
   return true;
+}
+
+// --- declaring more inputs and outputs (while a subgraph is open) ---------------------------
+
+/** Change the open definition and its canvas together (one undo step), then redraw. */
+function editOpen(change: (canvas: WorkflowJson, def: SubgraphDef, outputsId: string) => string | null): string | null {
+  const frame = stack[stack.length - 1];
+  if (!frame) return null;
+  const canvas = structuredClone(graph.toWorkflow());
+  const defs = (canvas.subgraphs as SubgraphDefs | undefined) ?? {};
+  const def = defs[frame.name];
+  if (!def) return null;
+  def.inputs ??= {};
+  def.outputs ??= {};
+  const name = change(canvas, def, frame.outputsId);
+  if (name === null) return null;
+  registerEditing(def);
+  graph.loadWorkflow(canvas, { markSaved: false });
+  return name;
+}
+
+/** Make an inner node's unlinked input (a socket, or a widget that can be one) a declared input
+ * of the open subgraph, fed through the inputs node; a widget's value becomes its default.
+ * Returns the declared name. */
+export function exposeInput(nodeId: string, input: string): string | null {
+  return editOpen((canvas, def) => {
+    const entry = canvas.nodes[nodeId];
+    const spec = entry && catalog.nodes[entry.type]?.inputs[input];
+    if (!spec || isLink(entry.inputs[input]) || (spec.kind === "widget" && !convertible(spec))) return null;
+    const name = unique(input, new Set(Object.keys(def.inputs)));
+    const value = entry.inputs[input] ?? (spec.kind === "widget" ? defaultValue(spec) : undefined);
+    def.inputs[name] = value === undefined ? { type: spec.type } : { type: spec.type, default: value };
+    entry.inputs[input] = { from: `${INPUTS_ID}.${name}` };
+    if (spec.kind === "widget") {
+      const ui = (uiNodes(canvas)[nodeId] ??= {}) as { converted?: string[] };
+      ui.converted = [...new Set([...(ui.converted ?? []), input])];
+    }
+    return name;
+  });
+}
+
+/** Make an inner node's output a declared output of the open subgraph. */
+export function exposeOutput(nodeId: string, output: string): string | null {
+  return editOpen((canvas, def, outputsId) => {
+    const entry = canvas.nodes[nodeId];
+    const type = entry && catalog.nodes[entry.type]?.outputs.find((o) => o.name === output)?.type;
+    if (!type) return null;
+    const name = unique(output, new Set(Object.keys(def.outputs)));
+    def.outputs[name] = { from: `${nodeId}.${output}`, type };
+    canvas.nodes[outputsId].inputs[name] = { from: `${nodeId}.${output}` };
+    return name;
+  });
 }

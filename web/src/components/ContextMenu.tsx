@@ -2,7 +2,7 @@
 import type { XYPosition } from "@xyflow/react";
 import { catalog, convertible } from "../catalog";
 import { graph, type NodeMode } from "../graph";
-import { convertSelection, openSubgraph, saveInstanceToLibrary } from "../subgraphs";
+import { convertSelection, exposeInput, exposeOutput, openPath, openSubgraph, saveInstanceToLibrary } from "../subgraphs";
 import { alignSelected, distributeSelected } from "../layout";
 import { fitView } from "../actions";
 
@@ -123,6 +123,17 @@ export function ContextMenu({
         testid: "menu-library-subgraph",
         action: () => saveInstanceToLibrary(node.id),
       });
+    }
+    if (node?.type === "nf" && openPath().length && !node.data.type.startsWith("@")) {
+      const spec = catalog.nodes[node.data.type];
+      const linked = new Set(graph.state.edges.filter((e) => e.target === node.id).map((e) => e.targetHandle));
+      for (const [name, input] of Object.entries(spec?.inputs ?? {})) {
+        if (linked.has(name) || (input.kind === "widget" && !convertible(input))) continue;
+        items.push({ label: `Expose ${name} as a subgraph input`, testid: `menu-expose-input-${name}`, action: () => exposeInput(node.id, name) });
+      }
+      for (const output of spec?.outputs ?? []) {
+        items.push({ label: `Expose ${output.name} as a subgraph output`, testid: `menu-expose-output-${output.name}`, action: () => exposeOutput(node.id, output.name) });
+      }
     }
     items.push({
       label: "Convert to subgraph",
