@@ -312,6 +312,10 @@ def test_an_open_subgraph_declares_more_inputs_and_outputs_from_the_node_menu(pa
     wait_until(lambda: page.locator(".react-flow__edge").count() == len(links(canvas)), 5,
                "the new links drawn")  # fmt: skip
     shot("exposed")
+    page.keyboard.press("Control+z")  # undo takes the output back, socket and all
+    node(page, "outputs").locator("[data-testid=in-conditioning]").wait_for(state="detached")
+    page.keyboard.press("Control+Shift+z")
+    node(page, "outputs").locator("[data-testid=in-conditioning]").wait_for()
 
     page.locator("[data-testid=subgraph-back]").click()
     node(page, instance).locator("[data-testid=widget-scale]").wait_for()

@@ -174,6 +174,8 @@ export class GraphStore {
   /** While a subgraph is open for editing: the whole workflow, given the canvas's (set by
    * `subgraphs.ts`). Saving, queueing and persisting use the whole workflow. */
   outer: ((inner: WorkflowJson) => WorkflowJson) | null = null;
+  /** Called when the definitions change (an edit, undo, redo), before the canvas redraws. */
+  onSubgraphs: ((defs: SubgraphDefs | undefined) => void) | null = null;
 
   subscribe = (listener: () => void) => {
     this.listeners.add(listener);
@@ -191,7 +193,10 @@ export class GraphStore {
   }
 
   private set(state: GraphState, persist = true) {
-    if (state.subgraphs !== this.state.subgraphs) registerSubgraphs(state.subgraphs);
+    if (state.subgraphs !== this.state.subgraphs) {
+      registerSubgraphs(state.subgraphs);
+      this.onSubgraphs?.(state.subgraphs);
+    }
     this.state = state;
     this.emit(persist);
   }

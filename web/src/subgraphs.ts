@@ -48,6 +48,7 @@ export function subscribePath(listener: () => void): () => void {
 function changed() {
   snapshot = stack.map((f) => f.name);
   graph.outer = stack.length ? composeTop : null;
+  graph.onSubgraphs = stack.length ? followDefinition : null;
   for (const l of listeners) l();
 }
 
@@ -220,6 +221,14 @@ function composeTop(inner: WorkflowJson): WorkflowJson {
     current = { ...structuredClone(stack[i].parent), subgraphs: defs };
   }
   return current;
+}
+
+/** Undo and redo inside an open subgraph bring its definition back: so its inputs and outputs
+ * nodes show the declared ports of that moment. */
+function followDefinition(defs: SubgraphDefs | undefined) {
+  const frame = stack[stack.length - 1];
+  const def = frame && defs?.[frame.name];
+  if (def) registerEditing(def);
 }
 
 /** Open the definition of the instance `nodeId` on the canvas. */
