@@ -25,7 +25,7 @@ class Plan:
 
 
 def plan(bound: BoundWorkflow, targets: Iterable[str] | None = None) -> Plan:
-    wanted = list(targets) if targets is not None else bound.output_nodes
+    wanted = bound.flat_targets(targets) if targets is not None else bound.output_nodes
     needed = set(wanted)
     queue = deque(wanted)
     graph = bound.graph

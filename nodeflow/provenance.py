@@ -25,7 +25,8 @@ def requirements(workflow: Workflow, catalog: Catalog) -> dict[str, PluginRequir
     version from the catalog (or, for a plugin not loaded here, as the file recorded it)."""
     found: dict[str, PluginRequirement] = {}
     recorded = workflow.requires or {}
-    for entry in workflow.nodes.values():
+    inner = [e for d in (workflow.subgraphs or {}).values() for e in d.nodes.values()]
+    for entry in [*workflow.nodes.values(), *inner]:
         plugin = catalog.node_plugins.get(entry.type) or plugin_of(entry.type)
         if plugin is None:
             continue

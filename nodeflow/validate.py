@@ -26,6 +26,7 @@ from nodeflow.node import MISSING, InputSpec, NodeSpec
 from nodeflow.plaintext import with_suggestion
 from nodeflow.plugins import Catalog
 from nodeflow.provenance import missing_plugin_issue, plugin_of
+from nodeflow.subgraphs import expand
 from nodeflow.workflow import Link, Workflow
 
 
@@ -46,6 +47,17 @@ class BoundWorkflow:
     """The nodes that run: muted and bypassed ones resolved away (``nodeflow.modes``)."""
     graph: nx.DiGraph = field(repr=False)
     """Edges run from a link's source node to the node it feeds."""
+    instances: dict[str, list[str]] = field(default_factory=dict)
+    """Each expanded subgraph instance and the flat nodes that running it means."""
+
+    def flat_targets(self, targets: Iterable[str]) -> list[str]:
+        """Targets with subgraph instances replaced by the nodes they expanded to."""
+        flat: list[str] = []
+        for target in targets:
+            for node_id in self.instances.get(target, [target]):
+                if node_id not in flat:
+                    flat.append(node_id)
+        return flat
 
     @property
     def output_nodes(self) -> list[str]:
@@ -65,10 +77,17 @@ def validate(
     """
     issues: list[Issue] = []
     nodes: dict[str, BoundNode] = {}
+    given = workflow
+    expanded = expand(workflow, catalog) if workflow.subgraphs else None
+    if expanded is not None:
+        workflow = expanded.workflow
+    placeholders = expanded.placeholders if expanded else set()
     graph = nx.DiGraph()
     graph.add_nodes_from(workflow.nodes)
 
     for node_id, entry in workflow.nodes.items():
+        if node_id in placeholders:
+            continue  # a muted stand-in for a subgraph instance: it never runs
         spec = catalog.spec(entry.type)
         if spec is None:
             issues.append(
@@ -87,7 +106,10 @@ def validate(
                 graph.add_edge(link.node, node_id)
         nodes[node_id] = BoundNode(node_id, spec, values, links)
 
-    target_list = list(targets) if targets is not None else None
+    instances = expanded.targets if expanded else {}
+    target_list = None
+    if targets is not None:
+        target_list = [n for t in targets for n in instances.get(t, [t])]
     cycles = _cycle_issues(graph)
     issues.extend(cycles)
     every_output = [n for n in nodes.values() if n.spec.output_node]
@@ -106,7 +128,7 @@ def validate(
 
     if target_list is not None:
         for target in target_list:
-            if target not in workflow.nodes:
+            if target not in workflow.nodes and target not in instances:
                 message = with_suggestion(f"no node {target!r} to run", target, workflow.nodes)
                 issues.append(Issue(target, None, "unknown_target", message))
         if not target_list:
@@ -118,9 +140,14 @@ def validate(
         if every_output:
             message = "every output node is muted or bypassed, so nothing would run"
         issues.append(Issue(None, None, "no_output", message))
+    if expanded is not None:
+        issues = [i for i in issues if (i.node, i.input) not in expanded.covered]
+        if expanded.issues:  # an instance that could not expand mutes what it feeds: no news
+            issues = [i for i in issues if i.code != "no_output"]
+        issues = expanded.issues + issues
     if issues:
         return None, issues
-    return BoundWorkflow(workflow, nodes, graph), []
+    return BoundWorkflow(given, nodes, graph, instances), []
 
 
 def bind(

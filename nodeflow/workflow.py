@@ -97,6 +97,57 @@ class PluginRequirement(BaseModel):
 
 PluginName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
+SUBGRAPH_INPUTS = "inputs"
+"""The reserved node id through which a subgraph's inner nodes read its declared inputs:
+``{"from": "inputs.<name>"}``."""
+
+PortName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
+SubgraphName = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_ -]*$", min_length=1, max_length=100)
+]
+
+
+class SubgraphInput(BaseModel):
+    """A declared input of a subgraph: what an instance's input of that name takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, description="The socket type (or a widget's primitive type)")
+    default: JsonValue = Field(
+        None, description="The value used when an instance gives none; absent or null: required"
+    )
+
+
+class SubgraphOutput(BaseModel):
+    """A declared output of a subgraph: which inner node's output it is."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str = Field(alias="from", pattern=LINK_PATTERN, description="<inner node id>.<output>")
+    type: str = Field(min_length=1, description="Its socket type, checked against the inner one")
+
+
+class Subgraph(BaseModel):
+    """A reusable group of nodes, used by name as a node type in ``nodes`` (and in other
+    subgraphs). Its inner nodes read the declared inputs as links from the node ``inputs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    inputs: dict[PortName, SubgraphInput] = Field(default_factory=dict)
+    outputs: dict[PortName, SubgraphOutput] = Field(default_factory=dict)
+    nodes: dict[NodeId, NodeEntry] = Field(default_factory=dict)
+    ui: dict[str, JsonValue] | None = None
+
+    @model_validator(mode="after")
+    def _inputs_is_reserved(self) -> Subgraph:
+        if SUBGRAPH_INPUTS in self.nodes:
+            raise ValueError(
+                f"{SUBGRAPH_INPUTS!r} is reserved for the subgraph's declared inputs; "
+                "rename that node"
+            )
+        return self
+
 
 class Workflow(BaseModel):
     """A DAG of nodes. ``nodes`` maps node ids to their type and inputs."""
@@ -110,6 +161,11 @@ class Workflow(BaseModel):
         description="The third-party plugins the node types need (by plugin name, the prefix of "
         "'<plugin>.<Name>' types); written when a workflow is saved. Optional: files without it "
         "load as before.",
+    )
+    subgraphs: dict[SubgraphName, Subgraph] | None = Field(
+        None,
+        description="Optional. Subgraph definitions by name, each usable as a node type; they "
+        "ride in the file, so a workflow that uses one stays self-contained.",
     )
     ui: dict[str, JsonValue] | None = None
 
@@ -179,12 +235,17 @@ class Workflow(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=False)
-        for optional in ("requires", "ui"):
+        for optional in ("requires", "subgraphs", "ui"):
             if data.get(optional) is None:
                 data.pop(optional, None)
-        for entry in data["nodes"].values():
-            if entry.get("mode") is None:
-                entry.pop("mode", None)  # a normal node is written as before modes existed
+        _drop_unset_modes(data["nodes"])
+        for definition in (data.get("subgraphs") or {}).values():
+            _drop_unset_modes(definition["nodes"])
+            if definition.get("ui") is None:
+                definition.pop("ui", None)
+            for port in definition["inputs"].values():
+                if port.get("default") is None:
+                    port.pop("default", None)
         return data
 
     def dumps(self) -> str:
@@ -204,6 +265,12 @@ class Workflow(BaseModel):
                 raise WorkflowInvalid([Issue(node_id, name, "missing_node", message)])
             data["nodes"][node_id]["inputs"][name] = value
         return Workflow.from_json(data)
+
+
+def _drop_unset_modes(nodes: dict[str, Any]) -> None:
+    for entry in nodes.values():
+        if entry.get("mode") is None:
+            entry.pop("mode", None)  # a normal node is written as before modes existed
 
 
 def _not_json(value: Any, path: str) -> str | None:
@@ -276,6 +343,14 @@ def _keys_at(parent: list[str]) -> list[str]:
         model = NodeEntry
     elif parent[0] == "requires" and len(parent) == 2:
         model = PluginRequirement
+    elif parent[0] == "subgraphs" and len(parent) == 2:
+        model = Subgraph
+    elif parent[0] == "subgraphs" and len(parent) == 4 and parent[2] == "nodes":
+        model = NodeEntry
+    elif parent[0] == "subgraphs" and len(parent) == 4 and parent[2] == "inputs":
+        model = SubgraphInput
+    elif parent[0] == "subgraphs" and len(parent) == 4 and parent[2] == "outputs":
+        model = SubgraphOutput
     elif parent[-1] == "link":
         model = Link
     else:

@@ -3,13 +3,18 @@
 Run from the repository root (needs the built editor, ``web/dist``, and Chromium with the
 ``playwright`` package, as for ``tests/web``)::
 
-    python tests/benchmarks/bench_editor.py [--chains 50] [--length 10] [--seconds 3] [--no-write]
+    python tests/benchmarks/bench_editor.py [--chains 50] [--length 10] [--subgraphs 10]
+        [--reroutes 50] [--seconds 3] [--no-write]
 
 A ``nodeflow serve`` subprocess (no models needed: nothing is run) serves the editor; Chromium
 (``/usr/bin/chromium``, headless, 1400x900, the flags of tests/web) opens it and
 ``window.nodeflow.loadWorkflow`` loads a generated graph: ``--chains`` chains of ``--length``
 nodes, each LoadCheckpoint -> LoadLoRA x (length - 2) -> TextEncode, linked through both of
-LoadLoRA's sockets (so about 1.8 links per node), laid out on a grid. Then, each phase for
+LoadLoRA's sockets (so about 1.8 links per node), laid out on a grid. In the first
+``--subgraphs`` chains three LoadLoRA nodes are one instance of a subgraph (``LoraStack``, defined
+once in the workflow) and the chain is three nodes longer, so every chain keeps ``--length`` nodes
+on the canvas; the first ``--reroutes`` chains' last link passes through a reroute point. Then,
+each phase for
 ``--seconds`` seconds with real input events (Playwright's mouse, i.e. CDP Input events, one
 every ~16 ms; a call returns once the page has taken the event):
 
@@ -74,33 +79,73 @@ FRAMES_JS = """
 """
 
 
-def make_workflow(chains: int, length: int) -> dict[str, Any]:
+def lora(source: str, j: int) -> dict[str, Any]:
+    return {
+        "type": "LoadLoRA",
+        "inputs": {
+            "unet": {"from": f"{source}.unet"},
+            "text_encoder": {"from": f"{source}.text_encoder"},
+            "path": "demo-style",
+            "strength_unet": round(0.5 + 0.01 * j, 2),
+            "strength_text_encoder": 1.0,
+        },
+    }
+
+
+# three LoRAs in a row, behind the declared inputs and outputs of a subgraph
+LORA_STACK = {
+    "inputs": {"unet": {"type": "UNet"}, "text_encoder": {"type": "TextEncoder"}},
+    "outputs": {
+        "unet": {"from": "l3.unet", "type": "UNet"},
+        "text_encoder": {"from": "l3.text_encoder", "type": "TextEncoder"},
+    },
+    "nodes": {"l1": lora("inputs", 1), "l2": lora("l1", 2), "l3": lora("l2", 3)},
+    "ui": {"nodes": {"l1": {"pos": [0, 0]}, "l2": {"pos": [320, 0]}, "l3": {"pos": [640, 0]}}},
+}
+
+
+def make_workflow(
+    chains: int, length: int, subgraphs: int = 0, reroutes: int = 0
+) -> dict[str, Any]:
+    """``chains`` chains of ``length`` canvas nodes; see the module docstring."""
     nodes: dict[str, Any] = {}
     ui: dict[str, Any] = {}
+    points: dict[str, Any] = {}
     for c in range(chains):
         row = f"c{c}"
-        nodes[f"{row}n0"] = {"type": "LoadCheckpoint", "inputs": {"path": "demo"}}
-        for j in range(1, length - 1):
-            prev = f"{row}n{j - 1}"
-            nodes[f"{row}n{j}"] = {
-                "type": "LoadLoRA",
+        block, line = c % 2, c // 2  # two columns of chains: a graph about as wide as tall
+        chain = [f"{row}n0"]
+        nodes[chain[0]] = {"type": "LoadCheckpoint", "inputs": {"path": "demo"}}
+        if c < subgraphs:
+            instance = f"{row}s"
+            nodes[instance] = {
+                "type": "LoraStack",
                 "inputs": {
-                    "unet": {"from": f"{prev}.unet"},
-                    "text_encoder": {"from": f"{prev}.text_encoder"},
-                    "path": "demo-style",
-                    "strength_unet": round(0.5 + 0.01 * j, 2),
-                    "strength_text_encoder": 1.0,
+                    "unet": {"from": f"{chain[0]}.unet"},
+                    "text_encoder": {"from": f"{chain[0]}.text_encoder"},
                 },
             }
-        last = f"{row}n{length - 2}"
-        nodes[f"{row}n{length - 1}"] = {
+            chain.append(instance)
+        for j in range(len(chain), length - 1):
+            nodes[f"{row}n{j}"] = lora(chain[-1], j)
+            chain.append(f"{row}n{j}")
+        text = f"{row}n{length - 1}"
+        nodes[text] = {
             "type": "TextEncode",
-            "inputs": {"text_encoder": {"from": f"{last}.text_encoder"}, "text": f"chain {c}"},
+            "inputs": {"text_encoder": {"from": f"{chain[-1]}.text_encoder"}, "text": f"chain {c}"},
         }
-        block, line = c % 2, c // 2  # two columns of chains: a graph about as wide as tall
-        for j in range(length):
-            ui[f"{row}n{j}"] = {"pos": [block * (length * 320 + 400) + j * 320, line * 300]}
-    return {"version": 1, "nodes": nodes, "ui": {"nodes": ui}}
+        chain.append(text)
+        for j, node_id in enumerate(chain):
+            ui[node_id] = {"pos": [block * (length * 320 + 400) + j * 320, line * 300]}
+        if c < reroutes:  # the last link dips below the chain and comes back
+            x = block * (length * 320 + 400) + (length - 1.5) * 320
+            points[f"{text}.text_encoder"] = [[round(x), line * 300 + 220]]
+    workflow: dict[str, Any] = {"version": 1, "nodes": nodes, "ui": {"nodes": ui}}
+    if subgraphs:
+        workflow["subgraphs"] = {"LoraStack": LORA_STACK}
+    if points:
+        workflow["ui"]["reroutes"] = points
+    return workflow
 
 
 def count_links(workflow: dict[str, Any]) -> int:
@@ -262,6 +307,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=50)
     parser.add_argument("--length", type=int, default=10)
+    parser.add_argument("--subgraphs", type=int, default=10, help="chains with a subgraph")
+    parser.add_argument("--reroutes", type=int, default=50, help="chains with a reroute point")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--screenshots", type=Path, help="save a screenshot after each phase here")
@@ -270,7 +317,7 @@ def main() -> int:
         raise SystemExit(f"{DIST / 'index.html'} is missing: build the editor first")
     from playwright.sync_api import sync_playwright
 
-    workflow = make_workflow(args.chains, args.length)
+    workflow = make_workflow(args.chains, args.length, args.subgraphs, args.reroutes)
     node_count, link_count = len(workflow["nodes"]), count_links(workflow)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-editor-") as tmp:
@@ -350,7 +397,10 @@ def main() -> int:
         "`--disable-gpu` (it rasterises and composites on the CPU). The graph: "
         f"{node_count} nodes and {link_count} links ({args.chains} chains of LoadCheckpoint → "
         f"{args.length - 2} × LoadLoRA → TextEncode, linked through both LoRA sockets, in two "
-        "columns of chains on a 320 × 300 grid), loaded with `window.nodeflow.loadWorkflow` "
+        f"columns of chains on a 320 × 300 grid; in {min(args.subgraphs, args.chains)} chains "
+        "three of the LoRAs are one instance of a subgraph defined in the workflow, and "
+        f"{min(args.reroutes, args.chains)} chains' last link passes through a reroute point), "
+        "loaded with `window.nodeflow.loadWorkflow` "
         f"(to the first painted frame: {load_s:.2f} s), then fit view. Each phase lasts "
         f"{args.seconds:g} s of real input events (Playwright's mouse, one every ~16 ms; each "
         "returns once the page has taken it, so a slow page gets fewer): pane drags back and "

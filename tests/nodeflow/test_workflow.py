@@ -97,7 +97,7 @@ def test_with_values_sets_inputs_and_refuses_missing_nodes():
 def test_schema_describes_the_format():
     schema = json_schema()
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"version", "nodes", "requires", "ui"}
+    assert set(schema["properties"]) == {"version", "nodes", "requires", "subgraphs", "ui"}
     assert "from" in json.dumps(schema)
 
 

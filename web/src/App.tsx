@@ -36,6 +36,11 @@ import { RerouteEdge } from "./components/RerouteEdge";
 import { ContextMenu, type Menu, type SearchState, toggleSelectedMode } from "./components/ContextMenu";
 import { Toolbar, type Example } from "./components/Toolbar";
 import { extensionStatus, loadExtensions } from "./extensions";
+import { SubgraphBar } from "./components/SubgraphBar";
+import { layoutShortcut } from "./layout";
+import { Tabs } from "./components/Tabs";
+import { initTabs, newTab, switchTab } from "./tabs";
+import { closeSubgraph, convertSelection, openPath, openSubgraph } from "./subgraphs";
 
 const nodeTypes: NodeTypes = { nf: FlowNode, note: NoteNodeView, group: GroupNodeView };
 const edgeTypes: EdgeTypes = { default: RerouteEdge };
@@ -126,7 +131,7 @@ function Editor() {
   }, [rf, openFile]);
 
   const save = useCallback(() => {
-    download("workflow.json", JSON.stringify(graph.toWorkflow(), null, 2));
+    download("workflow.json", JSON.stringify(graph.toTopWorkflow(), null, 2));
     graph.markSaved();
   }, []);
 
@@ -143,7 +148,7 @@ function Editor() {
       const key = e.key.toLowerCase();
       if (mod && e.key === "Enter") {
         e.preventDefault();
-        void queueWorkflow();
+        void queueWorkflow({ front: e.shiftKey }); // Ctrl+Shift+Enter: to the front, as ComfyUI
         return;
       }
       if (e.key === "Escape") {
@@ -159,6 +164,10 @@ function Editor() {
         return;
       }
       if (isEditable(e.target)) return;
+      if (layoutShortcut(e)) {
+        e.preventDefault();
+        return;
+      }
       if (mod && key === "z" && !e.shiftKey) {
         e.preventDefault();
         graph.undo();
@@ -330,6 +339,7 @@ function Editor() {
         togglePalette={() => setShowPalette((s) => !s)}
         toggleSide={() => setShowSide((s) => !s)}
       />
+      <Tabs />
       <div className="nf-main">
         {showPalette && <Palette onAdd={addAtCenter} />}
         <div
@@ -340,6 +350,7 @@ function Editor() {
           onPointerDownCapture={onPointerDownCapture}
           onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
         >
+          <SubgraphBar onBack={fit} />
           <ReactFlow<AnyNode, Edge>
             nodes={nodes}
             edges={edges}
@@ -445,6 +456,7 @@ export function App() {
       const [nodes, types] = await Promise.all([api.nodes(), api.types()]);
       setCatalog(nodes, types);
       if (!graph.restore()) await loadDefaultGraph();
+      initTabs(fitView);
       window.addEventListener("pagehide", () => graph.persist());
       setReady(true);
       nodeflowApi.ready = true;
@@ -498,10 +510,21 @@ export function App() {
 
 export const nodeflowApi = {
   ready: false,
-  getWorkflow: (): WorkflowJson => graph.toWorkflow(),
+  getWorkflow: (): WorkflowJson => graph.toTopWorkflow(),
+  /** The canvas's own workflow (while a subgraph is open: its inner nodes). */
+  getCanvasWorkflow: (): WorkflowJson => graph.toWorkflow(),
+  /** Select exactly these nodes. */
+  select: (ids: string[]) =>
+    graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: ids.includes(n.id) }))),
+  convertToSubgraph: (name?: string) => convertSelection(name),
+  openSubgraph: (id: string) => openSubgraph(id),
+  closeSubgraph: () => closeSubgraph(),
+  subgraphPath: () => openPath(),
+  newTab: () => newTab(),
+  switchTab: (id: string) => switchTab(id),
   loadWorkflow: (json: unknown) => loadWorkflow(typeof json === "string" ? JSON.parse(json) : json),
   addNode: (type: string, x = 0, y = 0): string => graph.addNode(type, { x, y }),
-  queue: () => queueWorkflow(),
+  queue: (options?: { front?: boolean; count?: number }) => queueWorkflow(options),
   clear: () => clearCanvas(),
   nodeState: (id: string) => runState.node(id),
   setValue: (id: string, name: string, value: unknown) => graph.setValue(id, name, value),

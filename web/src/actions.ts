@@ -3,6 +3,7 @@
 import { api, ApiError, type Issue } from "./api";
 import { graph } from "./graph";
 import { runState } from "./runstate";
+import { leaveAll } from "./subgraphs";
 
 let fitRequest: (() => void) | null = null;
 
@@ -17,6 +18,7 @@ export function fitView() {
 
 /** Replace the canvas with a workflow (from a file, an example, a run, a picture). */
 export function loadWorkflow(json: unknown, fit = true) {
+  leaveAll();
   graph.loadWorkflow(json);
   runState.resetNodes();
   runState.setBanner(null);
@@ -39,20 +41,50 @@ export async function loadDefaultGraph(): Promise<void> {
 
 /** Remove every node (undo brings them back). */
 export function clearCanvas() {
+  leaveAll();
   graph.clear();
   runState.resetNodes();
   runState.setBanner(null);
 }
 
-export async function queueWorkflow(): Promise<{ run_id?: string; errors?: Issue[] }> {
-  const workflow = graph.toWorkflow();
+/** How many runs one Queue makes (the toolbar's batch count; kept in this browser). */
+const BATCH_KEY = "nodeflow.batch";
+export const MAX_BATCH = 100;
+
+export function batchCount(): number {
+  const n = Number(localStorage.getItem(BATCH_KEY) ?? 1);
+  return Number.isInteger(n) && n >= 1 ? Math.min(n, MAX_BATCH) : 1;
+}
+
+export function setBatchCount(n: number) {
+  localStorage.setItem(BATCH_KEY, String(Math.max(1, Math.min(MAX_BATCH, Math.floor(n) || 1))));
+}
+
+/** Queue the whole workflow `count` times (the batch count unless given), applying the seed
+ * widgets' controls (randomize, increment) after each run, as ComfyUI does, so each run gets
+ * its own seed. `front`: ahead of the runs already waiting. Stops at the first refusal. */
+export async function queueWorkflow(
+  options: { front?: boolean; count?: number } = {},
+): Promise<{ run_id?: string; run_ids?: string[]; errors?: Issue[] }> {
+  const count = options.count ?? batchCount();
+  const runIds: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const result = await queueOnce(!!options.front);
+    if (!result.run_id) return runIds.length ? { ...result, run_ids: runIds } : result;
+    runIds.push(result.run_id);
+  }
+  return { run_id: runIds[runIds.length - 1], run_ids: runIds };
+}
+
+async function queueOnce(front: boolean): Promise<{ run_id?: string; errors?: Issue[] }> {
+  const workflow = graph.toTopWorkflow();
   if (!Object.keys(workflow.nodes).length) {
     runState.setBanner("Nothing to queue: the canvas is empty.");
     return { errors: [] };
   }
   runState.clearErrors();
   try {
-    const result = await api.submit(workflow);
+    const result = await api.submit(workflow, front);
     runState.markQueued(Object.keys(workflow.nodes), result.run_id);
     graph.applySeedControls();
     runState.scheduleRefresh(0);

@@ -141,8 +141,9 @@ export const api = {
     request<{ kind: string; models: string[] }>("GET", `/api/models/${encodeURIComponent(kind)}`),
   workflows: () => request<{ workflows: string[]; examples?: ExampleInfo[] }>("GET", "/api/workflows"),
   workflow: (name: string) => request<WorkflowJson>("GET", `/api/workflows/${encodeURIComponent(name)}`),
-  submit: (workflow: WorkflowJson) =>
-    request<{ run_id: string; position: number }>("POST", "/api/runs", { workflow }),
+  /** Queue a run; `front`: ahead of every run already waiting (not of the one running). */
+  submit: (workflow: WorkflowJson, front = false) =>
+    request<{ run_id: string; position: number }>("POST", "/api/runs", front ? { workflow, front } : { workflow }),
   runs: (limit = 50) => request<{ runs: RunSummary[] }>("GET", `/api/runs?limit=${limit}`),
   run: (id: string) => request<RunSummary>("GET", `/api/runs/${encodeURIComponent(id)}`),
   cancel: (id: string) => request<unknown>("POST", `/api/runs/${encodeURIComponent(id)}/cancel`),

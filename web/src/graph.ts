@@ -21,6 +21,7 @@ import {
   typeColor,
 } from "./catalog";
 import { adoptTargetValue } from "./primitives";
+import { libraryDefinitions, registerSubgraphs, type SubgraphDefs } from "./subgraphdefs";
 
 export type SeedMode = "randomize" | "fixed" | "increment";
 /** A node's workflow `mode`: bypassed (its inputs pass through) or muted (it does not run). */
@@ -62,6 +63,8 @@ export type AnyNode = NfNode | NoteNode | GroupNode;
 export interface GraphState {
   nodes: AnyNode[];
   edges: Edge[];
+  /** The workflow's subgraph definitions (node types of this workflow), part of undo. */
+  subgraphs?: SubgraphDefs;
 }
 
 const STORAGE_KEY = "nodeflow.workflow";
@@ -168,6 +171,11 @@ export class GraphStore {
   private saved = fingerprint({ version: 1, nodes: {} });
   /** Called after every change that should be persisted (set by the app). */
   onChange: (() => void) | null = null;
+  /** While a subgraph is open for editing: the whole workflow, given the canvas's (set by
+   * `subgraphs.ts`). Saving, queueing and persisting use the whole workflow. */
+  outer: ((inner: WorkflowJson) => WorkflowJson) | null = null;
+  /** Called when the definitions change (an edit, undo, redo), before the canvas redraws. */
+  onSubgraphs: ((defs: SubgraphDefs | undefined) => void) | null = null;
 
   subscribe = (listener: () => void) => {
     this.listeners.add(listener);
@@ -185,6 +193,10 @@ export class GraphStore {
   }
 
   private set(state: GraphState, persist = true) {
+    if (state.subgraphs !== this.state.subgraphs) {
+      registerSubgraphs(state.subgraphs);
+      this.onSubgraphs?.(state.subgraphs);
+    }
     this.state = state;
     this.emit(persist);
   }
@@ -259,7 +271,7 @@ export class GraphStore {
     );
     const edge = makeEdge(c.source, c.sourceHandle!, c.target, c.targetHandle!, type);
     edges.push(edge);
-    this.set({ nodes: adoptTargetValue(this.state.nodes, edges, edge), edges });
+    this.set({ ...this.state, nodes: adoptTargetValue(this.state.nodes, edges, edge), edges });
   };
 
   removeEdge(id: string) {
@@ -288,7 +300,10 @@ export class GraphStore {
     const node = this.makeNode(type, position, id);
     node.selected = select;
     const nodes = select ? this.state.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)) : this.state.nodes;
-    this.set({ ...this.state, nodes: [...nodes, node] });
+    // a subgraph from the library: its definitions come along, so the workflow stays whole
+    const brought = this.state.subgraphs?.[type] ? {} : libraryDefinitions(type);
+    const subgraphs = Object.keys(brought).length ? { ...brought, ...this.state.subgraphs } : this.state.subgraphs;
+    this.set({ ...this.state, nodes: [...nodes, node], subgraphs });
     return id;
   }
 
@@ -401,6 +416,7 @@ export class GraphStore {
       ? this.state.edges
       : this.state.edges.filter((e) => !(e.target === id && e.targetHandle === name));
     this.set({
+      ...this.state,
       nodes: this.state.nodes.map((n) =>
         n.id === id ? ({ ...n, data: { ...n.data, converted } } as AnyNode) : n,
       ),
@@ -413,6 +429,7 @@ export class GraphStore {
     this.checkpoint();
     const gone = new Set(ids);
     this.set({
+      ...this.state,
       nodes: this.state.nodes.filter((n) => !gone.has(n.id)),
       edges: this.state.edges.filter((e) => !gone.has(e.source) && !gone.has(e.target)),
     });
@@ -511,7 +528,7 @@ export class GraphStore {
     const nodes = this.state.nodes.map((n) => (n.selected ? { ...n, selected: false } : n));
     const groups = newNodes.filter((n) => n.type === "group");
     const others = newNodes.filter((n) => n.type !== "group");
-    this.set({ nodes: [...groups, ...nodes, ...others], edges: [...this.state.edges, ...newEdges] });
+    this.set({ ...this.state, nodes: [...groups, ...nodes, ...others], edges: [...this.state.edges, ...newEdges] });
     return newNodes.map((n) => n.id);
   }
 
@@ -582,6 +599,9 @@ export class GraphStore {
     if (groups.length) ui.groups = groups;
     else delete ui.groups;
     const workflow: WorkflowJson = { ...this.workflowExtra, version: 1, nodes: nodesJson, ui };
+    if (this.state.subgraphs && Object.keys(this.state.subgraphs).length) {
+      workflow.subgraphs = structuredClone(this.state.subgraphs);
+    }
     const types = Object.values(nodesJson).map((n) => (n as { type: string }).type);
     const requires = requirements(types, this.workflowExtra.requires as Record<string, unknown>);
     if (Object.keys(requires).length) workflow.requires = requires;
@@ -590,38 +610,74 @@ export class GraphStore {
   }
 
   /** Replace the graph with a workflow. Throws on something that is not a workflow. */
-  loadWorkflow(json: unknown, options: { undoable?: boolean } = {}) {
-    const { state, workflowExtra, uiExtra } = fromWorkflow(json);
+  loadWorkflow(json: unknown, options: { undoable?: boolean; markSaved?: boolean } = {}) {
+    let read: ReturnType<typeof fromWorkflow>;
+    try {
+      read = fromWorkflow(json);
+    } catch (err) {
+      registerSubgraphs(this.state.subgraphs); // the canvas keeps its own node types
+      throw err;
+    }
+    const { state, workflowExtra, uiExtra } = read;
     if (options.undoable !== false) this.checkpoint();
     this.workflowExtra = workflowExtra;
     this.uiExtra = uiExtra;
     this.set(state);
-    this.markSaved();
+    if (options.markSaved !== false) this.markSaved();
+  }
+
+  /** The whole workflow: the canvas's, or, while a subgraph is open, the one it belongs to. */
+  toTopWorkflow(): WorkflowJson {
+    const inner = this.toWorkflow();
+    return this.outer ? this.outer(inner) : inner;
+  }
+
+  /** Undo and redo of the canvas, taken away (a subgraph opens) and put back (it closes). */
+  takeHistory(): { past: GraphState[]; future: GraphState[] } {
+    const history = { past: this.past, future: this.future };
+    this.past = [];
+    this.future = [];
+    this.lastKey = null;
+    return history;
+  }
+
+  putHistory(history: { past: GraphState[]; future: GraphState[] }) {
+    this.past = history.past;
+    this.future = history.future;
+    this.lastKey = null;
   }
 
   clear() {
     this.checkpoint();
     this.workflowExtra = {};
     this.uiExtra = {};
-    this.set({ nodes: [], edges: [] });
+    this.set({ nodes: [], edges: [], subgraphs: undefined });
     this.markSaved();
+  }
+
+  /** The fingerprint of the workflow as last kept (a tab keeps it while another is shown). */
+  get savedMark(): string {
+    return this.saved;
+  }
+  set savedMark(mark: string) {
+    this.saved = mark;
   }
 
   /** The canvas as it is now is kept somewhere (a file, an example): nothing to lose. */
   markSaved() {
-    this.saved = fingerprint(this.toWorkflow());
+    this.saved = fingerprint(this.toTopWorkflow());
   }
 
   /** Whether replacing the canvas would lose work: it has nodes and changed since it was last
    * loaded, saved to a file or cleared (kept across reloads). */
   hasUnsavedChanges(): boolean {
-    return this.state.nodes.length > 0 && fingerprint(this.toWorkflow()) !== this.saved;
+    return this.state.nodes.length > 0 && fingerprint(this.toTopWorkflow()) !== this.saved;
   }
 
   persist() {
     try {
       localStorage.setItem(SAVED_KEY, this.saved);
-      localStorage.setItem(STORAGE_KEY, JSON.stringify(this.toWorkflow()));
+      localStorage.setItem(STORAGE_KEY, JSON.stringify(this.toTopWorkflow()));
     } catch {
       /* storage full or unavailable: the graph stays on the canvas */
     }
@@ -648,7 +704,7 @@ function size(n: AnyNode): [number, number] {
 }
 
 /** A short fingerprint of a workflow (53-bit cyrb53 hash of its JSON). */
-function fingerprint(workflow: WorkflowJson): string {
+export function fingerprint(workflow: WorkflowJson): string {
   const text = JSON.stringify(workflow);
   let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
   for (let i = 0; i < text.length; i++) {
@@ -692,8 +748,11 @@ export function fromWorkflow(json: unknown): {
   if (json.version !== undefined && json.version !== 1) {
     throw new Error(`unsupported workflow version ${String(json.version)}`);
   }
-  const { version: _v, nodes: rawNodes, ui: rawUi, ...workflowExtra } = json;
+  const { version: _v, nodes: rawNodes, ui: rawUi, subgraphs: rawSubgraphs, ...workflowExtra } = json;
   void _v;
+  // definitions first: the nodes of this workflow may be their instances
+  const subgraphs = isObject(rawSubgraphs) ? (structuredClone(rawSubgraphs) as SubgraphDefs) : undefined;
+  registerSubgraphs(subgraphs);
   const ui = isObject(rawUi) ? rawUi : {};
   const { nodes: uiNodesRaw, notes: rawNotes, groups: rawGroups, reroutes: rawReroutes, ...uiExtra } = ui;
   const reroutes = isObject(rawReroutes) ? rawReroutes : {};
@@ -740,6 +799,7 @@ export function fromWorkflow(json: unknown): {
           },
         } as NfNode);
     if (!position) (node as AnyNode & { _autoPos?: boolean })._autoPos = true;
+    if (type.startsWith("@")) node.deletable = false; // an open subgraph's inputs and outputs
     const data = node.data;
     if (typeof title === "string") data.title = title;
     if (NODE_MODES.includes(raw.mode as NodeMode)) data.mode = raw.mode as NodeMode;
@@ -836,7 +896,7 @@ export function fromWorkflow(json: unknown): {
     }
   }
   return {
-    state: { nodes: [...decorations, ...nodes, ...notes], edges },
+    state: { nodes: [...decorations, ...nodes, ...notes], edges, subgraphs },
     workflowExtra,
     uiExtra,
   };

@@ -91,7 +91,10 @@ class RunState {
     this.clearErrors();
     const general: string[] = [];
     const perNode = new Map<string, { messages: string[]; inputs: Record<string, string> }>();
-    for (const issue of issues) {
+    for (const raw of issues) {
+      // an issue inside a subgraph instance ("<instance>/<inner>") is shown on the instance
+      const [outer, ...inner] = (raw.node ?? "").split("/");
+      const issue = inner.length ? { ...raw, node: outer, input: null, message: `${inner.join("/")}${raw.input ? `.${raw.input}` : ""}: ${raw.message}` } : raw;
       if (!issue.node || !known(issue.node)) {
         general.push(issue.node ? `${issue.node}: ${issue.message}` : issue.message);
         continue;
@@ -175,7 +178,8 @@ class RunState {
   handleEvent(msg: Record<string, unknown>) {
     const type = msg.type as string;
     const runId = msg.run_id as string | undefined;
-    const node = msg.node as string | undefined;
+    // a subgraph instance's nodes run as "<instance>/<inner>": shown on the instance
+    const node = (msg.node as string | undefined)?.split("/")[0];
     if (type === "queue") {
       this.queue = {
         running: (msg.running as string | null) ?? null,
@@ -189,7 +193,7 @@ class RunState {
       this.activeRun = runId ?? null;
       this.executing = runId ?? null;
       if (runId) this.started.add(runId);
-      const planned = new Set(Array.isArray(msg.nodes) ? (msg.nodes as string[]) : []);
+      const planned = new Set(Array.isArray(msg.nodes) ? (msg.nodes as string[]).map((n) => n.split("/")[0]) : []);
       this.resetNodes((id, run) =>
         planned.has(id) ? { state: "queued" } : run.state === "queued" ? IDLE : { ...run, progress: undefined, preview: undefined },
       );
@@ -282,8 +286,9 @@ class RunState {
       return; /* the history panel shows the server is gone */
     }
     if (this.activeRun !== runId || !outputs) return;
-    for (const [id, report] of Object.entries(outputs)) {
+    for (const [flatId, report] of Object.entries(outputs)) {
       const images = reportImages(report);
+      const id = flatId.split("/")[0]; // an output node inside a subgraph: its instance
       const cur = this.node(id);
       if (images.length && cur.state === "cached" && !cur.images?.length) this.setNode(id, { ...cur, images });
     }
@@ -301,11 +306,11 @@ class RunState {
       };
       if (!header.node) return;
       if (header.run_id && this.activeRun && header.run_id !== this.activeRun) return;
-      const cur = this.node(header.node);
+      const cur = this.node(header.node.split("/")[0]);
       if (cur.state === "done" || cur.state === "cached" || cur.state === "error") return; // a late frame
       if (cur.previewStep !== undefined && header.step !== undefined && header.step < cur.previewStep && cur.state === "running") return;
       const blob = new Blob([new Uint8Array(data, 4 + len)], { type: `image/${header.format ?? "jpeg"}` });
-      this.setNode(header.node, { ...cur, preview: URL.createObjectURL(blob), previewStep: header.step });
+      this.setNode(header.node.split("/")[0], { ...cur, preview: URL.createObjectURL(blob), previewStep: header.step });
     } catch {
       /* a malformed frame is ignored */
     }

@@ -4,6 +4,7 @@
 // with a typo or two ("denoize"), or, failing those, by words of its category or description.
 import type { NodeDef } from "./api";
 import { catalog } from "./catalog";
+import { INTERNAL } from "./subgraphdefs";
 
 const flat = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, "");
 
@@ -73,6 +74,7 @@ export function searchNodes(query: string, filter?: (def: NodeDef) => boolean): 
   const words = query.trim().toLowerCase().split(/\s+/).filter(Boolean);
   const scored: [number, Ranked][] = [];
   for (const def of Object.values(catalog.nodes)) {
+    if (def.category === INTERNAL) continue; // an open subgraph's inputs/outputs: not addable
     if (filter && !filter(def)) continue;
     if (!q) {
       scored.push([5, { def }]);

@@ -2,6 +2,9 @@
 import type { XYPosition } from "@xyflow/react";
 import { catalog, convertible } from "../catalog";
 import { graph, type NodeMode } from "../graph";
+import { convertSelection, exposeInput, exposeOutput, openPath, openSubgraph, saveInstanceToLibrary } from "../subgraphs";
+import { alignSelected, distributeSelected } from "../layout";
+import { fitView } from "../actions";
 
 export type Menu =
   | { kind: "node"; x: number; y: number; nodeId: string }
@@ -24,6 +27,10 @@ export function toggleSelectedMode(mode: NodeMode) {
 function toggleMode(nodeId: string, mode: NodeMode) {
   const selected = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
   graph.toggleMode(selected.includes(nodeId) ? selected : [nodeId], mode);
+}
+
+function selectOnly(id: string) {
+  graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === id })));
 }
 
 export function ContextMenu({
@@ -84,12 +91,59 @@ export function ContextMenu({
       testid: "menu-duplicate",
       action: () => {
         const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
-        if (!sel.includes(menu.nodeId)) graph.applyNodeChanges(graph.state.nodes.map((n) => ({ type: "select" as const, id: n.id, selected: n.id === menu.nodeId })));
+        if (!sel.includes(menu.nodeId)) selectOnly(menu.nodeId);
         graph.copy();
         graph.paste();
       },
     });
     items.push({ label: "Group selected nodes", action: () => graph.groupSelection() });
+    const selectedCount = graph.state.nodes.filter((n) => n.selected && n.type !== "group").length;
+    if (selectedCount >= 2) {
+      const aligns = [["left", "Align left edges", "Alt+Shift+←"], ["right", "Align right edges", "Alt+Shift+→"],
+        ["top", "Align top edges", "Alt+Shift+↑"], ["bottom", "Align bottom edges", "Alt+Shift+↓"],
+        ["center", "Align centres vertically", ""], ["middle", "Align middles horizontally", ""]] as const;
+      for (const [how, label, keys] of aligns) {
+        items.push({ label: keys ? `${label} (${keys})` : label, testid: `menu-align-${how}`, action: () => alignSelected(how) });
+      }
+    }
+    if (selectedCount >= 3) {
+      items.push({ label: "Distribute horizontally (Alt+Shift+H)", testid: "menu-distribute-horizontal", action: () => distributeSelected("horizontal") });
+      items.push({ label: "Distribute vertically (Alt+Shift+V)", testid: "menu-distribute-vertical", action: () => distributeSelected("vertical") });
+    }
+    if (node?.type === "nf" && graph.state.subgraphs?.[node.data.type]) {
+      items.push({
+        label: "Open subgraph",
+        testid: "menu-open-subgraph",
+        action: () => {
+          if (openSubgraph(node.id)) fitView();
+        },
+      });
+      items.push({
+        label: "Save subgraph to library",
+        testid: "menu-library-subgraph",
+        action: () => saveInstanceToLibrary(node.id),
+      });
+    }
+    if (node?.type === "nf" && openPath().length && !node.data.type.startsWith("@")) {
+      const spec = catalog.nodes[node.data.type];
+      const linked = new Set(graph.state.edges.filter((e) => e.target === node.id).map((e) => e.targetHandle));
+      for (const [name, input] of Object.entries(spec?.inputs ?? {})) {
+        if (linked.has(name) || (input.kind === "widget" && !convertible(input))) continue;
+        items.push({ label: `Expose ${name} as a subgraph input`, testid: `menu-expose-input-${name}`, action: () => exposeInput(node.id, name) });
+      }
+      for (const output of spec?.outputs ?? []) {
+        items.push({ label: `Expose ${output.name} as a subgraph output`, testid: `menu-expose-output-${output.name}`, action: () => exposeOutput(node.id, output.name) });
+      }
+    }
+    items.push({
+      label: "Convert to subgraph",
+      testid: "menu-convert-subgraph",
+      action: () => {
+        const sel = graph.state.nodes.filter((n) => n.selected).map((n) => n.id);
+        if (!sel.includes(menu.nodeId)) selectOnly(menu.nodeId);
+        convertSelection();
+      },
+    });
     items.push({ label: "Delete", testid: "menu-delete", action: () => graph.removeNodes([menu.nodeId]) });
   } else {
     items.push({ label: "Add node…", testid: "menu-add-node", action: () => openSearch({ x: menu.x, y: menu.y, flow: menu.flow }) });
@@ -99,7 +153,7 @@ export function ContextMenu({
     items.push({ label: "Paste", action: paste });
   }
   const left = Math.min(menu.x, window.innerWidth - 240);
-  const top = Math.min(menu.y, window.innerHeight - items.length * 30 - 20);
+  const top = Math.max(8, Math.min(menu.y, window.innerHeight - items.length * 30 - 20));
   return (
     <>
       <div className="nf-menu-backdrop" onMouseDown={onClose} onContextMenu={(e) => { e.preventDefault(); onClose(); }} />

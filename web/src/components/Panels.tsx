@@ -319,7 +319,8 @@ export function Lightbox({ url, onClose, onLoadWorkflow }: { url: string; onClos
 // --- help ------------------------------------------------------------------------------
 
 const SHORTCUTS: [string, string][] = [
-  ["Ctrl+Enter", "Queue the workflow"],
+  ["Ctrl+Enter", "Queue the workflow (batch count times)"],
+  ["Ctrl+Shift+Enter", "Queue it ahead of the waiting runs"],
   ["Double-click canvas", "Search and add a node"],
   ["Drag from a socket to empty canvas", "Search nodes that fit, and connect"],
   ["Drag from a connected input", "Move its link to another input, or drop it on the canvas to detach it"],
@@ -333,6 +334,8 @@ const SHORTCUTS: [string, string][] = [
   ["Ctrl+G", "Group the selected nodes"],
   ["Ctrl+B", "Bypass the selected nodes (again: back to normal)"],
   ["Ctrl+M", "Mute the selected nodes (again: back to normal)"],
+  ["Alt+Shift+←/→/↑/↓", "Align the selected nodes' left/right/top/bottom edges"],
+  ["Alt+Shift+H / V", "Distribute the selected nodes horizontally / vertically"],
   ["Ctrl+S", "Save the workflow (download)"],
   ["Ctrl+O", "Load a workflow file"],
   ["F", "Fit the graph in view"],

@@ -1,6 +1,6 @@
 // The toolbar: queue, save and load, the example workflows, undo/redo, fit, clear, connection.
 import { useState } from "react";
-import { clearCanvas, loadWorkflow, queueWorkflow } from "../actions";
+import { batchCount, clearCanvas, loadWorkflow, MAX_BATCH, queueWorkflow, setBatchCount } from "../actions";
 import { api, type ExampleInfo } from "../api";
 import { graph } from "../graph";
 import { runState, useRunState } from "../runstate";
@@ -40,6 +40,15 @@ export function Toolbar(props: {
   toggleSide: () => void;
 }) {
   const [queueing, setQueueing] = useState(false);
+  const [batch, setBatch] = useState(batchCount);
+  const queue = async (front: boolean) => {
+    setQueueing(true);
+    try {
+      await queueWorkflow({ front });
+    } finally {
+      setQueueing(false);
+    }
+  };
   const { examples, setExamples } = props;
   return (
     <div className="nf-toolbar">
@@ -50,18 +59,35 @@ export function Toolbar(props: {
       <button
         className="nf-primary"
         data-testid="queue-button"
-        title="Queue the workflow (Ctrl+Enter)"
+        title="Queue the workflow (Ctrl+Enter), batch count times"
         disabled={queueing}
-        onClick={async () => {
-          setQueueing(true);
-          try {
-            await queueWorkflow();
-          } finally {
-            setQueueing(false);
-          }
-        }}
+        onClick={() => void queue(false)}
       >
         ▶ Queue
+      </button>
+      <input
+        className="nf-batch"
+        data-testid="batch-count"
+        type="number"
+        min={1}
+        max={MAX_BATCH}
+        value={batch}
+        title="Batch count: how many runs one Queue makes (seeds follow each seed widget's control)"
+        onChange={(e) => {
+          const n = Number(e.target.value);
+          if (Number.isInteger(n) && n >= 1) {
+            setBatchCount(n);
+            setBatch(batchCount());
+          }
+        }}
+      />
+      <button
+        data-testid="queue-front"
+        title="Queue ahead of the runs already waiting (Ctrl+Shift+Enter)"
+        disabled={queueing}
+        onClick={() => void queue(true)}
+      >
+        ⇡ Front
       </button>
       <span className="nf-sep" />
       <button data-testid="save-workflow" onClick={props.onSave} title="Download the workflow as JSON (Ctrl+S)">
