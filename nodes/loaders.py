@@ -24,6 +24,7 @@ from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
 from nodes import hf
 from nodes.clip_vocab import EOS_TOKEN, clip_tokenizer
+from nodes.families.lcm import conditioned_unet_family
 from nodes.paths import contained, nodeflow_home
 from nodes.single_file import (
     UNET_PREFIX,
@@ -263,6 +264,7 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
             latent_scale=vae_model.scale_factor,
             source=str(folder),
             noise_augmentor=noise_augmentor(folder, dtype),
+            family=conditioned_unet_family(unet),
         ),
         text_encoder=text_encoder,
         vae=vae_model,
@@ -353,7 +355,11 @@ def _load_single_file(
         source=str(path),
     )
     unet = UNet(
-        loaded.unet, loaded.scheduler_config, latent_scale=vae.scale_factor, source=str(path)
+        loaded.unet,
+        loaded.scheduler_config,
+        latent_scale=vae.scale_factor,
+        source=str(path),
+        family=conditioned_unet_family(loaded.unet),
     )
     return CheckpointParts(unet=unet, text_encoder=text_encoder, vae=vae)
 
@@ -420,6 +426,7 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
             scale,
             source=str(location),
             noise_augmentor=noise_augmentor(folder.parent, dtype),
+            family=conditioned_unet_family(model),
         )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
@@ -435,7 +442,13 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
     chosen = found.prediction_type if prediction == "auto" else prediction
     scheduler = family_config(found.family, "scheduler") | {"prediction_type": chosen}
     vae_levels = len(stored["vae"]["block_out_channels"]) if "vae" in stored else 4
-    return UNet(model, scheduler, latent_scale=2 ** (vae_levels - 1), source=str(location))
+    return UNet(
+        model,
+        scheduler,
+        latent_scale=2 ** (vae_levels - 1),
+        source=str(location),
+        family=conditioned_unet_family(model),
+    )
 
 
 @node("LoadVAE", category="loaders", fingerprint=_identity(VAE_DIRS), aliases=("VAELoader",))

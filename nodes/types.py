@@ -169,6 +169,10 @@ class Scheduler:
     cls: type
     config: dict[str, Any]
     steps: int
+    eta: float = 0.0
+    """The stochasticity of schedulers whose step takes it (DDIM's eta, TCD's gamma)."""
+    timesteps: tuple[int, ...] = ()
+    """Chosen timesteps to run instead of ``steps`` evenly spaced ones (empty: evenly spaced)."""
 
     def create(self) -> Any:
         return self.cls.from_config(self.config)
