@@ -49,6 +49,9 @@ DEMO_KANDINSKY_PRIOR = "demo-kandinsky-prior"
 DEMO_KANDINSKY_DECODER = "demo-kandinsky-decoder"
 DEMO_CLIP_VISION = "demo-clip-vision"
 DEMO_STABLE_UNCLIP = "demo-stable-unclip"
+DEMO_LCM = "demo-lcm-tiny"
+DEMO_DDPM = "demo-ddpm"
+DEMO_CONSISTENCY = "demo-consistency"
 DEMO_FILE = "demo.safetensors"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
@@ -61,6 +64,9 @@ DEMOS = {
     DEMO_KANDINSKY_DECODER: "tiny-kandinsky-decoder-1",
     DEMO_CLIP_VISION: "tiny-kandinsky-prior-1",  # the prior's own image encoder: one CLIP space
     DEMO_STABLE_UNCLIP: "tiny-stable-unclip-1",
+    DEMO_LCM: "tiny-lcm-1",
+    DEMO_DDPM: "tiny-ddpm-1",
+    DEMO_CONSISTENCY: "tiny-consistency-1",
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
@@ -74,6 +80,12 @@ BUILT_IN_CHECKPOINTS = {
     DEMO_KANDINSKY_DECODER: f"{RANDOM}: Kandinsky 2.2 decoder (made on first use)",
     DEMO_CLIP_VISION: f"{RANDOM}: the Kandinsky prior's CLIP image encoder (made on first use)",
     DEMO_STABLE_UNCLIP: f"{RANDOM}: Stable unCLIP (made on first use)",
+    DEMO_LCM: f"{RANDOM}: LCM-distilled SD 1.x, guidance embedding (made on first use)",
+    DEMO_DDPM: f"{RANDOM}: pixel-space DDPM, 32x32, for LoadPixelModel (made on first use)",
+    DEMO_CONSISTENCY: (
+        f"{RANDOM}: pixel-space class-conditional consistency model, 32x32, for LoadPixelModel "
+        "(made on first use)"
+    ),
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""
@@ -128,9 +140,12 @@ def demo_model(name: str = DEMO) -> Path:
 
 
 def _demo_maker(name: str) -> Callable[[Path], Path]:
-    from nodes import tiny, tiny_unclip
+    from nodes import tiny, tiny_lcm, tiny_pixel, tiny_unclip
 
     return {
+        DEMO_LCM: tiny_lcm.make_tiny_lcm,
+        DEMO_DDPM: tiny_pixel.make_tiny_ddpm,
+        DEMO_CONSISTENCY: tiny_pixel.make_tiny_consistency,
         DEMO_SDXL: tiny.make_tiny_sdxl,
         DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,
         DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,
@@ -244,6 +259,11 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
 
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{folder} is not a diffusers model folder (no model_index.json)")
+    pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    if pipeline in ("DDPMPipeline", "DDIMPipeline", "ConsistencyModelPipeline"):
+        raise ValueError(
+            f"{folder.name} is a pixel-space model ({pipeline}): load it with LoadPixelModel"
+        )
     quiet_hub_libraries()
     unet = UNet2DConditionModel.from_pretrained(
         folder, subfolder="unet", torch_dtype=dtype, local_files_only=True

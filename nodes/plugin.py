@@ -18,6 +18,8 @@ from nodes import (
     loaders,
     lora,
     p2p,
+    pixel_loader,
+    pixel_space,
     primitives,
     prior,
     scale,
@@ -33,6 +35,13 @@ NODEFLOW_API = 1
 """The plugin API version this pack targets, declared like any third-party plugin's."""
 
 UNCLIP_FAMILIES = ("kandinsky-prior", "kandinsky-decoder", "stable-unclip")
+FEW_STEP_FAMILIES = {
+    "lcm": ("nodes.tiny_lcm", "make_tiny_lcm"),
+    "ddpm": ("nodes.tiny_pixel", "make_tiny_ddpm"),
+    "ddim": ("nodes.tiny_pixel", "make_tiny_ddim"),
+    "consistency": ("nodes.tiny_pixel", "make_tiny_consistency"),
+}
+"""Diffusers-folder-only tiny models: an LCM, and pixel-space ones (for LoadPixelModel)."""
 
 
 @hookimpl
@@ -47,6 +56,7 @@ def nodeflow_nodes() -> list[object]:
         loaders.load_unet,
         loaders.load_vae,
         loaders.load_text_encoder,
+        pixel_loader.load_pixel_model,
         lora.load_lora,
         text.text_encode,
         text.size_conditioning,
@@ -71,6 +81,10 @@ def nodeflow_nodes() -> list[object]:
         unclip.unclip_conditioning,
         scale.scale_latent,
         scale.scale_image,
+        pixel_space.class_label,
+        pixel_space.unconditional,
+        pixel_space.latent_to_image,
+        pixel_space.image_to_latent,
         primitives.int_value,
         primitives.float_value,
         primitives.string_value,
@@ -114,9 +128,9 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
     make.add_argument(
         "--family",
-        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES),
+        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES, *FEW_STEP_FAMILIES),
         default="sd1",
-        help="kandinsky-prior, kandinsky-decoder and stable-unclip are diffusers folders only",
+        help="all but sd1, sd2 and sdxl are diffusers folders only",
     )
     make.add_argument(
         "--single-file", action="store_true", help="write an original-layout .safetensors file"
@@ -147,14 +161,17 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     from nodes.tiny_lora import write_tiny_loras
 
-    if args.family in UNCLIP_FAMILIES:
-        from nodes import tiny_unclip
+    if args.family in UNCLIP_FAMILIES or args.family in FEW_STEP_FAMILIES:
+        import importlib
 
         if args.single_file or args.loras:
             print(f"--single-file and --loras are not available for {args.family}", file=sys.stderr)
             return 2
         name = args.family.replace("-", "_")
-        print(getattr(tiny_unclip, f"make_tiny_{name}")(args.path, seed=args.seed))
+        module, maker = FEW_STEP_FAMILIES.get(
+            args.family, ("nodes.tiny_unclip", f"make_tiny_{name}")
+        )
+        print(getattr(importlib.import_module(module), maker)(args.path, seed=args.seed))
         return 0
     maker = {"sd1": make_tiny_sd, "sd2": make_tiny_sd2, "sdxl": make_tiny_sdxl}[args.family]
     with tempfile.TemporaryDirectory() as scratch:

@@ -104,7 +104,8 @@ class Conditioning:
     condition (``embeds`` is then ``None``); a Stable unCLIP decoder takes it, noised to
     ``noise_level``, as its class embedding beside the prompt. The noise is drawn by Denoise from
     its seed (as diffusers draws it from the pipeline's generator), so this stays deterministic and
-    cacheable; ``class_labels`` holds the result during sampling only.
+    cacheable; ``class_labels`` holds the result during sampling only. A class-conditional
+    pixel-space model's class indices (ClassLabel) are also ``class_labels``, with no ``embeds``.
     """
 
     embeds: torch.Tensor | None
