@@ -75,6 +75,21 @@ def measure(
     return samples, runner.seconds / max(1, runner.pictures)
 
 
+def lora_training(path: str) -> str:
+    """What the LoRA file says about its training (``train_lcm`` writes it), in one line."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        recorded = (f.metadata() or {}).get("nodeflow_training")
+    if recorded is None:
+        return "not recorded in the file"
+    args = json.loads(recorded)
+    keys = ("step", "batch_size", "rank", "lr", "ema", "guidance_min", "guidance_max", "threads")
+    return ", ".join(f"{k} {args[k]}" for k in keys if k in args)
+
+
 def row(label: str, samples: list[Sample], seconds: float) -> str:
     summary = summarize(samples)
     cells = " | ".join(percent(summary[key]) for key, _ in COLUMNS)
@@ -137,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"diffusers {diffusers.__version__}",
         ),
         f"- Command: `{command.strip()}`",
-        f"- LoRA: `{lora}`",
+        f"- LoRA: `{lora}` (nodes.demo.train_lcm: {lora_training(lora)})",
         f"- Settings: {args.n} held-out captions, Denoise seed {args.seed} + caption index for "
         f"every setting; base: euler at CFG {args.cfg:g}; demo-lcm: lcm at guidance "
         f"{args.lcm_cfg:g}; 64x64. {minutes:.1f} minutes in all.",
