@@ -23,19 +23,26 @@ from nodes.unclip import with_class_labels
 Seed = Annotated[int, Field(ge=0, le=2**64 - 1), Widget(seed=True)]
 
 
-def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
+def _step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict[str, Any]:
     accepted = inspect.signature(scheduler.step).parameters
     kwargs: dict[str, Any] = {}
     if "eta" in accepted:
-        kwargs["eta"] = 0.0
+        kwargs["eta"] = eta
     if "generator" in accepted:
         kwargs["generator"] = generator
     return kwargs
 
 
-def _timesteps(scheduler: Any, steps: int, strength: float, device: Any) -> Any:
-    """The timesteps to run; below strength 1 only the last ``strength`` share (img2img)."""
-    scheduler.set_timesteps(steps, device=device)
+def _timesteps(
+    scheduler: Any, steps: int, strength: float, device: Any, chosen: tuple[int, ...] = ()
+) -> Any:
+    """The timesteps to run (``chosen`` ones, else ``steps`` evenly spaced); below strength 1
+    only the last ``strength`` share (img2img)."""
+    if chosen:
+        scheduler.set_timesteps(timesteps=list(chosen), device=device)
+        steps = len(scheduler.timesteps) // scheduler.order
+    else:
+        scheduler.set_timesteps(steps, device=device)
     if strength >= 1.0:
         return scheduler.timesteps
     start = max(steps - min(int(steps * strength), steps), 0) * scheduler.order
@@ -110,18 +117,21 @@ def sample(
     scheduler = scheduler_recipe.create()
     device = guider.unet.model.device
     generator = torch.Generator("cpu").manual_seed(seed)
-    timesteps = _timesteps(scheduler, scheduler_recipe.steps, strength, device)
+    timesteps = _timesteps(
+        scheduler, scheduler_recipe.steps, strength, device, scheduler_recipe.timesteps
+    )
     guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
     guider = guider.unet.family.before_sampling(guider, generator)
     latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
     prompts = _prompt_rows(guider)
     if latents.shape[0] == 1 and prompts > 1:
         latents = latents.repeat(prompts, *([1] * (latents.ndim - 1)))
-    step_kwargs = _step_kwargs(scheduler, generator)
+    step_kwargs = _step_kwargs(scheduler, generator, scheduler_recipe.eta)
     total = len(timesteps)
     sampling = sampling if sampling is not None else Sampling()
     sampling.steps, sampling.pictures = total, int(latents.shape[0])
-    sampling.halves = 1 if guider.scale == 1.0 else 2
+    one_pass = guider.scale == 1.0 or guider.unet.family.guidance_embedded
+    sampling.halves = 1 if one_pass else 2
     sampling.latent_size = (int(latents.shape[-2]), int(latents.shape[-1]))
     unet = guider.unet
     with torch.inference_mode(), patched(unet.model, unet.patches, "unet", sampling):

@@ -24,6 +24,7 @@ from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
 from nodes import hf
 from nodes.clip_vocab import EOS_TOKEN, clip_tokenizer
+from nodes.families.lcm import conditioned_unet_family
 from nodes.paths import contained, nodeflow_home
 from nodes.single_file import (
     UNET_PREFIX,
@@ -49,6 +50,9 @@ DEMO_KANDINSKY_DECODER = "demo-kandinsky-decoder"
 DEMO_CLIP_VISION = "demo-clip-vision"
 DEMO_STABLE_UNCLIP = "demo-stable-unclip"
 DEMO_X4_UPSCALER = "demo-x4-upscaler"
+DEMO_LCM = "demo-lcm-tiny"
+DEMO_DDPM = "demo-ddpm"
+DEMO_CONSISTENCY = "demo-consistency"
 DEMO_FILE = "demo.safetensors"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
@@ -62,6 +66,9 @@ DEMOS = {
     DEMO_CLIP_VISION: "tiny-kandinsky-prior-1",  # the prior's own image encoder: one CLIP space
     DEMO_STABLE_UNCLIP: "tiny-stable-unclip-1",
     DEMO_X4_UPSCALER: "tiny-x4-upscaler-1",
+    DEMO_LCM: "tiny-lcm-1",
+    DEMO_DDPM: "tiny-ddpm-1",
+    DEMO_CONSISTENCY: "tiny-consistency-1",
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
@@ -76,6 +83,12 @@ BUILT_IN_CHECKPOINTS = {
     DEMO_CLIP_VISION: f"{RANDOM}: the Kandinsky prior's CLIP image encoder (made on first use)",
     DEMO_STABLE_UNCLIP: f"{RANDOM}: Stable unCLIP (made on first use)",
     DEMO_X4_UPSCALER: f"{RANDOM}: SD x4 upscaler (made on first use; it enlarges 4x)",
+    DEMO_LCM: f"{RANDOM}: LCM-distilled SD 1.x, guidance embedding (made on first use)",
+    DEMO_DDPM: f"{RANDOM}: pixel-space DDPM, 32x32, for LoadPixelModel (made on first use)",
+    DEMO_CONSISTENCY: (
+        f"{RANDOM}: pixel-space class-conditional consistency model, 32x32, for LoadPixelModel "
+        "(made on first use)"
+    ),
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""
@@ -130,9 +143,12 @@ def demo_model(name: str = DEMO) -> Path:
 
 
 def _demo_maker(name: str) -> Callable[[Path], Path]:
-    from nodes import tiny, tiny_unclip, tiny_upscale
+    from nodes import tiny, tiny_lcm, tiny_pixel, tiny_unclip, tiny_upscale
 
     return {
+        DEMO_LCM: tiny_lcm.make_tiny_lcm,
+        DEMO_DDPM: tiny_pixel.make_tiny_ddpm,
+        DEMO_CONSISTENCY: tiny_pixel.make_tiny_consistency,
         DEMO_SDXL: tiny.make_tiny_sdxl,
         DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,
         DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,
@@ -247,6 +263,11 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
 
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{folder} is not a diffusers model folder (no model_index.json)")
+    pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    if pipeline in ("DDPMPipeline", "DDIMPipeline", "ConsistencyModelPipeline"):
+        raise ValueError(
+            f"{folder.name} is a pixel-space model ({pipeline}): load it with LoadPixelModel"
+        )
     quiet_hub_libraries()
     unet = UNet2DConditionModel.from_pretrained(
         folder, subfolder="unet", torch_dtype=dtype, local_files_only=True
@@ -267,19 +288,19 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
             latent_scale=vae_model.scale_factor,
             source=str(folder),
             noise_augmentor=noise_augmentor(folder, dtype),
-            **_family_of(folder),
+            family=_family_of(folder, unet),
         ),
         text_encoder=text_encoder,
         vae=vae_model,
     )
 
 
-def _family_of(folder: Path) -> dict[str, Any]:
-    """The U-Net's family adapter when the folder says it is not the default SD one."""
+def _family_of(folder: Path, unet: Any) -> Any:
+    """The U-Net's family adapter: the folder says whether it is the x4 upscaler, the model's
+    config whether it takes a guidance embedding (LCM)."""
     from nodes.families.upscale import folder_family
 
-    family = folder_family(folder)
-    return {} if family is None else {"family": family}
+    return folder_family(folder) or conditioned_unet_family(unet)
 
 
 def _autoencoder_subfolder(folder: Path) -> Path:
@@ -366,7 +387,11 @@ def _load_single_file(
         source=str(path),
     )
     unet = UNet(
-        loaded.unet, loaded.scheduler_config, latent_scale=vae.scale_factor, source=str(path)
+        loaded.unet,
+        loaded.scheduler_config,
+        latent_scale=vae.scale_factor,
+        source=str(path),
+        family=conditioned_unet_family(loaded.unet),
     )
     return CheckpointParts(unet=unet, text_encoder=text_encoder, vae=vae)
 
@@ -433,6 +458,7 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
             scale,
             source=str(location),
             noise_augmentor=noise_augmentor(folder.parent, dtype),
+            family=conditioned_unet_family(model),
         )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
@@ -448,7 +474,13 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
     chosen = found.prediction_type if prediction == "auto" else prediction
     scheduler = family_config(found.family, "scheduler") | {"prediction_type": chosen}
     vae_levels = len(stored["vae"]["block_out_channels"]) if "vae" in stored else 4
-    return UNet(model, scheduler, latent_scale=2 ** (vae_levels - 1), source=str(location))
+    return UNet(
+        model,
+        scheduler,
+        latent_scale=2 ** (vae_levels - 1),
+        source=str(location),
+        family=conditioned_unet_family(model),
+    )
 
 
 @node("LoadVAE", category="loaders", fingerprint=_identity(VAE_DIRS), aliases=("VAELoader",))

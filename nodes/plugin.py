@@ -20,6 +20,8 @@ from nodes import (
     loaders,
     lora,
     p2p,
+    pixel_loader,
+    pixel_space,
     primitives,
     prior,
     scale,
@@ -36,7 +38,19 @@ from nodes.types import SOCKET_TYPES
 NODEFLOW_API = 1
 """The plugin API version this pack targets, declared like any third-party plugin's."""
 
-UNCLIP_FAMILIES = ("kandinsky-prior", "kandinsky-decoder", "stable-unclip")
+FOLDER_FAMILIES = {
+    "kandinsky-prior": ("nodes.tiny_unclip", "make_tiny_kandinsky_prior"),
+    "kandinsky-decoder": ("nodes.tiny_unclip", "make_tiny_kandinsky_decoder"),
+    "stable-unclip": ("nodes.tiny_unclip", "make_tiny_stable_unclip"),
+    "sd-x4-upscaler": ("nodes.tiny_upscale", "make_tiny_x4_upscaler"),
+    "lcm": ("nodes.tiny_lcm", "make_tiny_lcm"),
+    "ddpm": ("nodes.tiny_pixel", "make_tiny_ddpm"),
+    "ddim": ("nodes.tiny_pixel", "make_tiny_ddim"),
+    "consistency": ("nodes.tiny_pixel", "make_tiny_consistency"),
+}
+"""Tiny models ``make-tiny`` writes as diffusers folders only (no single-file layout): unCLIP,
+the x4 upscaler, an LCM, and pixel-space ones (for LoadPixelModel); each the module and function
+that makes it."""
 
 
 @hookimpl
@@ -51,6 +65,7 @@ def nodeflow_nodes() -> list[object]:
         loaders.load_unet,
         loaders.load_vae,
         loaders.load_text_encoder,
+        pixel_loader.load_pixel_model,
         lora.load_lora,
         text.text_encode,
         text.size_conditioning,
@@ -79,6 +94,10 @@ def nodeflow_nodes() -> list[object]:
         upscale.upscale_conditioning,
         scale.scale_latent,
         scale.scale_image,
+        pixel_space.class_label,
+        pixel_space.unconditional,
+        pixel_space.latent_to_image,
+        pixel_space.image_to_latent,
         primitives.int_value,
         primitives.float_value,
         primitives.string_value,
@@ -122,10 +141,9 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
     make.add_argument(
         "--family",
-        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES, "sd-x4-upscaler"),
+        choices=("sd1", "sd2", "sdxl", *FOLDER_FAMILIES),
         default="sd1",
-        help="kandinsky-prior, kandinsky-decoder, stable-unclip and sd-x4-upscaler are diffusers "
-        "folders only",
+        help="all but sd1, sd2 and sdxl are diffusers folders only",
     )
     make.add_argument(
         "--single-file", action="store_true", help="write an original-layout .safetensors file"
@@ -156,15 +174,14 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     from nodes.tiny_lora import write_tiny_loras
 
-    if args.family in (*UNCLIP_FAMILIES, "sd-x4-upscaler"):
-        from nodes import tiny_unclip, tiny_upscale
+    if args.family in FOLDER_FAMILIES:
+        import importlib
 
         if args.single_file or args.loras:
             print(f"--single-file and --loras are not available for {args.family}", file=sys.stderr)
             return 2
-        name = args.family.replace("-", "_").removeprefix("sd_")
-        module = tiny_upscale if name == "x4_upscaler" else tiny_unclip
-        print(getattr(module, f"make_tiny_{name}")(args.path, seed=args.seed))
+        module, maker = FOLDER_FAMILIES[args.family]
+        print(getattr(importlib.import_module(module), maker)(args.path, seed=args.seed))
         return 0
     maker = {"sd1": make_tiny_sd, "sd2": make_tiny_sd2, "sdxl": make_tiny_sdxl}[args.family]
     with tempfile.TemporaryDirectory() as scratch:

@@ -8,6 +8,7 @@ chooses the sampling algorithm, as diffusers' ``Scheduler.from_config(pipe.sched
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -28,6 +29,8 @@ SchedulerName = Literal[
     "dpmpp_2m_sde",
     "unipc",
     "lcm",
+    "tcd",
+    "consistency",
 ]
 BetaSchedule = Literal["default", "linear", "scaled_linear", "squaredcos_cap_v2"]
 
@@ -50,6 +53,8 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
+    "consistency": ("CMStochasticIterativeScheduler", {}),
 }
 
 
@@ -59,6 +64,8 @@ def make_scheduler(
     steps: int,
     beta_schedule: str = "default",
     karras: bool = False,
+    eta: float = 0.0,
+    timesteps: tuple[int, ...] = (),
 ) -> Scheduler:
     class_name, overrides = SCHEDULERS[name]
     cls = getattr(hf.diffusers(), class_name)
@@ -75,7 +82,28 @@ def make_scheduler(
             raise ValueError(f"scheduler {name!r} ({class_name}) has no Karras sigmas option")
         config["use_karras_sigmas"] = True
     config = dict(cls.from_config(config).config)  # normalised: unknown keys kept, defaults filled
-    return Scheduler(name=name, cls=cls, config=config, steps=steps)
+    if eta and "eta" not in inspect.signature(cls.step).parameters:
+        raise ValueError(f"scheduler {name!r} ({class_name}) has no eta; eta applies to ddim, tcd")
+    if timesteps and "timesteps" not in inspect.signature(cls.set_timesteps).parameters:
+        raise ValueError(f"scheduler {name!r} ({class_name}) cannot run chosen timesteps")
+    if timesteps:
+        steps = len(timesteps)
+    return Scheduler(
+        name=name, cls=cls, config=config, steps=steps, eta=eta, timesteps=tuple(timesteps)
+    )
+
+
+def parse_timesteps(text: str) -> tuple[int, ...]:
+    """``"22, 0"`` -> ``(22, 0)``: chosen timesteps, strictly descending, as schedulers need."""
+    if not text.strip():
+        return ()
+    try:
+        values = tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ValueError(f"timesteps {text!r}: expected whole numbers, comma-separated") from None
+    if any(b >= a for a, b in itertools.pairwise(values)) or min(values) < 0:
+        raise ValueError(f"timesteps {text!r}: must be non-negative and strictly descending")
+    return values
 
 
 @node("Scheduler", category="sampling", aliases=("BasicScheduler", "KSamplerSelect"))
@@ -85,6 +113,15 @@ def scheduler(
     steps: Annotated[int, Field(ge=1, le=1000)] = 20,
     beta_schedule: BetaSchedule = "default",
     karras: bool = False,
+    eta: Annotated[float, Field(ge=0, le=1)] = 0.0,
+    timesteps: str = "",
 ) -> Scheduler:
-    """Choose the sampling algorithm and step count; the noise schedule comes from the model."""
-    return make_scheduler(name, unet.scheduler_config, steps, beta_schedule, karras)
+    """Choose the sampling algorithm and step count; the noise schedule comes from the model.
+
+    ``eta`` is the stochasticity of ddim (its eta) and tcd (its gamma; 0.3 is TCD's usual
+    value): 0 is deterministic. ``timesteps`` (e.g. ``22, 0`` for a consistency model's two
+    steps) runs those timesteps instead of ``steps`` evenly spaced ones.
+    """
+    return make_scheduler(
+        name, unet.scheduler_config, steps, beta_schedule, karras, eta, parse_timesteps(timesteps)
+    )

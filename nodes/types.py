@@ -104,7 +104,8 @@ class Conditioning:
     condition (``embeds`` is then ``None``); a Stable unCLIP decoder takes it, noised to
     ``noise_level``, as its class embedding beside the prompt. The noise is drawn by Denoise from
     its seed (as diffusers draws it from the pipeline's generator), so this stays deterministic and
-    cacheable; ``class_labels`` holds the result during sampling only.
+    cacheable; ``class_labels`` holds the result during sampling only. A class-conditional
+    pixel-space model's class indices (ClassLabel) are also ``class_labels``, with no ``embeds``.
     """
 
     embeds: torch.Tensor | None
@@ -176,6 +177,10 @@ class Scheduler:
     cls: type
     config: dict[str, Any]
     steps: int
+    eta: float = 0.0
+    """The stochasticity of schedulers whose step takes it (DDIM's eta, TCD's gamma)."""
+    timesteps: tuple[int, ...] = ()
+    """Chosen timesteps to run instead of ``steps`` evenly spaced ones (empty: evenly spaced)."""
 
     def create(self) -> Any:
         return self.cls.from_config(self.config)

@@ -11,6 +11,8 @@ adapter, chosen by the loader that builds the model and carried on the ``UNet`` 
 from __future__ import annotations
 
 from nodes.families.base import Family
+from nodes.families.lcm import LatentConsistencyUNet
+from nodes.families.pixel import PixelUNet
 from nodes.families.unet import StableDiffusionUNet
 
-__all__ = ["Family", "StableDiffusionUNet"]
+__all__ = ["Family", "LatentConsistencyUNet", "PixelUNet", "StableDiffusionUNet"]

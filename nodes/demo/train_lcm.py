@@ -1,0 +1,309 @@
+"""Distil the demo model into an LCM-LoRA: latent consistency distillation on the CPU, resumable.
+
+Run from the repository root (not run by CI)::
+
+    python -m nodes.demo.train_lcm --base nodes/demo/model/demo-sd --out build/demo-lcm --steps 3000
+    python -m nodes.demo.train_lcm --base nodes/demo/model/demo-sd --out build/demo-lcm --steps 6000
+        # the second call resumes from build/demo-lcm/state.* and trains to step 6000
+
+As in the LCM-LoRA paper (Luo et al. 2023, after Song et al.'s consistency distillation): the
+teacher is the frozen demo U-Net with classifier-free guidance at a scale drawn from
+``[--guidance-min, --guidance-max]``; a DDIM step of the teacher goes from a skipped timestep
+``t`` to ``t - k`` (``k = 1000 / --ddim-steps``, so 50 solver steps skip 20); the student is the
+demo U-Net plus trainable LoRA pairs, parameterised as a consistency function
+``c_skip(t) x + c_out(t) x0(t)`` with LCM's boundary scalings (the ones ``LCMScheduler`` samples
+with); the target is the same function under an EMA of the LoRA pairs (``--ema``) at ``t - k``
+on the teacher's DDIM result; the loss is the pseudo-Huber distance. The LoRA is written in
+kohya layout (``nodes.demo.train_lora.kohya_state``), so ``LoadLoRA`` reads it, and inference
+is the ``lcm`` scheduler at guidance 1 (the guidance is distilled into the LoRA).
+
+Every ``--save-every`` steps the run's whole state goes to ``<out>/state.safetensors`` (online
+and EMA pairs, AdamW moments) and ``<out>/state.json`` (step, data and noise RNG states), no
+pickle; starting again with the same ``--out`` continues from there, and the steps after a
+resume are the steps an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nodes.demo.train_demo import Batcher, choose_device, load_base, noise_scheduler
+from nodes.demo.train_lora import LoraPair, kohya_state
+
+__all__ = ["boundary_scalings", "ddim_solver_timesteps", "main"]
+
+TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+"""The linear layers the LoRA adapts (the LCM-LoRA scripts' attention and feed-forward set)."""
+SIGMA_DATA = 0.5
+TIMESTEP_SCALING = 10.0
+"""LCM's boundary-condition constants, as ``LCMScheduler`` has them (``timestep_scaling``)."""
+
+
+def boundary_scalings(timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c_skip, c_out)`` at ``timesteps``: c_skip -> 1 and c_out -> 0 as t -> 0, so the
+    consistency function is the identity at the clean end (its boundary condition)."""
+    scaled = timesteps.float() * TIMESTEP_SCALING
+    c_skip = SIGMA_DATA**2 / (scaled**2 + SIGMA_DATA**2)
+    c_out = scaled / (scaled**2 + SIGMA_DATA**2) ** 0.5
+    return c_skip[:, None, None, None], c_out[:, None, None, None]
+
+
+def ddim_solver_timesteps(train_steps: int, solver_steps: int) -> torch.Tensor:
+    """The solver's timesteps ``k - 1, 2k - 1, ..., train_steps - 1``: the ones LCMScheduler's
+    ``original_inference_steps`` grid samples from, so training and sampling share one grid."""
+    skip = train_steps // solver_steps
+    return torch.arange(1, solver_steps + 1) * skip - 1
+
+
+class DualLora(nn.Module):
+    """Online LoRA pairs (trained) and their EMA (the target), both on one frozen U-Net; which
+    one the U-Net's hooks add is ``mode``: ``"online"``, ``"ema"`` or ``"off"`` (the teacher)."""
+
+    def __init__(self, unet: nn.Module, rank: int, alpha: float) -> None:
+        super().__init__()
+        unet.requires_grad_(False)
+        online, ema = {}, {}
+        ends = tuple("." + t for t in TARGETS)
+        for name, module in unet.named_modules():
+            if name.endswith(ends) and isinstance(module, nn.Linear):
+                online[name] = LoraPair(module, rank, alpha).to(module.weight.device)
+                ema[name] = LoraPair(module, rank, alpha).to(module.weight.device)
+                ema[name].load_state_dict(online[name].state_dict())
+                ema[name].requires_grad_(False)
+                module.register_forward_hook(self._hook(name))
+        if not online:
+            raise ValueError(f"no {TARGETS} layers in the U-Net")
+        self.names = sorted(online)
+        self.online = nn.ModuleDict({n.replace(".", "/"): online[n] for n in self.names})
+        self.ema = nn.ModuleDict({n.replace(".", "/"): ema[n] for n in self.names})
+        self.mode = "online"
+
+    def _hook(self, name: str) -> Any:
+        key = name.replace(".", "/")
+
+        def hook(_module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> Any:
+            if self.mode == "off":
+                return output
+            pairs = self.online if self.mode == "online" else self.ema
+            return output + pairs[key].delta(args[0])
+
+        return hook
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        for key in self.online:
+            for target, source in zip(
+                self.ema[key].parameters(), self.online[key].parameters(), strict=True
+            ):
+                target.lerp_(source.detach(), 1 - decay)
+
+    def pairs(self) -> dict[str, LoraPair]:
+        return {name: self.online[name.replace(".", "/")] for name in self.names}
+
+
+def _x0(eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    alpha = alphas[t].sqrt()[:, None, None, None]
+    sigma = (1 - alphas[t]).sqrt()[:, None, None, None]
+    return (x - sigma * eps) / alpha
+
+
+def distillation_loss(
+    unet: nn.Module,
+    lora: DualLora,
+    latents: torch.Tensor,
+    context: torch.Tensor,
+    empty: torch.Tensor,
+    alphas: torch.Tensor,
+    solver: torch.Tensor,
+    args: argparse.Namespace,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One batch's consistency distillation loss (see the module docstring)."""
+    batch, device = latents.shape[0], latents.device
+    skip = int(solver[1] - solver[0])
+    index = torch.randint(0, len(solver), (batch,), generator=generator, device=device)
+    start = solver.to(device)[index]
+    previous = (start - skip).clamp(min=0)
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    a = alphas[start].sqrt()[:, None, None, None]
+    s = (1 - alphas[start]).sqrt()[:, None, None, None]
+    noisy = a * latents + s * noise
+    spread = args.guidance_max - args.guidance_min
+    scale = args.guidance_min + spread * torch.rand((batch,), generator=generator, device=device)
+    scale = scale[:, None, None, None]
+
+    lora.mode = "online"
+    c_skip, c_out = boundary_scalings(start)
+    eps = unet(noisy, start, encoder_hidden_states=context).sample
+    prediction = c_skip * noisy + c_out * _x0(eps, noisy, start, alphas)
+
+    with torch.no_grad():
+        lora.mode = "off"  # the teacher: the demo U-Net, guided
+        both = unet(
+            torch.cat([noisy, noisy]), torch.cat([start, start]),
+            encoder_hidden_states=torch.cat([context, empty.expand_as(context)]),
+        ).sample  # fmt: skip
+        cond, uncond = both.chunk(2)
+        eps_teacher = uncond + scale * (cond - uncond)
+        x0_teacher = _x0(eps_teacher, noisy, start, alphas)
+        a_prev = alphas[previous].sqrt()[:, None, None, None]
+        s_prev = (1 - alphas[previous]).sqrt()[:, None, None, None]
+        solved = a_prev * x0_teacher + s_prev * eps_teacher  # one DDIM step, t -> t - k
+        lora.mode = "ema"  # the target: the EMA LoRA at t - k
+        c_skip_prev, c_out_prev = boundary_scalings(previous)
+        eps_target = unet(solved, previous, encoder_hidden_states=context).sample
+        target = c_skip_prev * solved + c_out_prev * _x0(eps_target, solved, previous, alphas)
+    lora.mode = "online"
+    huber = args.huber_c
+    return (((prediction.float() - target.float()) ** 2 + huber**2).sqrt() - huber).mean()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="the demo model folder (teacher)")
+    parser.add_argument("--out", type=Path, required=True, help="the run folder (resumed if any)")
+    parser.add_argument("--steps", type=int, default=3000, help="train until this step")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--alpha", type=float, default=8.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ema", type=float, default=0.95, help="EMA decay of the target")
+    parser.add_argument("--ddim-steps", type=int, default=50, help="the DDIM solver's grid")
+    parser.add_argument("--guidance-min", type=float, default=5.0)
+    parser.add_argument("--guidance-max", type=float, default=9.0)
+    parser.add_argument("--huber-c", type=float, default=0.001)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=25)
+    return parser.parse_args(argv)
+
+
+def _save(
+    out: Path,
+    step: int,
+    lora: DualLora,
+    optimizer: Any,
+    batches: Batcher,
+    generator: torch.Generator,
+    args: argparse.Namespace,
+    seconds: float,
+) -> None:
+    """The whole run state, as tensors and JSON (no pickle), written then renamed into place."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("online", lora.online), ("ema", lora.ema)):
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    moments: dict[str, Any] = {}
+    for i, param in enumerate(params):
+        state = optimizer.state.get(param, {})
+        if state:
+            tensors[f"adam.{i}.exp_avg"] = state["exp_avg"].cpu().contiguous()
+            tensors[f"adam.{i}.exp_avg_sq"] = state["exp_avg_sq"].cpu().contiguous()
+            moments[str(i)] = float(state["step"])
+    tensors["rng.noise"] = generator.get_state()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, out / "state.safetensors.tmp")
+    meta = {
+        "step": step,
+        "adam_steps": moments,
+        "data_rng": batches.rng.getstate(),
+        "seconds": seconds,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    (out / "state.json.tmp").write_text(json.dumps(meta))
+    (out / "state.safetensors.tmp").replace(out / "state.safetensors")
+    (out / "state.json.tmp").replace(out / "state.json")
+    metadata = {"format": "pt", "nodeflow_training": json.dumps(meta["args"] | {"step": step})}
+    save_file(kohya_state(lora.pairs()), out / "demo-lcm.safetensors", metadata=metadata)
+
+
+def _resume(
+    out: Path, lora: DualLora, optimizer: Any, batches: Batcher, generator: torch.Generator
+) -> tuple[int, float]:
+    """Restore a saved state; returns (step, seconds so far), (0, 0) for a new run."""
+    if not (out / "state.json").is_file():
+        return 0, 0.0
+    meta = json.loads((out / "state.json").read_text())
+    tensors = load_file(out / "state.safetensors")
+    for prefix, module in (("online", lora.online), ("ema", lora.ema)):
+        module.load_state_dict(
+            {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        )
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, step in meta["adam_steps"].items():
+        param = params[int(index)]
+        optimizer.state[param] = {
+            "step": torch.tensor(step, dtype=torch.float32),
+            "exp_avg": tensors[f"adam.{index}.exp_avg"].to(param.device),
+            "exp_avg_sq": tensors[f"adam.{index}.exp_avg_sq"].to(param.device),
+        }
+    version, state, gauss = meta["data_rng"]
+    batches.rng.setstate((version, tuple(state), gauss))
+    generator.set_state(tensors["rng.noise"])
+    return int(meta["step"]), float(meta["seconds"])
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = choose_device(args.device)
+    torch.manual_seed(args.seed)
+    models = load_base(args.base, device)
+    lora = DualLora(models.unet, args.rank, args.alpha)
+    optimizer = torch.optim.AdamW(lora.online.parameters(), lr=args.lr, weight_decay=0.0)
+    batches = Batcher(args.seed + 500, dropout=0.0)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    step, seconds = _resume(args.out, lora, optimizer, batches, generator)
+    alphas = noise_scheduler().alphas_cumprod.to(device)
+    solver = ddim_solver_timesteps(len(alphas), args.ddim_steps)
+    with torch.no_grad():
+        empty = models.text_encoder(batches.tokens([""]).to(device))[0]
+    started = time.perf_counter() - seconds
+    first, losses = step, []
+    while step < args.steps:
+        pixels, ids, _ = batches(args.batch_size)
+        with torch.no_grad():
+            posterior = models.vae.encode(pixels.to(device)).latent_dist
+            latents = posterior.sample(generator) * models.vae.config.scaling_factor
+            context = models.text_encoder(ids.to(device))[0]
+        loss = distillation_loss(
+            models.unet, lora, latents, context, empty, alphas, solver, args, generator
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora.online.parameters(), 1.0)
+        optimizer.step()
+        lora.update_ema(args.ema)
+        step += 1
+        losses.append(float(loss.detach()))
+        if step % args.log_every == 0 or step == args.steps:
+            per_step = (time.perf_counter() - started - seconds) / (step - first)
+            print(f"lcm {step:6d}  loss {losses[-1]:.5f}  {per_step:.3f} s/step", flush=True)
+        if step % args.save_every == 0 or step == args.steps:
+            _save(args.out, step, lora, optimizer, batches, generator, args,
+                  time.perf_counter() - started)  # fmt: skip
+    summary = {
+        "step": step,
+        "modules": len(lora.names),
+        "minutes": (time.perf_counter() - started) / 60,
+        "last_losses": losses[-5:],
+        "lora": str(args.out / "demo-lcm.safetensors"),
+    }
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
