@@ -157,6 +157,28 @@ class Image:
         return int(self.pixels.shape[0])
 
 
+@socket_type(color="#9ccc65")
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """A batch of masks: a float tensor [batch, height, width] in [0, 1] on the CPU.
+
+    1 marks what is selected (what inpainting repaints), 0 what is kept; values between are a
+    soft edge. This is ComfyUI's MASK convention, so a picture's alpha becomes ``1 - alpha``: the
+    transparent part of a picture is the part to repaint.
+    """
+
+    values: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.values.shape[2]), int(self.values.shape[1])
+
+
 @socket_type(color="#26a69a")
 @dataclass(frozen=True, eq=False)
 class Scheduler:
@@ -261,6 +283,7 @@ SOCKET_TYPES = [
     Conditioning,
     Latent,
     Image,
+    Mask,
     Scheduler,
     Guider,
     Prior,
