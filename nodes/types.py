@@ -15,6 +15,8 @@ from nodes.families import Family, StableDiffusionUNet
 if TYPE_CHECKING:
     import torch
 
+    from nodes.families.concat import ConcatLatents
+
 
 class _ModelHandle:
     def __nodeflow_nbytes__(self) -> int:
@@ -113,6 +115,9 @@ class Conditioning:
     image_embeds: torch.Tensor | None = None
     noise_level: int = 0
     class_labels: torch.Tensor | None = None
+    concat: ConcatLatents | None = None
+    """Channels appended to the model input (an inpainting model's mask and masked picture,
+    from InpaintModelConditioning); see ``nodes.families.concat``."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,10 @@ class Latent:
     posterior: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     """(mean, std) of the VAE posterior, before scaling."""
     scaling_factor: float = 1.0
+    noise_mask: torch.Tensor | None = field(default=None, repr=False)
+    """[batch, height, width] in [0, 1] at picture size, or None: where Denoise may change the
+    picture (1); elsewhere this latent's content is put back after every step
+    (SetLatentNoiseMask, ``nodes.noise_mask``)."""
 
 
 @socket_type(color="#42a5f5")
