@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from nodeflow import Context, node
 from nodes.families.concat import ConcatLatents
-from nodes.masks import check_size
+from nodes.masks import check_batch, check_size
 from nodes.noise_mask import latent_mask
 from nodes.types import VAE, Conditioning, Image, Latent, Mask
 from nodes.vae import encode
@@ -56,6 +56,7 @@ def inpaint_model_conditioning(
 
     height, width = image.pixels.shape[1:3]
     check_size(mask, width, height, "mask", "image")
+    check_batch(mask, image.batch_size, "mask", "image")
     if vae.is_vq:
         raise ValueError("vae: inpainting models use a KL autoencoder, not a VQ one")
     ctx.models.use(vae.model)

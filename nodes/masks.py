@@ -34,6 +34,15 @@ def check_size(mask: Mask, width: int, height: int, mask_name: str, other: str) 
         )
 
 
+def check_batch(mask: Mask, batch: int, mask_name: str, other: str) -> None:
+    """Refuse a mask batch that is neither one mask for all nor one per picture of ``other``."""
+    if mask.batch_size not in (1, batch):
+        raise ValueError(
+            f"{mask_name} has a batch of {mask.batch_size} but {other} has {batch}; give one "
+            "mask for all pictures or one per picture"
+        )
+
+
 def batched(values: Any, batch: int, name: str) -> Any:
     """``values`` [b, ...] repeated to ``batch`` rows (one mask for several pictures)."""
     if values.shape[0] == batch:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nodeflow import node
-from nodes.masks import check_size
+from nodes.masks import check_batch, check_size
 from nodes.types import Latent, Mask
 
 if TYPE_CHECKING:
@@ -77,4 +77,5 @@ def set_latent_noise_mask(latent: Latent, mask: Mask) -> Latent:
     if latent.samples is None:
         raise ValueError("latent: an empty latent has no picture to keep; use VAEEncode's")
     check_size(mask, latent.width, latent.height, "mask", "latent's picture")
+    check_batch(mask, latent.batch_size, "mask", "latent")
     return dataclasses.replace(latent, noise_mask=mask.values)

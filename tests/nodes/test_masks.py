@@ -150,6 +150,23 @@ def test_crop_to_mask_pads_rounds_to_a_multiple_and_stays_inside():
         crop_to_mask(image, Mask(torch.zeros(1, 40, 50)))
 
 
+def test_a_noise_mask_must_fit_the_latent():
+    from nodes.noise_mask import set_latent_noise_mask
+    from nodes.types import Latent
+
+    latent = Latent(samples=torch.zeros(2, 4, 4, 4), width=8, height=8, batch_size=2)
+    marked = set_latent_noise_mask(latent, solid_mask(1.0, 8, 8))
+    assert marked.noise_mask.shape == (1, 8, 8) and marked.samples is latent.samples
+    with pytest.raises(ValueError, match="mask is 8x4 but latent's picture is 8x8"):
+        set_latent_noise_mask(latent, solid_mask(1.0, 8, 4))
+    three = Mask(torch.ones(3, 8, 8))
+    with pytest.raises(ValueError, match="mask has a batch of 3 but latent has 2"):
+        set_latent_noise_mask(latent, three)
+    empty = Latent(samples=None, width=8, height=8)
+    with pytest.raises(ValueError, match="empty latent"):
+        set_latent_noise_mask(empty, solid_mask(1.0, 8, 8))
+
+
 def test_paste_back_through_the_mask_keeps_the_rest_exactly():
     destination = Image(torch.rand(1, 6, 6, 3))
     source = Image(torch.ones(1, 2, 3, 3))
