@@ -105,11 +105,11 @@ def concat_input(unet: UNet, conditionings: list[Conditioning], latents: Any) ->
 def with_concat(model_input: Any, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``model_input`` with the concatenated channels appended, and the other inputs."""
     extra = inputs.get(CONCAT)
+    rest = {k: v for k, v in inputs.items() if k != CONCAT}
     if extra is None:
-        return model_input, {k: v for k, v in inputs.items() if k != CONCAT}
+        return model_input, rest
     import torch
 
-    rest = {k: v for k, v in inputs.items() if k != CONCAT}
     return torch.cat([model_input, extra], dim=1), rest
 
 
