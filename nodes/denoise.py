@@ -14,8 +14,10 @@ from pydantic import Field
 
 from nodeflow import Context, Widget, node
 from nodes.attention import ATTENTION_RECORD, Sampling
+from nodes.families.concat import drawn
 from nodes.guidance import predict_noise, unet_inputs
 from nodes.lora import patched
+from nodes.noise_mask import keep_unmasked
 from nodes.preview import latent_preview
 from nodes.types import AttentionStore, Guider, Latent, Scheduler
 from nodes.unclip import with_class_labels
@@ -51,13 +53,39 @@ def _timesteps(
     return scheduler.timesteps[start:]
 
 
+def _content(latent: Latent, generator: Any, device: Any, dtype: Any) -> Any:
+    """The latent's picture: a posterior sample drawn with the run's generator (as diffusers'
+    img2img and inpainting draw it), or the given samples."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if latent.posterior is not None:
+        mean, std = latent.posterior
+        sample = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        init = latent.scaling_factor * (mean + std * sample)
+    elif latent.samples is not None:
+        init = latent.samples
+    else:
+        raise ValueError(
+            "img2img (strength below 1) needs a latent with content, e.g. from VAEEncode"
+        )
+    return init.to(device=device, dtype=dtype)
+
+
 def _initial_latents(
     latent: Latent, guider: Guider, scheduler: Any, timesteps: Any, strength: float, generator: Any
-) -> Any:
+) -> tuple[Any, Any, Any]:
+    """(initial latents, the latent's picture or None, the noise drawn).
+
+    The picture is drawn first when sampling starts from it (strength < 1) or keeps part of it
+    (a noise mask), then the noise: diffusers' order in img2img and inpainting."""
     from diffusers.utils.torch_utils import randn_tensor
 
     unet = guider.unet
     device, dtype = unet.model.device, unet.model.dtype
+    if strength < 1.0 and len(timesteps) == 0:
+        raise ValueError(f"strength {strength} leaves no steps to run; raise strength or steps")
+    keeps = strength < 1.0 or latent.noise_mask is not None
+    init = _content(latent, generator, device, dtype) if keeps else None
     if strength >= 1.0:
         factor = unet.latent_scale
         if latent.width % factor or latent.height % factor:
@@ -72,23 +100,9 @@ def _initial_latents(
             latent.width // factor,
         )
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        return noise * scheduler.init_noise_sigma
-
-    if len(timesteps) == 0:
-        raise ValueError(f"strength {strength} leaves no steps to run; raise strength or steps")
-    if latent.posterior is not None:
-        mean, std = latent.posterior
-        sample = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        init = latent.scaling_factor * (mean + std * sample)
-    elif latent.samples is not None:
-        init = latent.samples
-    else:
-        raise ValueError(
-            "img2img (strength below 1) needs a latent with content, e.g. from VAEEncode"
-        )
-    init = init.to(device=device, dtype=dtype)
+        return noise * scheduler.init_noise_sigma, init, noise
     noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
-    return scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0]))
+    return scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0])), init, noise
 
 
 def _prompt_rows(guider: Guider) -> int:
@@ -122,7 +136,10 @@ def sample(
     )
     guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
     guider = guider.unet.family.before_sampling(guider, generator)
-    latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
+    latents, known, noise = _initial_latents(
+        latent, guider, scheduler, timesteps, strength, generator
+    )
+    guider = drawn(guider, generator)  # conditioning channels sampled after the noise
     prompts = _prompt_rows(guider)
     if latents.shape[0] == 1 and prompts > 1:
         latents = latents.repeat(prompts, *([1] * (latents.ndim - 1)))
@@ -133,6 +150,9 @@ def sample(
     one_pass = guider.scale == 1.0 or guider.unet.family.guidance_embedded
     sampling.halves = 1 if one_pass else 2
     sampling.latent_size = (int(latents.shape[-2]), int(latents.shape[-1]))
+    keep = keep_unmasked(latent, scheduler, timesteps, known, noise)
+    if keep is not None:
+        sampling.latent_hooks.append(keep)
     unet = guider.unet
     with torch.inference_mode(), patched(unet.model, unet.patches, "unet", sampling):
         # the conditioning is the same at every step; ``sampling`` tells controls the step

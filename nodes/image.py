@@ -6,12 +6,12 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
 from nodes.paths import contained
-from nodes.types import Image
+from nodes.types import Image, Mask
 
 WORKFLOW_CHUNK = "workflow"
 """The PNG text chunk holding the workflow JSON that made the picture."""
@@ -51,13 +51,34 @@ def _input_fingerprint(values: Mapping[str, Any], env: Environment) -> Any:
     return file_identity(resolve_input(values["path"], env))
 
 
+def alpha_mask(picture: Any) -> Mask:
+    """The picture's transparency as a mask, ``1 - alpha`` (ComfyUI's LoadImage convention: what
+    a brush erased to transparent is what inpainting repaints); all zeros when it has no alpha."""
+    import numpy as np
+    import torch
+
+    if picture.mode == "P" and "transparency" in picture.info:
+        picture = picture.convert("RGBA")
+    if "A" not in picture.getbands():
+        return Mask(torch.zeros((1, picture.height, picture.width)))
+    alpha = np.asarray(picture.getchannel("A"), dtype=np.float32) / 255.0
+    return Mask(1.0 - torch.from_numpy(alpha)[None])
+
+
+class LoadedImage(NamedTuple):
+    image: Image
+    mask: Mask
+    """1 - alpha (transparent = selected), or an empty mask of the picture's size."""
+
+
 @node("LoadImage", category="image", fingerprint=_input_fingerprint)
-def load_image(ctx: Context, path: Annotated[str, Widget(files="input")]) -> Image:
-    """Load a picture from the input dir (or an absolute path, or a bundled example) as RGB."""
+def load_image(ctx: Context, path: Annotated[str, Widget(files="input")]) -> LoadedImage:
+    """Load a picture from the input dir (or an absolute path, or a bundled example) as RGB,
+    and its alpha channel as a mask (1 where transparent, ComfyUI's convention)."""
     from PIL import Image as PILImage
 
     with PILImage.open(resolve_input(path, ctx.env)) as picture:
-        return from_pil(picture)
+        return LoadedImage(image=from_pil(picture), mask=alpha_mask(picture))
 
 
 def _next_counter(folder: Path, stem: str) -> int:

@@ -15,6 +15,8 @@ from nodes.families import Family, StableDiffusionUNet
 if TYPE_CHECKING:
     import torch
 
+    from nodes.families.concat import ConcatLatents
+
 
 class _ModelHandle:
     def __nodeflow_nbytes__(self) -> int:
@@ -115,12 +117,15 @@ class Conditioning:
     noise_level: int = 0
     class_labels: torch.Tensor | None = None
     controls: tuple[Any, ...] = ()
+    """ControlNets steering this prompt (``nodes.control.ControlApplication``), in the order
+    ApplyControlNet added them."""
     low_res: torch.Tensor | None = None
     """An x4 upscaler's low-resolution picture [batch, 3, h, w] in [-1, 1] (UpscaleConditioning),
     noised to ``noise_level`` while sampling into ``low_res_noised`` (sampling only)."""
     low_res_noised: torch.Tensor | None = None
-    """ControlNets steering this prompt (``nodes.control.ControlApplication``), in the order
-    ApplyControlNet added them."""
+    concat: ConcatLatents | None = None
+    """Channels appended to the model input (an inpainting model's mask and masked picture,
+    from InpaintModelConditioning); see ``nodes.families.concat``."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,10 @@ class Latent:
     posterior: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     """(mean, std) of the VAE posterior, before scaling."""
     scaling_factor: float = 1.0
+    noise_mask: torch.Tensor | None = field(default=None, repr=False)
+    """[batch, height, width] in [0, 1] at picture size, or None: where Denoise may change the
+    picture (1); elsewhere this latent's content is put back after every step
+    (SetLatentNoiseMask, ``nodes.noise_mask``)."""
 
 
 @socket_type(color="#42a5f5")
@@ -163,6 +172,28 @@ class Image:
     @property
     def batch_size(self) -> int:
         return int(self.pixels.shape[0])
+
+
+@socket_type(color="#9ccc65")
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """A batch of masks: a float tensor [batch, height, width] in [0, 1] on the CPU.
+
+    1 marks what is selected (what inpainting repaints), 0 what is kept; values between are a
+    soft edge. This is ComfyUI's MASK convention, so a picture's alpha becomes ``1 - alpha``: the
+    transparent part of a picture is the part to repaint.
+    """
+
+    values: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.values.shape[2]), int(self.values.shape[1])
 
 
 @socket_type(color="#26a69a")
@@ -284,6 +315,7 @@ SOCKET_TYPES = [
     Conditioning,
     Latent,
     Image,
+    Mask,
     Scheduler,
     Guider,
     Prior,

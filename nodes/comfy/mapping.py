@@ -196,7 +196,7 @@ def preview_image(n: ComfyNode) -> list[Link | None]:
 
 def load_image(n: ComfyNode) -> list[Link | None]:
     main = n.add("LoadImage", {"path": n.value("image")})
-    return [link(main, "image"), None]  # MASK: no equivalent yet
+    return [link(main, "image"), link(main, "mask")]
 
 
 def lora_loader(n: ComfyNode) -> list[Link | None]:

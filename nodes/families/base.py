@@ -45,5 +45,11 @@ class Family:
         raise NotImplementedError
 
     def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
-        """The model's raw output (noise, v or velocity, as its scheduler config says)."""
+        """The model's raw output (noise, v or velocity, as its scheduler config says).
+
+        Channels the inputs carry under ``concat.CONCAT`` (an inpainting model's mask and masked
+        picture) are appended to ``model_input`` first."""
+        from nodes.families.concat import with_concat
+
+        model_input, inputs = with_concat(model_input, inputs)
         return unet.model(model_input, timestep, **inputs, return_dict=False)[0]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from nodes.control import CONTROL, check_control_fits
 from nodes.families.base import Family
 from nodes.families.batching import cat, repeat_to, same_length
+from nodes.families.concat import CONCAT, check_concat, concat_input
 
 if TYPE_CHECKING:
     from nodes.types import Conditioning, Guider, UNet
@@ -52,7 +53,16 @@ class StableDiffusionUNet(Family):
         }
         if takes_class_labels(guider.unet):
             inputs["class_labels"] = cat([c.class_labels for c in conditionings], batch)
+        extra = concat_input(guider.unet, conditionings, latents)
+        if extra is not None:
+            inputs[CONCAT] = extra
         return inputs
+
+    def latent_channels(self, unet: UNet) -> int:
+        """The latents' channels: what the model predicts, less a learned variance (Kandinsky
+        2.2: 8 out of 4 in); an inpainting U-Net takes 9 channels in but its latents have 4."""
+        config = unet.model.config
+        return min(int(config.in_channels), int(config.out_channels))
 
     def _added_conditions(
         self, guider: Guider, conditionings: list[Conditioning], latents: Any
@@ -72,6 +82,7 @@ class StableDiffusionUNet(Family):
             check_control_fits(unet, control.net, name)
         if conditioning.low_res is not None:
             raise ValueError(f"{name}: UpscaleConditioning is for x4 upscalers; this U-Net is none")
+        check_concat(unet, conditioning, name)
         config = unet.model.config
         image_only = getattr(config, "encoder_hid_dim_type", None) == "image_proj"
         if conditioning.image_embeds is not None:

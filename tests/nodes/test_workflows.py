@@ -28,6 +28,7 @@ PICTURE_SIZES = {"consistency.json": (32, 32), "ddpm_pixels.json": (32, 32)}
         "lcm.json",
         "consistency.json",
         "ddpm_pixels.json",
+        "inpaint.json",
     ],
 )
 def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):
