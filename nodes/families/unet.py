@@ -31,16 +31,19 @@ class StableDiffusionUNet(Family):
 
     def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
         """The U-Net's output, with the residuals of any active ControlNet added to its skip
-        connections and middle block (diffusers' ``down_block_additional_residuals``)."""
+        connections and middle block (diffusers' ``down_block_additional_residuals``).
+
+        A ControlNet sees the noisy latents only, never the channels an inpainting model or an
+        upscaler appends (as in diffusers' ControlNet inpaint pipeline)."""
         control = inputs.get(CONTROL)
-        if control is None:
-            return super().predict(unet, model_input, timestep, inputs)
-        inputs = {key: value for key, value in inputs.items() if key != CONTROL}
-        residuals = control.residuals(model_input, timestep, inputs)
-        if residuals is not None:
-            inputs["down_block_additional_residuals"] = residuals.down
-            inputs["mid_block_additional_residual"] = residuals.mid
-        return unet.model(model_input, timestep, **inputs, return_dict=False)[0]
+        if control is not None:
+            inputs = {key: value for key, value in inputs.items() if key != CONTROL}
+            own = {key: value for key, value in inputs.items() if key != CONCAT}
+            residuals = control.residuals(model_input, timestep, own)
+            if residuals is not None:
+                inputs["down_block_additional_residuals"] = residuals.down
+                inputs["mid_block_additional_residual"] = residuals.mid
+        return super().predict(unet, model_input, timestep, inputs)
 
     def model_inputs(
         self, guider: Guider, conditionings: list[Conditioning], latents: Any
@@ -53,10 +56,20 @@ class StableDiffusionUNet(Family):
         }
         if takes_class_labels(guider.unet):
             inputs["class_labels"] = cat([c.class_labels for c in conditionings], batch)
-        extra = concat_input(guider.unet, conditionings, latents)
+        extra = self.extra_channels(guider, conditionings, latents)
         if extra is not None:
             inputs[CONCAT] = extra
         return inputs
+
+    def extra_channels(
+        self, guider: Guider, conditionings: list[Conditioning], latents: Any
+    ) -> Any:
+        """What is appended to the latents on the channel axis at every step (an inpainting
+        model's mask and masked picture), or None."""
+        return concat_input(guider.unet, conditionings, latents)
+
+    def check_extra_channels(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
+        check_concat(unet, conditioning, name)
 
     def latent_channels(self, unet: UNet) -> int:
         """The latents' channels: what the model predicts, less a learned variance (Kandinsky
@@ -82,7 +95,7 @@ class StableDiffusionUNet(Family):
             check_control_fits(unet, control.net, name)
         if conditioning.low_res is not None:
             raise ValueError(f"{name}: UpscaleConditioning is for x4 upscalers; this U-Net is none")
-        check_concat(unet, conditioning, name)
+        self.check_extra_channels(unet, conditioning, name)
         config = unet.model.config
         image_only = getattr(config, "encoder_hid_dim_type", None) == "image_proj"
         if conditioning.image_embeds is not None:

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from nodes.types import Conditioning, Guider, UNet
 
 IMAGE_CHANNELS = 3
-LOW_RES = "low_res"
 """The key of the noised low-resolution picture in the model inputs; ``predict`` pops it."""
 
 
@@ -89,28 +88,28 @@ class UpscalerUNet(StableDiffusionUNet):
     ) -> dict[str, Any]:
         import torch
 
-        batch = latents.shape[0]
         inputs = super().model_inputs(guider, conditionings, latents)
+        levels = [torch.tensor([c.noise_level], device=latents.device) for c in conditionings]
+        inputs["class_labels"] = cat(levels, latents.shape[0])
+        return inputs
+
+    def extra_channels(
+        self, guider: Guider, conditionings: list[Conditioning], latents: Any
+    ) -> Any:
+        """The noised low-resolution pictures, appended to the latents at every step."""
         pictures = [c.low_res_noised for c in conditionings]
         if any(p is None for p in pictures):
             raise ValueError("the low-resolution picture was not noised before sampling")
-        inputs[LOW_RES] = cat(pictures, batch)
-        levels = [torch.tensor([c.noise_level], device=latents.device) for c in conditionings]
-        inputs["class_labels"] = cat(levels, batch)
-        if tuple(inputs[LOW_RES].shape[-2:]) != tuple(latents.shape[-2:]):
+        joined = cat(pictures, latents.shape[0]).to(latents.dtype)
+        if tuple(joined.shape[-2:]) != tuple(latents.shape[-2:]):
             raise ValueError(
-                f"the low-resolution picture is {tuple(inputs[LOW_RES].shape[-2:])} but the "
+                f"the low-resolution picture is {tuple(joined.shape[-2:])} but the "
                 f"latents are {tuple(latents.shape[-2:])}; use UpscaleConditioning's latent"
             )
-        return inputs
+        return joined
 
-    def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
-        import torch
-
-        inputs = dict(inputs)
-        picture = inputs.pop(LOW_RES)
-        joined = torch.cat([model_input, picture.to(model_input.dtype)], dim=1)
-        return unet.model(joined, timestep, **inputs, return_dict=False)[0]
+    def check_extra_channels(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
+        """The low-resolution picture is checked above; it is this model's extra channels."""
 
 
 def folder_family(folder: Any) -> Any:
