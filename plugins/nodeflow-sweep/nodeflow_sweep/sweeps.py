@@ -89,7 +89,10 @@ def run_sweep(
     """Denoise ``latent`` once per ``(guider, seed, label)``; the results as one batch."""
     import torch
 
-    ctx.models.use(jobs[0][0].unet.model)
+    models: list[Any] = []
+    for guider, _, _ in jobs:  # the denoiser and any ControlNet a conditioning brings
+        models += [model for model in guider.models if all(model is not m for m in models)]
+    ctx.models.use(*models)
     batches, labels = [], []
     steps = scheduler.steps
     for index, (guider, seed, label) in enumerate(jobs):
