@@ -14,6 +14,7 @@ from pydantic import Field
 
 from nodeflow import Context, Widget, node
 from nodes.attention import ATTENTION_RECORD, Sampling
+from nodes.flow_schedulers import timestep_options
 from nodes.guidance import predict_noise, unet_inputs
 from nodes.lora import patched
 from nodes.preview import latent_preview
@@ -33,9 +34,14 @@ def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
     return kwargs
 
 
-def _timesteps(scheduler: Any, steps: int, strength: float, device: Any) -> Any:
-    """The timesteps to run; below strength 1 only the last ``strength`` share (img2img)."""
-    scheduler.set_timesteps(steps, device=device)
+def _timesteps(
+    scheduler: Any, recipe: Scheduler, latent_size: tuple[int, int], strength: float, device: Any
+) -> Any:
+    """The timesteps to run; below strength 1 only the last ``strength`` share (img2img).
+
+    ``latent_size`` (height, width) is what a resolution-dependent shift reads (Flux)."""
+    steps = recipe.steps
+    scheduler.set_timesteps(steps, device=device, **timestep_options(recipe, latent_size))
     if strength >= 1.0:
         return scheduler.timesteps
     start = max(steps - min(int(steps * strength), steps), 0) * scheduler.order
@@ -65,14 +71,17 @@ def _initial_latents(
             latent.width // factor,
         )
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        return noise * scheduler.init_noise_sigma
+        return noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers: none
 
     if len(timesteps) == 0:
         raise ValueError(f"strength {strength} leaves no steps to run; raise strength or steps")
     if latent.posterior is not None:
         mean, std = latent.posterior
         sample = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        init = latent.scaling_factor * (mean + std * sample)
+        init = mean + std * sample
+        if latent.shift_factor:
+            init = init - latent.shift_factor
+        init = latent.scaling_factor * init
     elif latent.samples is not None:
         init = latent.samples
     else:
@@ -81,7 +90,18 @@ def _initial_latents(
         )
     init = init.to(device=device, dtype=dtype)
     noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
-    return scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0]))
+    first = timesteps[:1].repeat(init.shape[0])
+    if not hasattr(scheduler, "add_noise"):  # flow matching: (1 - sigma) x + sigma noise
+        return scheduler.scale_noise(init, first, noise)
+    return scheduler.add_noise(init, noise, first)
+
+
+def _latent_size(latent: Latent, guider: Guider) -> tuple[int, int]:
+    """(height, width) of the latents Denoise will sample."""
+    if latent.samples is not None:
+        return int(latent.samples.shape[-2]), int(latent.samples.shape[-1])
+    factor = guider.unet.latent_scale
+    return latent.height // factor, latent.width // factor
 
 
 def _prompt_rows(guider: Guider) -> int:
@@ -110,7 +130,8 @@ def sample(
     scheduler = scheduler_recipe.create()
     device = guider.unet.model.device
     generator = torch.Generator("cpu").manual_seed(seed)
-    timesteps = _timesteps(scheduler, scheduler_recipe.steps, strength, device)
+    latent_size = _latent_size(latent, guider)
+    timesteps = _timesteps(scheduler, scheduler_recipe, latent_size, strength, device)
     guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
     latents = _initial_latents(latent, guider, scheduler, timesteps, strength, generator)
     prompts = _prompt_rows(guider)
@@ -120,7 +141,7 @@ def sample(
     total = len(timesteps)
     sampling = sampling if sampling is not None else Sampling()
     sampling.steps, sampling.pictures = total, int(latents.shape[0])
-    sampling.halves = 1 if guider.scale == 1.0 else 2
+    sampling.halves = 1 if guider.scale == 1.0 or guider.unet.family.guidance_embedded else 2
     sampling.latent_size = (int(latents.shape[-2]), int(latents.shape[-1]))
     unet = guider.unet
     with torch.inference_mode(), patched(unet.model, unet.patches, "unet", sampling):

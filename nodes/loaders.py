@@ -243,6 +243,12 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
 
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{folder} is not a diffusers model folder (no model_index.json)")
+    from nodes.flow_loaders import is_transformer_folder, load_transformer_folder
+
+    if is_transformer_folder(folder):  # SD3 / SD3.5 / Flux: a transformer, not a U-Net
+        if prediction != "auto":
+            raise ValueError("prediction: rectified-flow models predict velocity; leave it auto")
+        return CheckpointParts(*load_transformer_folder(folder, dtype))
     quiet_hub_libraries()
     unet = UNet2DConditionModel.from_pretrained(
         folder, subfolder="unet", torch_dtype=dtype, local_files_only=True

@@ -85,6 +85,30 @@ def scheduler(
     steps: Annotated[int, Field(ge=1, le=1000)] = 20,
     beta_schedule: BetaSchedule = "default",
     karras: bool = False,
+    shift: Annotated[float, Field(ge=0, le=100)] = 0.0,
 ) -> Scheduler:
-    """Choose the sampling algorithm and step count; the noise schedule comes from the model."""
-    return make_scheduler(name, unet.scheduler_config, steps, beta_schedule, karras)
+    """Choose the sampling algorithm and step count; the noise schedule comes from the model.
+
+    For rectified-flow models (SD3, Flux) the names mean their flow-matching forms (euler, heun,
+    dpmpp_2m, unipc), and ``shift`` moves the timesteps toward noise: 0 keeps the model's own
+    (SD3: 3.0; Flux: chosen from the picture's size); any other value is used as a fixed shift.
+    """
+    from nodes.flow_schedulers import is_flow, make_flow_scheduler
+
+    config = unet.scheduler_config
+    if is_flow(config):
+        if beta_schedule != "default":
+            raise ValueError("beta_schedule: a rectified-flow model has no beta schedule")
+        family = unet.family
+        return make_flow_scheduler(
+            name,
+            config,
+            steps,
+            shift,
+            karras,
+            patch_size=family.token_size(unet),
+            sigmas=family.sigmas(unet, steps),
+        )
+    if shift:
+        raise ValueError("shift applies to rectified-flow models (SD3, Flux) only; set it to 0")
+    return make_scheduler(name, config, steps, beta_schedule, karras)
