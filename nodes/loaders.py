@@ -48,6 +48,8 @@ DEMO_KANDINSKY_PRIOR = "demo-kandinsky-prior"
 DEMO_KANDINSKY_DECODER = "demo-kandinsky-decoder"
 DEMO_CLIP_VISION = "demo-clip-vision"
 DEMO_STABLE_UNCLIP = "demo-stable-unclip"
+DEMO_SD3 = "demo-sd3"
+DEMO_FLUX = "demo-flux"
 DEMO_FILE = "demo.safetensors"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
@@ -60,6 +62,8 @@ DEMOS = {
     DEMO_KANDINSKY_DECODER: "tiny-kandinsky-decoder-1",
     DEMO_CLIP_VISION: "tiny-kandinsky-prior-1",  # the prior's own image encoder: one CLIP space
     DEMO_STABLE_UNCLIP: "tiny-stable-unclip-1",
+    DEMO_SD3: "tiny-sd3-1",
+    DEMO_FLUX: "tiny-flux-1",
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
@@ -73,6 +77,8 @@ BUILT_IN_CHECKPOINTS = {
     DEMO_KANDINSKY_DECODER: f"{RANDOM}: Kandinsky 2.2 decoder (made on first use)",
     DEMO_CLIP_VISION: f"{RANDOM}: the Kandinsky prior's CLIP image encoder (made on first use)",
     DEMO_STABLE_UNCLIP: f"{RANDOM}: Stable unCLIP (made on first use)",
+    DEMO_SD3: f"{RANDOM}: SD3 with T5 (made on first use; pictures are noise)",
+    DEMO_FLUX: f"{RANDOM}: Flux.1 dev (made on first use; pictures are noise)",
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""
@@ -127,9 +133,11 @@ def demo_model(name: str = DEMO) -> Path:
 
 
 def _demo_maker(name: str) -> Callable[[Path], Path]:
-    from nodes import tiny, tiny_unclip
+    from nodes import tiny, tiny_flow, tiny_unclip
 
     return {
+        DEMO_SD3: tiny_flow.make_tiny_sd3,
+        DEMO_FLUX: tiny_flow.make_tiny_flux,
         DEMO_SDXL: tiny.make_tiny_sdxl,
         DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,
         DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,

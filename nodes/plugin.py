@@ -34,6 +34,7 @@ NODEFLOW_API = 1
 """The plugin API version this pack targets, declared like any third-party plugin's."""
 
 UNCLIP_FAMILIES = ("kandinsky-prior", "kandinsky-decoder", "stable-unclip")
+FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 
 @hookimpl
@@ -116,9 +117,9 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
     make.add_argument(
         "--family",
-        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES),
+        choices=("sd1", "sd2", "sdxl", *UNCLIP_FAMILIES, *FLOW_FAMILIES),
         default="sd1",
-        help="kandinsky-prior, kandinsky-decoder and stable-unclip are diffusers folders only",
+        help="the unCLIP, SD3 and Flux families are diffusers folders only",
     )
     make.add_argument(
         "--single-file", action="store_true", help="write an original-layout .safetensors file"
@@ -149,6 +150,8 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     from nodes.tiny_lora import write_tiny_loras
 
+    if args.family in FLOW_FAMILIES:
+        return _make_tiny_flow(args)
     if args.family in UNCLIP_FAMILIES:
         from nodes import tiny_unclip
 
@@ -165,4 +168,18 @@ def _make_tiny(args: argparse.Namespace) -> int:
         if args.loras:
             for path in write_tiny_loras(folder, args.loras, seed=args.seed).values():
                 print(path)
+    return 0
+
+
+def _make_tiny_flow(args: argparse.Namespace) -> int:
+    from nodes.tiny_flow import make_tiny_flux, make_tiny_sd3
+
+    if args.single_file or args.loras:
+        print(f"--single-file and --loras are not available for {args.family}", file=sys.stderr)
+        return 2
+    if args.family == "flux":
+        print(make_tiny_flux(args.path, seed=args.seed))
+    else:
+        options = {"sd3-no-t5": {"t5": False}, "sd35": {"sd35": True}}.get(args.family, {})
+        print(make_tiny_sd3(args.path, seed=args.seed, **options))
     return 0

@@ -23,6 +23,8 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
         "unclip_prior.json",
         "image_variation.json",
         "embed_blend.json",
+        "sd3.json",
+        "flux.json",
     ],
 )
 def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):
