@@ -48,9 +48,16 @@ def flow_graph(
     height: int = 64,
     max_sequence_length: int = 0,
     guidance: float | None = None,
+    lora: str | None = None,
+    lora_strength: float = 1.0,
 ) -> Workflow:
     b = WorkflowBuilder()
-    model = b.add("LoadCheckpoint", id="model", path=checkpoint)
+    model = loaded = b.add("LoadCheckpoint", id="model", path=checkpoint)
+    if lora is not None:
+        model = b.add(
+            "LoadLoRA", id="lora", unet=model.unet, text_encoder=model.text_encoder, path=lora,
+            strength_unet=lora_strength,
+        )  # fmt: skip
     encode = {"text_encoder": model.text_encoder, "max_sequence_length": max_sequence_length}
     pos = b.add("TextEncode", id="pos", text=prompt, **encode)
     neg = b.add("TextEncode", id="neg", text=negative, **encode)
@@ -68,7 +75,7 @@ def flow_graph(
         "Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
         latent=empty.latent, seed=seed,
     )  # fmt: skip
-    b.add("VAEDecode", id="decode", vae=model.vae, latent=den.latent)
+    b.add("VAEDecode", id="decode", vae=loaded.vae, latent=den.latent)
     return b.build()
 
 
