@@ -64,6 +64,11 @@ class SD3Prompt:
     ) -> Conditioning:
         import torch
 
+        if text_encoder.model is None or text_encoder.model_2 is None:
+            raise ValueError(
+                f"{text_encoder.source or 'this SD3 model'} has no CLIP text encoders (a file "
+                "without them, such as sd3_medium.safetensors); use a file or folder that has them"
+            )
         text = literal_prompt(text)
         length = max_length or self.default_length
         with torch.inference_mode():

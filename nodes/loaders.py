@@ -356,6 +356,13 @@ def _tokenizer_beside(encoder_folder: Path, name: str, *, second: bool) -> Any:
 def _load_single_file(
     path: Path, dtype: Any, prediction: str, allow_pickle: bool
 ) -> CheckpointParts:
+    from nodes.sd3_single_file import is_sd3_file, load_sd3_file
+
+    if is_sd3_file(CheckpointFile(path, allow_pickle=allow_pickle).keys):
+        unet, text_encoder, vae = load_sd3_file(path, dtype, allow_pickle)
+        if vae is None:
+            raise ValueError(f"{path.name} has no VAE; load the transformer with LoadUNet")
+        return CheckpointParts(unet, text_encoder, vae)
     loaded = load_checkpoint_file(path, dtype, allow_pickle=allow_pickle, prediction=prediction)
     vae = VAE(loaded.vae, source=str(path))
     encoders, tokenizers = loaded.text_encoders, loaded.tokenizers
@@ -437,6 +444,10 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
         )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
+    if found.family == "sd3":
+        from nodes.sd3_single_file import load_sd3_transformer
+
+        return load_sd3_transformer(location, dtype, allow_pickle)
     if found.kind not in ("unet", "checkpoint") or found.family is None:
         raise ValueError(f"{location.name} holds no U-Net (it looks like {found.describe()})")
     if found.layout == "diffusers":

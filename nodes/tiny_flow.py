@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nodes.clip_vocab import write_clip_tokenizer
 from nodes.single_file import family_config
 from nodes.t5 import t5_tokenizer
@@ -26,7 +28,10 @@ from nodes.tiny import TEXT_HIDDEN_SIZE, _model_index, _seeded, _text_config, _w
 __all__ = ["make_tiny_flux", "make_tiny_sd3"]
 
 T5_WIDTH = 96
-"""The tiny T5's width: wider than SD3's two CLIPs side by side (64), as 4096 is wider than 2048."""
+"""The tiny T5's width: wider than SD3's two CLIPs side by side (80), as 4096 is wider than 2048."""
+CLIP_G_WIDTH = 48
+"""SD3's OpenCLIP bigG is wider than its CLIP-L (1280 vs 768); so is the tiny one (48 vs 32), so
+that nothing can mix the two up unnoticed."""
 T5_VOCAB = 32128
 """T5 v1.1's embedding rows: the tokenizer's 32,100 tokens rounded up, as in the real model."""
 
@@ -120,18 +125,22 @@ def make_tiny_sd3(
             num_attention_heads=4,
             joint_attention_dim=T5_WIDTH,
             caption_projection_dim=32,
-            pooled_projection_dim=2 * TEXT_HIDDEN_SIZE,
+            pooled_projection_dim=TEXT_HIDDEN_SIZE + CLIP_G_WIDTH,
             pos_embed_max_size=32,
             **extra,
         ).save_pretrained(path / "transformer", safe_serialization=True)
     with _seeded(seed):
         _tiny_flow_vae("sd3").save_pretrained(path / "vae", safe_serialization=True)
     with _seeded(seed):
-        CLIPTextModelWithProjection(_text_config()).save_pretrained(path / "text_encoder")
+        clip_l = CLIPTextModelWithProjection(_text_config())
+    # SD3 uses CLIP-L's pooled output as it is: its projection is the identity (single files
+    # carry none, and loaders put the identity there)
+    torch.nn.init.eye_(clip_l.text_projection.weight)
+    clip_l.save_pretrained(path / "text_encoder")
+    clip_g = _text_config(openclip=True, pad_token="!")
+    clip_g.hidden_size = clip_g.projection_dim = CLIP_G_WIDTH
     with _seeded(seed + 1):
-        CLIPTextModelWithProjection(_text_config(openclip=True, pad_token="!")).save_pretrained(
-            path / "text_encoder_2"
-        )
+        CLIPTextModelWithProjection(clip_g).save_pretrained(path / "text_encoder_2")
     components: dict[str, Any] = {
         "scheduler": _write_scheduler(path, "sd3"),
         "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
