@@ -50,9 +50,10 @@ def flow_graph(
     guidance: float | None = None,
     lora: str | None = None,
     lora_strength: float = 1.0,
+    dtype: str = "auto",
 ) -> Workflow:
     b = WorkflowBuilder()
-    model = loaded = b.add("LoadCheckpoint", id="model", path=checkpoint)
+    model = loaded = b.add("LoadCheckpoint", id="model", path=checkpoint, dtype=dtype)
     if lora is not None:
         model = b.add(
             "LoadLoRA", id="lora", unet=model.unet, text_encoder=model.text_encoder, path=lora,
