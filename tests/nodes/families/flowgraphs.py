@@ -51,6 +51,8 @@ def flow_graph(
     lora: str | None = None,
     lora_strength: float = 1.0,
     dtype: str = "auto",
+    image: str | None = None,
+    strength: float = 1.0,
 ) -> Workflow:
     b = WorkflowBuilder()
     model = loaded = b.add("LoadCheckpoint", id="model", path=checkpoint, dtype=dtype)
@@ -71,10 +73,14 @@ def flow_graph(
         "CFG", id="cfg", unet=model.unet, positive=pos.conditioning,
         negative=neg.conditioning, scale=scale,
     )  # fmt: skip
-    empty = b.add("EmptyLatent", id="empty", width=width, height=height, batch_size=1)
+    if image is None:
+        latent = b.add("EmptyLatent", id="empty", width=width, height=height, batch_size=1)
+    else:
+        loaded_image = b.add("LoadImage", id="load", path=image)
+        latent = b.add("VAEEncode", id="encode", vae=loaded.vae, image=loaded_image.image)
     den = b.add(
         "Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
-        latent=empty.latent, seed=seed,
+        latent=latent.latent, seed=seed, strength=strength,
     )  # fmt: skip
     b.add("VAEDecode", id="decode", vae=loaded.vae, latent=den.latent)
     return b.build()

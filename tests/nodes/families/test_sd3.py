@@ -91,3 +91,33 @@ def test_t5_and_the_shift_change_the_picture(sd3_models, make_executor):
     shifted = nodeflow_image(make_executor, "tiny-sd3", shift=1.0, **settings)
     assert np.abs(base - without_t5).max() > 1e-3
     assert np.abs(base - shifted).max() > 1e-3
+
+
+@pytest.mark.parametrize("strength, scheduler", [(0.5, "euler"), (0.75, "heun")])
+def test_sd3_img2img_equals_the_diffusers_pipeline(
+    sd3_models, make_executor, tmp_path, strength, scheduler
+):
+    """VAEEncode's (z - shift) * scale and Denoise's flow noising (scale_noise) as diffusers'
+    StableDiffusion3Img2ImgPipeline; steps x strength is whole, where the pipelines agree on
+    the first step."""
+    from diffusers import StableDiffusion3Img2ImgPipeline
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), "RGB")
+    path = tmp_path / "input.png"
+    picture.save(path)
+    folder = sd3_models / "tiny-sd3"
+    img2img = StableDiffusion3Img2ImgPipeline(**_pipeline(folder).components)
+    img2img.set_progress_bar_config(disable=True)
+    img2img.scheduler = reference_scheduler(folder, scheduler)
+    expected = diffusers_image(
+        img2img, seed=21, prompt="a red square", negative_prompt="", image=picture,
+        strength=strength, num_inference_steps=4, guidance_scale=6.0, height=48, width=64,
+    )  # fmt: skip
+    actual = nodeflow_image(
+        make_executor, "tiny-sd3", prompt="a red square", seed=21, image=str(path),
+        strength=strength, steps=4, scale=6.0, scheduler=scheduler,
+    )  # fmt: skip
+    assert actual.shape == expected.shape == (1, 48, 64, 3)
+    assert_same_pixels(actual, expected)
