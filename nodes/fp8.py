@@ -31,9 +31,23 @@ def _cast_module(dtype: Any) -> Any:
     return CastWeight()
 
 
-def store_fp8(model: Any) -> int:
-    """Store every linear layer's weight of ``model`` as fp8, computed in its current dtype;
-    returns how many layers were converted. Idempotent: converted layers are skipped."""
+def fp8_linear_weights(compute: Any) -> Any:
+    """A per-tensor dtype choice for ``CheckpointFile.read``: 2-D ``.weight`` tensors (linear
+    layers) read straight into fp8, everything else into ``compute``. Reading so converts each
+    weight from the mapped file and releases its pages at once, so the full-precision weights
+    never sit in memory next to the fp8 ones."""
+    import torch
+
+    def choose(key: str, shape: tuple[int, ...]) -> Any:
+        return torch.float8_e4m3fn if key.endswith(".weight") and len(shape) == 2 else compute
+
+    return choose
+
+
+def store_fp8(model: Any, compute: Any = None) -> int:
+    """Store every linear layer's weight of ``model`` as fp8, computed in ``compute`` (default:
+    the weight's own dtype; give it for weights loaded as fp8 already); returns how many layers
+    were converted. Idempotent: converted layers are skipped."""
     import torch
     from torch.nn.utils import parametrize
 
@@ -44,11 +58,12 @@ def store_fp8(model: Any) -> int:
         weight = module.weight
         if not weight.is_floating_point():
             continue
-        compute = weight.dtype
-        module.weight = torch.nn.Parameter(
-            weight.detach().to(torch.float8_e4m3fn), requires_grad=False
-        )
-        parametrize.register_parametrization(module, "weight", _cast_module(compute), unsafe=True)
+        dtype = compute or weight.dtype
+        if weight.dtype != torch.float8_e4m3fn:
+            module.weight = torch.nn.Parameter(
+                weight.detach().to(torch.float8_e4m3fn), requires_grad=False
+            )
+        parametrize.register_parametrization(module, "weight", _cast_module(dtype), unsafe=True)
         converted += 1
     return converted
 

@@ -212,8 +212,8 @@ def load_checkpoint(
         if location.is_dir():
             parts = _load_diffusers_folder(location, torch_dtype, prediction)
         else:
-            parts = _load_single_file(location, torch_dtype, prediction, allow_pickle)
-        if fp8:
+            parts = _load_single_file(location, torch_dtype, prediction, allow_pickle, fp8)
+        if fp8:  # what was not read straight into fp8 is converted now
             from nodes.fp8 import store_fp8
 
             for model in (parts.unet.model, *parts.text_encoder.models):
@@ -366,12 +366,12 @@ def _tokenizer_beside(encoder_folder: Path, name: str, *, second: bool) -> Any:
 
 
 def _load_single_file(
-    path: Path, dtype: Any, prediction: str, allow_pickle: bool
+    path: Path, dtype: Any, prediction: str, allow_pickle: bool, fp8: bool = False
 ) -> CheckpointParts:
     from nodes.sd3_single_file import is_sd3_file, load_sd3_file
 
     if is_sd3_file(CheckpointFile(path, allow_pickle=allow_pickle).keys):
-        unet, text_encoder, vae = load_sd3_file(path, dtype, allow_pickle)
+        unet, text_encoder, vae = load_sd3_file(path, dtype, allow_pickle, fp8)
         if vae is None:
             raise ValueError(f"{path.name} has no VAE; load the transformer with LoadUNet")
         return CheckpointParts(unet, text_encoder, vae)

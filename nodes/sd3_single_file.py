@@ -89,9 +89,22 @@ def build_t5(state: dict[str, Any], stored: Mapping[str, Any] | None = None) -> 
     return _materialise(lambda: transformers.T5EncoderModel(t5_config), state, "T5 encoder")
 
 
-def load_sd3_file(path: Path, dtype: Any, allow_pickle: bool = False) -> tuple[Any, Any, Any]:
+def _read_transformer(file: CheckpointFile, dtype: Any, fp8: bool, stored: Any) -> Any:
+    from nodes.fp8 import fp8_linear_weights, store_fp8
+
+    chosen = fp8_linear_weights(dtype) if fp8 else dtype
+    model = build_sd3_transformer(file.read(UNET_PREFIX, chosen), stored.get("unet"))
+    if fp8:
+        store_fp8(model, dtype)
+    return model
+
+
+def load_sd3_file(
+    path: Path, dtype: Any, allow_pickle: bool = False, fp8: bool = False
+) -> tuple[Any, Any, Any]:
     """(UNet, TextEncoder, VAE) of an SD3 single file; parts the file lacks are ``None``
-    (no VAE), or a TextEncoder without models (no text encoders)."""
+    (no VAE), or a TextEncoder without models (no text encoders). ``fp8``: the transformer's
+    linear weights are read straight into fp8 storage (``nodes.fp8``), computed in ``dtype``."""
     import torch
 
     from nodes.flow_text import SD3Prompt
@@ -101,7 +114,7 @@ def load_sd3_file(path: Path, dtype: Any, allow_pickle: bool = False) -> tuple[A
 
     file = CheckpointFile(path, allow_pickle=allow_pickle)
     stored = stored_architecture(file)
-    model = build_sd3_transformer(file.read(UNET_PREFIX, dtype), stored.get("unet"))
+    model = _read_transformer(file, dtype, fp8, stored)
     vae = None
     if _has(file, VAE_PREFIX):
         state = vae_to_diffusers(file.read(VAE_PREFIX, dtype))

@@ -117,11 +117,15 @@ class CheckpointFile:
         return tuple(self._safe.get_slice(key).get_shape())
 
     def read(self, prefix: str = "", dtype: Any = None) -> dict[str, Any]:
-        """The tensors under ``prefix`` (prefix removed), each cast to ``dtype`` when floating."""
+        """The tensors under ``prefix`` (prefix removed), each cast to ``dtype`` when floating;
+        ``dtype`` may also be a function of (key, shape) choosing each tensor's dtype."""
         out: dict[str, Any] = {}
+        choose = dtype if callable(dtype) and not hasattr(dtype, "is_floating_point") else None
         for key in self.keys:
             if not key.startswith(prefix):
                 continue
+            if choose is not None:
+                dtype = choose(key, self.shape(key))
             if self._state is not None:
                 tensor = self._state[key]
             elif self._needs_conversion(key, dtype):

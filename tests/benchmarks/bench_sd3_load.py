@@ -9,8 +9,9 @@ It writes the real SD3-Medium architecture (2B-parameter MMDiT from ``nodes/conf
 16-channel VAE; random fp16 weights; the original layout Stability publishes, without text
 encoders, 4.3 GB) to a temporary folder, then loads it in a fresh subprocess per mode with
 ``nodes.sd3_single_file.load_sd3_file``: models built on the meta device, the file's tensors
-assigned from the memory-mapped file (fp16: no copy); ``fp8`` then stores every linear weight of
-the transformer in float8_e4m3fn (``nodes.fp8``). Peak memory is the process's peak resident set
+assigned from the memory-mapped file (fp16: no copy); ``fp8`` reads every linear weight of the
+transformer straight into float8_e4m3fn, releasing the mapped pages it came from (``nodes.fp8``).
+Peak memory is the process's peak resident set
 (``VmHWM``) minus its resident set just before loading; every weight is read once after loading
 (mapped pages are read when first touched), and the peak taken then too.
 """
@@ -74,14 +75,11 @@ def rss_kb(field):
 
 import torch, diffusers, transformers
 from nodes.sd3_single_file import load_sd3_file
-from nodes.fp8 import store_fp8
 mode, path = sys.argv[1], Path(sys.argv[2])
 torch.set_num_threads(2)
 before = rss_kb("VmRSS:")
 start = time.perf_counter()
-unet, _, vae = load_sd3_file(path, torch.float16)
-if mode == "fp8":
-    store_fp8(unet.model)
+unet, _, vae = load_sd3_file(path, torch.float16, fp8=mode == "fp8")
 seconds = time.perf_counter() - start
 load_peak = (rss_kb("VmHWM:") - before) / 1024
 models = [unet.model, vae.model]
@@ -142,8 +140,9 @@ def main() -> None:
         "read from the page cache (just written). Each load in a fresh process; best of "
         f"{args.repeats}. Peak: peak resident set minus the resident set before loading.",
         "- fp16: `load_sd3_file` (meta-device models, the file's tensors assigned from the "
-        "memory-mapped file). fp8: the same, then every linear weight of the transformer stored "
-        "as float8_e4m3fn (`nodes.fp8.store_fp8`), computed in fp16.",
+        "memory-mapped file). fp8: the transformer's linear weights read straight into "
+        "float8_e4m3fn, one at a time, the mapped pages released after each (`nodes.fp8`), "
+        "computed in fp16.",
         "",
         "| stored as | load | load + read every weight once | weights in memory | "
         "peak after load | peak after reading all | peak / weights |",
