@@ -15,9 +15,11 @@ from pydantic import Field
 from nodeflow import Context, Widget, node
 from nodes.attention import ATTENTION_RECORD, Sampling
 from nodes.families.concat import drawn
+from nodes.flow_schedulers import timestep_options
 from nodes.guidance import predict_noise, unet_inputs
 from nodes.lora import patched
 from nodes.noise_mask import keep_unmasked
+from nodes.noising import noised
 from nodes.preview import latent_preview
 from nodes.types import AttentionStore, Guider, Latent, Scheduler
 from nodes.unclip import with_class_labels
@@ -36,15 +38,18 @@ def _step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict[str, Any]:
 
 
 def _timesteps(
-    scheduler: Any, steps: int, strength: float, device: Any, chosen: tuple[int, ...] = ()
+    scheduler: Any, recipe: Scheduler, latent_size: tuple[int, int], strength: float, device: Any
 ) -> Any:
-    """The timesteps to run (``chosen`` ones, else ``steps`` evenly spaced); below strength 1
-    only the last ``strength`` share (img2img)."""
-    if chosen:
-        scheduler.set_timesteps(timesteps=list(chosen), device=device)
+    """The timesteps to run (the recipe's chosen ones, else ``steps`` evenly spaced); below
+    strength 1 only the last ``strength`` share (img2img).
+
+    ``latent_size`` (height, width) is what a resolution-dependent shift reads (Flux)."""
+    steps = recipe.steps
+    if recipe.timesteps:
+        scheduler.set_timesteps(timesteps=list(recipe.timesteps), device=device)
         steps = len(scheduler.timesteps) // scheduler.order
     else:
-        scheduler.set_timesteps(steps, device=device)
+        scheduler.set_timesteps(steps, device=device, **timestep_options(recipe, latent_size))
     if strength >= 1.0:
         return scheduler.timesteps
     start = max(steps - min(int(steps * strength), steps), 0) * scheduler.order
@@ -61,7 +66,10 @@ def _content(latent: Latent, generator: Any, device: Any, dtype: Any) -> Any:
     if latent.posterior is not None:
         mean, std = latent.posterior
         sample = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        init = latent.scaling_factor * (mean + std * sample)
+        init = mean + std * sample
+        if latent.shift_factor:  # SD3 and Flux VAEs
+            init = init - latent.shift_factor
+        init = latent.scaling_factor * init
     elif latent.samples is not None:
         init = latent.samples
     else:
@@ -100,9 +108,17 @@ def _initial_latents(
             latent.width // factor,
         )
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        return noise * scheduler.init_noise_sigma, init, noise
+        return noise * getattr(scheduler, "init_noise_sigma", 1.0), init, noise  # flow: none
     noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
-    return scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0])), init, noise
+    return noised(scheduler, init, noise, timesteps[:1].repeat(init.shape[0])), init, noise
+
+
+def _latent_size(latent: Latent, guider: Guider) -> tuple[int, int]:
+    """(height, width) of the latents Denoise will sample."""
+    if latent.samples is not None:
+        return int(latent.samples.shape[-2]), int(latent.samples.shape[-1])
+    factor = guider.unet.latent_scale
+    return latent.height // factor, latent.width // factor
 
 
 def _prompt_rows(guider: Guider) -> int:
@@ -131,9 +147,8 @@ def sample(
     scheduler = scheduler_recipe.create()
     device = guider.unet.model.device
     generator = torch.Generator("cpu").manual_seed(seed)
-    timesteps = _timesteps(
-        scheduler, scheduler_recipe.steps, strength, device, scheduler_recipe.timesteps
-    )
+    latent_size = _latent_size(latent, guider)
+    timesteps = _timesteps(scheduler, scheduler_recipe, latent_size, strength, device)
     guider = with_class_labels(guider, generator)  # Stable unCLIP: noise drawn before latents
     guider = guider.unet.family.before_sampling(guider, generator)
     latents, known, noise = _initial_latents(

@@ -56,6 +56,12 @@ def unet_inputs(guider: Guider, latents: Any, sampling: Sampling | None = None) 
     return inputs
 
 
+def _scale_input(scheduler: Any, latents: Any, timestep: Any) -> Any:
+    """The scheduler's input scaling (Euler's 1/sqrt(sigma^2+1)); flow schedulers have none."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return latents if scale is None else scale(latents, timestep)
+
+
 def predict_noise(
     guider: Guider,
     latents: Any,
@@ -81,12 +87,12 @@ def predict_noise(
     if inputs is None:
         inputs = unet_inputs(guider, latents)
     if guider.scale == 1.0 or family.guidance_embedded:
-        model_input = scheduler.scale_model_input(latents, timestep)
+        model_input = _scale_input(scheduler, latents, timestep)
         output = family.predict(unet, model_input, timestep, inputs)
         if output.shape[1] == 2 * channels and not _learned_variance(scheduler):
             return output[:, :channels]
         return output
-    model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
+    model_input = _scale_input(scheduler, torch.cat([latents, latents]), timestep)
     output = family.predict(unet, model_input, timestep, inputs)
     variance = None
     if output.shape[1] == 2 * channels:

@@ -25,6 +25,8 @@ PIPELINE_NAMES = {
     "KandinskyV22PriorPipeline": "Kandinsky 2.2 prior",
     "KandinskyV22Pipeline": "Kandinsky 2.2 decoder",
     "StableUnCLIPPipeline": "Stable unCLIP",
+    "StableDiffusion3Pipeline": "SD3",
+    "FluxPipeline": "Flux",
 }
 
 

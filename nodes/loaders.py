@@ -53,6 +53,8 @@ DEMO_X4_UPSCALER = "demo-x4-upscaler"
 DEMO_LCM = "demo-lcm-tiny"
 DEMO_DDPM = "demo-ddpm"
 DEMO_CONSISTENCY = "demo-consistency"
+DEMO_SD3 = "demo-sd3"
+DEMO_FLUX = "demo-flux"
 DEMO_FILE = "demo.safetensors"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
@@ -69,6 +71,8 @@ DEMOS = {
     DEMO_LCM: "tiny-lcm-1",
     DEMO_DDPM: "tiny-ddpm-1",
     DEMO_CONSISTENCY: "tiny-consistency-1",
+    DEMO_SD3: "tiny-sd3-1",
+    DEMO_FLUX: "tiny-flux-1",
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
 when the factory's output changes, so an old copy is never used."""
@@ -89,10 +93,14 @@ BUILT_IN_CHECKPOINTS = {
         f"{RANDOM}: pixel-space class-conditional consistency model, 32x32, for LoadPixelModel "
         "(made on first use)"
     ),
+    DEMO_SD3: f"{RANDOM}: SD3 with T5 (made on first use; pictures are noise)",
+    DEMO_FLUX: f"{RANDOM}: Flux.1 dev (made on first use; pictures are noise)",
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
+CheckpointDtype = Literal["auto", "fp32", "fp16", "bf16", "fp8_e4m3fn"]
+"""``fp8_e4m3fn``: linear weights stored in fp8, computed in the run's dtype (``nodes.fp8``)."""
 
 
 class CheckpointParts(NamedTuple):
@@ -143,12 +151,14 @@ def demo_model(name: str = DEMO) -> Path:
 
 
 def _demo_maker(name: str) -> Callable[[Path], Path]:
-    from nodes import tiny, tiny_lcm, tiny_pixel, tiny_unclip, tiny_upscale
+    from nodes import tiny, tiny_flow, tiny_lcm, tiny_pixel, tiny_unclip, tiny_upscale
 
     return {
         DEMO_LCM: tiny_lcm.make_tiny_lcm,
         DEMO_DDPM: tiny_pixel.make_tiny_ddpm,
         DEMO_CONSISTENCY: tiny_pixel.make_tiny_consistency,
+        DEMO_SD3: tiny_flow.make_tiny_sd3,
+        DEMO_FLUX: tiny_flow.make_tiny_flux,
         DEMO_SDXL: tiny.make_tiny_sdxl,
         DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,
         DEMO_KANDINSKY_DECODER: tiny_unclip.make_tiny_kandinsky_decoder,
@@ -202,23 +212,33 @@ FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl"]
 def load_checkpoint(
     ctx: Context,
     path: Annotated[str, Widget(files="checkpoints")] = DEMO,
-    dtype: Dtype = "auto",
+    dtype: CheckpointDtype = "auto",
     prediction: Prediction = "auto",
 ) -> CheckpointParts:
-    """Load a Stable Diffusion 1.x, 2.x or XL model: a diffusers folder or a single file.
+    """Load a Stable Diffusion 1.x, 2.x, XL, SD3/SD3.5 or Flux model: a diffusers folder or a
+    single file.
 
     ``prediction`` overrides what the U-Net predicts when a file does not say (SD 2.x files
-    default to v-prediction, as in diffusers).
+    default to v-prediction, as in diffusers). ``dtype: fp8_e4m3fn`` stores the denoiser's and
+    text encoders' linear weights in fp8 (half of fp16's memory) and computes in the run's dtype.
     """
     location = resolve_checkpoint(path, ctx.env)
-    torch_dtype = ctx.runtime.dtype(dtype)
-    key = ("checkpoint", file_identity(location), str(torch_dtype), prediction)
+    fp8 = dtype == "fp8_e4m3fn"
+    torch_dtype = ctx.runtime.dtype("auto" if fp8 else dtype)
+    key = ("checkpoint", file_identity(location), str(torch_dtype), prediction, fp8)
     allow_pickle = ctx.env.allow_pickle
 
     def load() -> CheckpointParts:
         if location.is_dir():
-            return _load_diffusers_folder(location, torch_dtype, prediction)
-        return _load_single_file(location, torch_dtype, prediction, allow_pickle)
+            parts = _load_diffusers_folder(location, torch_dtype, prediction)
+        else:
+            parts = _load_single_file(location, torch_dtype, prediction, allow_pickle, fp8)
+        if fp8:  # what was not read straight into fp8 is converted now
+            from nodes.fp8 import store_fp8
+
+            for model in (parts.unet.model, *parts.text_encoder.models):
+                store_fp8(model)
+        return parts
 
     return load_once(ctx, key, location.name, load)
 
@@ -268,6 +288,12 @@ def _load_diffusers_folder(folder: Path, dtype: Any, prediction: str) -> Checkpo
         raise ValueError(
             f"{folder.name} is a pixel-space model ({pipeline}): load it with LoadPixelModel"
         )
+    from nodes.flow_loaders import is_transformer_folder, load_transformer_folder
+
+    if is_transformer_folder(folder):  # SD3 / SD3.5 / Flux: a transformer, not a U-Net
+        if prediction != "auto":
+            raise ValueError("prediction: rectified-flow models predict velocity; leave it auto")
+        return CheckpointParts(*load_transformer_folder(folder, dtype))
     quiet_hub_libraries()
     unet = UNet2DConditionModel.from_pretrained(
         folder, subfolder="unet", torch_dtype=dtype, local_files_only=True
@@ -374,8 +400,15 @@ def _tokenizer_beside(encoder_folder: Path, name: str, *, second: bool) -> Any:
 
 
 def _load_single_file(
-    path: Path, dtype: Any, prediction: str, allow_pickle: bool
+    path: Path, dtype: Any, prediction: str, allow_pickle: bool, fp8: bool = False
 ) -> CheckpointParts:
+    from nodes.sd3_single_file import is_sd3_file, load_sd3_file
+
+    if is_sd3_file(CheckpointFile(path, allow_pickle=allow_pickle).keys):
+        unet, text_encoder, vae = load_sd3_file(path, dtype, allow_pickle, fp8)
+        if vae is None:
+            raise ValueError(f"{path.name} has no VAE; load the transformer with LoadUNet")
+        return CheckpointParts(unet, text_encoder, vae)
     loaded = load_checkpoint_file(path, dtype, allow_pickle=allow_pickle, prediction=prediction)
     vae = VAE(loaded.vae, source=str(path))
     encoders, tokenizers = loaded.text_encoders, loaded.tokenizers
@@ -462,6 +495,10 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
         )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
+    if found.family == "sd3":
+        from nodes.sd3_single_file import load_sd3_transformer
+
+        return load_sd3_transformer(location, dtype, allow_pickle)
     if found.kind not in ("unet", "checkpoint") or found.family is None:
         raise ValueError(f"{location.name} holds no U-Net (it looks like {found.describe()})")
     if found.layout == "diffusers":

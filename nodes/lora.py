@@ -22,7 +22,8 @@ Two file layouts are read (safetensors only; pickled ``.ckpt``/``.pt`` files can
   ``nodes.ldm_layout``. Without ``.alpha``, alpha = rank (scale 1), as diffusers does: its
   ``get_peft_kwargs`` sets ``lora_alpha = r`` when the file brings no alphas.
 * diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``.lora_B.weight`` (and ``text_encoder.``,
-  ``text_encoder_2.``), plus the older diffusers forms ``<module>.lora.down.weight`` and
+  ``text_encoder_2.``; ``transformer.`` for SD3/Flux, whose transformer is the ``UNet`` model),
+  plus the older diffusers forms ``<module>.lora.down.weight`` and
   ``<attn>.processor.to_q_lora.down.weight``. The scale comes from the ``lora_adapter_metadata``
   diffusers writes into the safetensors header (``r``, ``lora_alpha``, ``alpha_pattern``,
   ``use_rslora`` per component); without it the scale is 1, diffusers' convention for such files.
@@ -61,6 +62,7 @@ KOHYA_PREFIXES: dict[str, Target] = {
 }
 PEFT_PREFIXES: dict[str, Target] = {
     "unet.": "unet",
+    "transformer.": "unet",  # SD3 / Flux: the denoiser behind the UNet socket is a transformer
     "text_encoder_2.": "text_encoder_2",  # before "text_encoder.", which is not its prefix anyway
     "text_encoder.": "text_encoder",
 }

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodeflow import node
 from nodes.masks import check_batch, check_size
+from nodes.noising import noised
 from nodes.types import Latent, Mask
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class KeepUnmasked:
         following = sampling.step + 1
         if following < len(self.timesteps):
             timestep = torch.tensor([self.timesteps[following]])
-            known = self.scheduler.add_noise(known, self.noise, timestep)
+            known = noised(self.scheduler, known, self.noise, timestep)
         return (1 - self.mask) * known + self.mask * latents
 
 

@@ -14,6 +14,7 @@ from nodes import (
     controlnet,
     denoise,
     embeds,
+    flux_guidance,
     guidance,
     image,
     inpaint,
@@ -55,6 +56,7 @@ FOLDER_FAMILIES = {
 """Tiny models ``make-tiny`` writes as diffusers folders only (no single-file layout): unCLIP,
 the x4 upscaler, an LCM, and pixel-space ones (for LoadPixelModel); each the module and function
 that makes it."""
+FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 
 @hookimpl
@@ -73,6 +75,7 @@ def nodeflow_nodes() -> list[object]:
         lora.load_lora,
         text.text_encode,
         text.size_conditioning,
+        flux_guidance.flux_guidance,
         latent.empty_latent,
         schedulers.scheduler,
         guidance.cfg,
@@ -161,7 +164,7 @@ def nodeflow_cli(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("path", help="the folder (or, with --single-file, the file) to create")
     make.add_argument(
         "--family",
-        choices=("sd1", "sd2", "sdxl", *FOLDER_FAMILIES),
+        choices=("sd1", "sd2", "sdxl", *FOLDER_FAMILIES, *FLOW_FAMILIES),
         default="sd1",
         help="all but sd1, sd2 and sdxl are diffusers folders only",
     )
@@ -194,6 +197,8 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     from nodes.tiny_lora import write_tiny_loras
 
+    if args.family in FLOW_FAMILIES:
+        return _make_tiny_flow(args)
     if args.family in FOLDER_FAMILIES:
         import importlib
 
@@ -210,4 +215,18 @@ def _make_tiny(args: argparse.Namespace) -> int:
         if args.loras:
             for path in write_tiny_loras(folder, args.loras, seed=args.seed).values():
                 print(path)
+    return 0
+
+
+def _make_tiny_flow(args: argparse.Namespace) -> int:
+    from nodes.tiny_flow import make_tiny_flux, make_tiny_sd3
+
+    if args.single_file or args.loras:
+        print(f"--single-file and --loras are not available for {args.family}", file=sys.stderr)
+        return 2
+    if args.family == "flux":
+        print(make_tiny_flux(args.path, seed=args.seed))
+    else:
+        options = {"sd3-no-t5": {"t5": False}, "sd35": {"sd35": True}}.get(args.family, {})
+        print(make_tiny_sd3(args.path, seed=args.seed, **options))
     return 0

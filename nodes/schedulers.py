@@ -115,13 +115,37 @@ def scheduler(
     karras: bool = False,
     eta: Annotated[float, Field(ge=0, le=1)] = 0.0,
     timesteps: str = "",
+    shift: Annotated[float, Field(ge=0, le=100)] = 0.0,
 ) -> Scheduler:
     """Choose the sampling algorithm and step count; the noise schedule comes from the model.
 
     ``eta`` is the stochasticity of ddim (its eta) and tcd (its gamma; 0.3 is TCD's usual
     value): 0 is deterministic. ``timesteps`` (e.g. ``22, 0`` for a consistency model's two
     steps) runs those timesteps instead of ``steps`` evenly spaced ones.
+
+    For rectified-flow models (SD3, Flux) the names mean their flow-matching forms (euler, heun,
+    dpmpp_2m, unipc), and ``shift`` moves the timesteps toward noise: 0 keeps the model's own
+    (SD3: 3.0; Flux: chosen from the picture's size); any other value is used as a fixed shift.
     """
-    return make_scheduler(
-        name, unet.scheduler_config, steps, beta_schedule, karras, eta, parse_timesteps(timesteps)
-    )
+    from nodes.flow_schedulers import is_flow, make_flow_scheduler
+
+    config = unet.scheduler_config
+    if is_flow(config):
+        if beta_schedule != "default":
+            raise ValueError("beta_schedule: a rectified-flow model has no beta schedule")
+        if eta or timesteps.strip():
+            raise ValueError("eta and timesteps apply to diffusion schedulers, not flow models")
+        family = unet.family
+        return make_flow_scheduler(
+            name,
+            config,
+            steps,
+            shift,
+            karras,
+            patch_size=family.token_size(unet),
+            sigmas=family.sigmas(unet, steps),
+        )
+    if shift:
+        raise ValueError("shift applies to rectified-flow models (SD3, Flux) only; set it to 0")
+    chosen = parse_timesteps(timesteps)
+    return make_scheduler(name, config, steps, beta_schedule, karras, eta, chosen)

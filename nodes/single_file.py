@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 Family = Literal["sd1", "sd2", "sdxl"]
 FAMILIES: tuple[Family, ...] = ("sd1", "sd2", "sdxl")
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sd3": "SD3"}
 CONFIGS = Path(__file__).parent / "configs"
 
 UNET_PREFIX = "model.diffusion_model."
@@ -48,7 +48,7 @@ SDXL_TEXT_2_PREFIX = "conditioner.embedders.1.model."
 ARCHITECTURE_KEY = "nodeflow.architecture"
 """Safetensors metadata key: JSON ``{"unet": {...}, "vae": {...}, "text_encoder": {...}}`` (and
 ``"text_encoder_2"`` for SDXL), each the component's diffusers / transformers ``config.json``."""
-ARCHITECTURE_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+ARCHITECTURE_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 _NOT_ARCHITECTURE = frozenset({"dtype", "torch_dtype"})
 """Stored config keys ignored on load: the dtype comes from the tensors and the caller's choice."""
 
@@ -117,11 +117,15 @@ class CheckpointFile:
         return tuple(self._safe.get_slice(key).get_shape())
 
     def read(self, prefix: str = "", dtype: Any = None) -> dict[str, Any]:
-        """The tensors under ``prefix`` (prefix removed), each cast to ``dtype`` when floating."""
+        """The tensors under ``prefix`` (prefix removed), each cast to ``dtype`` when floating;
+        ``dtype`` may also be a function of (key, shape) choosing each tensor's dtype."""
         out: dict[str, Any] = {}
+        choose = dtype if callable(dtype) and not hasattr(dtype, "is_floating_point") else None
         for key in self.keys:
             if not key.startswith(prefix):
                 continue
+            if choose is not None:
+                dtype = choose(key, self.shape(key))
             if self._state is not None:
                 tensor = self._state[key]
             elif self._needs_conversion(key, dtype):
@@ -265,6 +269,9 @@ def detect(file: CheckpointFile) -> Detected:
     if any(re.search(r"lora_(down|up|A|B)\.weight$|\.lora\.(down|up)\.weight$", k) for k in keys):
         layout = "peft" if any(".lora_A." in k or ".lora.down." in k for k in keys) else "kohya"
         return Detected("lora", layout=layout)
+    if _has(keys, UNET_PREFIX + "joint_blocks."):  # SD3's MMDiT (nodes.sd3_single_file)
+        kind = "checkpoint" if _has(keys, VAE_PREFIX) else "unet"
+        return Detected(kind, "sd3", "mmdit")  # type: ignore[arg-type]
     if _has(keys, UNET_PREFIX):
         if _has(keys, SDXL_TEXT_2_PREFIX) or _has(keys, SDXL_TEXT_PREFIX):
             family: Family = "sdxl"

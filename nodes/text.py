@@ -29,14 +29,22 @@ def _tokens(tokenizer: Any, text: str) -> Any:
 
 
 def encode_text(
-    text_encoder: TextEncoder, text: str, device: object, weighting: Weighting = "comfy"
+    text_encoder: TextEncoder,
+    text: str,
+    device: object,
+    weighting: Weighting = "comfy",
+    max_sequence_length: int = 0,
 ) -> Conditioning:
     """The prompt's conditioning: weighting syntax and ``BREAK`` read (``nodes.prompt_weights``),
     prompts over 75 tokens encoded in chunks.
 
     A prompt whose weights are all 1.0 and that fits in one chunk is encoded exactly as diffusers'
-    ``encode_prompt`` does it, so its pixels are the diffusers pipeline's.
+    ``encode_prompt`` does it, so its pixels are the diffusers pipeline's. A text encoder with its
+    own ``prompt_format`` (SD3, Flux) is encoded by that format, T5 reading
+    ``max_sequence_length`` tokens (0: the format's default).
     """
+    if text_encoder.prompt_format is not None:
+        return text_encoder.prompt_format.encode(text_encoder, text, device, max_sequence_length)
     if text_encoder.model is None:
         raise ValueError(
             f"{text_encoder.source or 'this model'} has no text encoder (a Kandinsky 2.2 decoder "
@@ -204,6 +212,7 @@ def text_encode(
     text_encoder: TextEncoder,
     text: Annotated[str, Widget(multiline=True)] = "",
     weighting: Weighting = "comfy",
+    max_sequence_length: Annotated[int, Field(ge=0, le=512)] = 0,
 ) -> Conditioning:
     r"""Encode a prompt into conditioning with the model's text encoder(s).
 
@@ -219,10 +228,14 @@ def text_encode(
       chunk so that its mean is what it was, which also changes the unweighted tokens slightly.
 
     A prompt without weights (or with all weights 1.0) gives exactly the unweighted pixels.
+
+    max_sequence_length: the T5 tokens an SD3 or Flux prompt is read as (0: the model's default,
+    256 for SD3, 512 for Flux); SD3 and Flux prompts take no weighting syntax. SD 1.x/2.x/XL
+    ignore it.
     """
     ctx.models.use(*text_encoder.models)
     device = text_encoder.model.device if text_encoder.model is not None else None
-    return encode_text(text_encoder, text, device, weighting)
+    return encode_text(text_encoder, text, device, weighting, max_sequence_length)
 
 
 Pixels = Annotated[int, Field(ge=0, le=16384)]

@@ -64,12 +64,19 @@ class TextEncoder(_ModelHandle):
     model_2: Any = None
     patches: tuple[Any, ...] = ()
     source: str = ""
+    tokenizer_3: Any = None
+    model_3: Any = None
+    """A T5 encoder (SD3's third, Flux's per-token one) and its tokenizer, where there is one."""
+    prompt_format: Any = None
+    """How a prompt becomes conditioning when it is not SD's CLIP recipe (SD3, Flux: a
+    ``nodes.flow_text`` format the loader chooses); ``None`` means SD 1.x/2.x/XL."""
 
     @property
     def models(self) -> tuple[Any, ...]:
         if self.model is None:
             return ()
-        return (self.model,) if self.model_2 is None else (self.model, self.model_2)
+        found = (self.model, self.model_2, self.model_3)
+        return tuple(model for model in found if model is not None)
 
 
 @socket_type(color="#ef5350")
@@ -126,6 +133,9 @@ class Conditioning:
     concat: ConcatLatents | None = None
     """Channels appended to the model input (an inpainting model's mask and masked picture,
     from InpaintModelConditioning); see ``nodes.families.concat``."""
+    guidance: float | None = None
+    """The distilled guidance value a guidance-embedded model (Flux dev) is told (FluxGuidance);
+    ``None``: the model family's default."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,8 @@ class Latent:
     """[batch, height, width] in [0, 1] at picture size, or None: where Denoise may change the
     picture (1); elsewhere this latent's content is put back after every step
     (SetLatentNoiseMask, ``nodes.noise_mask``)."""
+    shift_factor: float = 0.0
+    """Subtracted from the VAE's latents before scaling (SD3 and Flux VAEs; 0 for SD)."""
 
 
 @socket_type(color="#42a5f5")
@@ -212,6 +224,12 @@ class Scheduler:
     """The stochasticity of schedulers whose step takes it (DDIM's eta, TCD's gamma)."""
     timesteps: tuple[int, ...] = ()
     """Chosen timesteps to run instead of ``steps`` evenly spaced ones (empty: evenly spaced)."""
+    patch_size: int = 1
+    """Latent cells per side of one image token of the model, for the resolution-dependent shift
+    (Flux's ``mu`` grows with the image's token count)."""
+    sigmas: tuple[float, ...] | None = None
+    """The sigma schedule the model's own pipeline passes instead of the scheduler's default
+    spacing (Flux's ``linspace(1, 1/steps, steps)``); ``None``: the scheduler's own."""
 
     def create(self) -> Any:
         return self.cls.from_config(self.config)

@@ -1,4 +1,7 @@
-"""Between pixels and latents, with diffusers' scaling and normalisation."""
+"""Between pixels and latents, with diffusers' scaling and normalisation.
+
+Latents are ``(z - shift_factor) * scaling_factor`` of the VAE's own ``z``; ``shift_factor`` comes
+from the VAE config (SD3 and Flux VAEs have one, SD's none), so no family is named here."""
 
 from __future__ import annotations
 
@@ -83,13 +86,16 @@ def encode(vae: VAE, image: Image) -> Latent:
     with torch.inference_mode():
         posterior = model.encode(pixels).latent_dist
     scaling = model.config.scaling_factor
+    shift = float(getattr(model.config, "shift_factor", None) or 0.0)  # SD3/Flux VAEs
+    mean = posterior.mean - shift if shift else posterior.mean
     return Latent(
-        samples=posterior.mean * scaling,
+        samples=mean * scaling,
         width=width,
         height=height,
         batch_size=batch,
         posterior=(posterior.mean, posterior.std),
         scaling_factor=scaling,
+        shift_factor=shift,
     )
 
 

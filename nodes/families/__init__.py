@@ -11,8 +11,17 @@ adapter, chosen by the loader that builds the model and carried on the ``UNet`` 
 from __future__ import annotations
 
 from nodes.families.base import Family
+from nodes.families.flux import FluxTransformer
 from nodes.families.lcm import LatentConsistencyUNet
 from nodes.families.pixel import PixelUNet
+from nodes.families.sd3 import SD3Transformer
 from nodes.families.unet import StableDiffusionUNet
 
-__all__ = ["Family", "LatentConsistencyUNet", "PixelUNet", "StableDiffusionUNet"]
+__all__ = [
+    "Family",
+    "FluxTransformer",
+    "LatentConsistencyUNet",
+    "PixelUNet",
+    "SD3Transformer",
+    "StableDiffusionUNet",
+]

@@ -33,6 +33,16 @@ class Family:
         low-resolution picture), so the draws come in its diffusers pipeline's order."""
         return guider
 
+    def token_size(self, unet: UNet) -> int:
+        """Latent cells per side of one image token: what a resolution-dependent timestep shift
+        counts tokens by (1 for U-Nets, which have no tokens)."""
+        return 1
+
+    def sigmas(self, unet: UNet, steps: int) -> tuple[float, ...] | None:
+        """The sigma schedule this family's diffusers pipeline hands its scheduler for ``steps``
+        steps, or ``None`` to let the scheduler space them itself."""
+        return None
+
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
         """Refuse ``conditioning`` (named ``name`` in the message) when this model cannot use it,
         with a message that says why, rather than as a shape error deep inside the model."""

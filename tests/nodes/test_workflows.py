@@ -29,6 +29,8 @@ PICTURE_SIZES = {"consistency.json": (32, 32), "ddpm_pixels.json": (32, 32)}
         "consistency.json",
         "ddpm_pixels.json",
         "inpaint.json",
+        "sd3.json",
+        "flux.json",
     ],
 )
 def test_example_workflow_runs_as_shipped(name, tmp_path, capsys):

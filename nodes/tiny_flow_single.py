@@ -1,0 +1,63 @@
+"""A tiny SD3 diffusers folder written as the single file Stability publishes
+(``sd3_medium_incl_clips_t5xxlfp16.safetensors`` layout), for the single-file loader's tests.
+
+The transformer goes into the original MMDiT names (``nodes.mmdit_layout``), the VAE into LDM
+names, the text encoders under ``text_encoders.clip_l|clip_g|t5xxl.transformer.`` with CLIP-L's
+projection left out (released files have none; it is the identity). The folder's configs ride
+along as ``nodeflow.architecture`` metadata, since a tiny model's heads and T5 attention distance
+cannot be told from its shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from nodes.tiny import _load_state
+
+__all__ = ["write_sd3_single_file"]
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "config.json").read_text())
+
+
+def write_sd3_single_file(
+    folder: str | Path, out: str | Path, *, text_encoders: bool = True
+) -> Path:
+    """Write the SD3 model folder ``folder`` as one original-layout file at ``out``;
+    ``text_encoders=False`` writes the transformer and VAE only (``sd3_medium.safetensors``)."""
+    from nodes.ldm_layout import vae_to_ldm
+    from nodes.mmdit_layout import sd3_to_original
+    from nodes.sd3_single_file import TEXT_PREFIXES
+    from nodes.single_file import ARCHITECTURE_KEY, UNET_PREFIX, VAE_PREFIX, hf_text_state
+
+    folder, out = Path(folder), Path(out)
+    state: dict[str, Any] = {}
+    for key, value in sd3_to_original(_load_state(folder / "transformer")).items():
+        state[UNET_PREFIX + key] = value
+    for key, value in vae_to_ldm(_load_state(folder / "vae")).items():
+        state[VAE_PREFIX + key] = value
+    architecture = {"unet": _config(folder / "transformer"), "vae": _config(folder / "vae")}
+    parts = ("text_encoder", "text_encoder_2", "text_encoder_3") if text_encoders else ()
+    for part in parts:
+        if not (folder / part).is_dir():
+            continue
+        weights = _load_state(folder / part)
+        if part != "text_encoder_3":
+            weights = hf_text_state(weights)
+        if part == "text_encoder":
+            weights.pop("text_projection.weight")
+        if part == "text_encoder_3":  # transformers saves the tied input embedding once
+            weights.setdefault("encoder.embed_tokens.weight", weights["shared.weight"].clone())
+        for key, value in weights.items():
+            state[TEXT_PREFIXES[part] + key] = value
+        architecture[part] = _config(folder / part)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.contiguous() for key, value in state.items()}
+    metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}
+    save_file(state, out, metadata=metadata)
+    return out
