@@ -27,6 +27,7 @@ from nodes import (
     vae,
 )
 from nodes.files import FILE_KINDS
+from nodes.ksampling import recipe as ksampling
 from nodes.types import SOCKET_TYPES
 
 NODEFLOW_API = 1
@@ -52,6 +53,7 @@ def nodeflow_nodes() -> list[object]:
         text.size_conditioning,
         latent.empty_latent,
         schedulers.scheduler,
+        ksampling.comfy_scheduler,
         guidance.cfg,
         denoise.denoise,
         attention_record.record_attention,
