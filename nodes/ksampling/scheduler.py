@@ -79,12 +79,16 @@ class KSamplerScheduler:
         self._plan(sigmas, device)
 
     def set_begin_index(self, begin_index: int = 0) -> None:
-        """Start ``begin_index`` evaluations in (img2img): whole steps, as ``order`` promises."""
+        """Start ``begin_index`` evaluations in (img2img): whole steps, as ``order`` promises.
+
+        ``timesteps`` stays whole, as diffusers' schedulers keep it (the caller slices it)."""
         skipped, rest = divmod(begin_index, self.order)
         if rest:
             raise ValueError(f"start index {begin_index} is not a whole number of steps")
         if skipped:
-            self._plan(self.sigmas[skipped:], self.timesteps.device)
+            timesteps = self.timesteps
+            self._plan(self.sigmas[skipped:], timesteps.device)
+            self.timesteps = timesteps
 
     def _plan(self, sigmas: Any, device: Any) -> None:
         import torch

@@ -117,26 +117,29 @@ def comfy_sigmas(k, denoiser, schedule: str, sampler: str, steps: int) -> Any:
 
 def reference_latents(
     k, denoiser, pipe, sampler: str, sigmas: Any, seed: int, start: Any = None,
-    add_noise: bool = True,
+    add_noise: bool = True, prompt: str = PROMPT, negative: str = NEGATIVE,
+    scale: float = SCALE, size: int = SIZE,
 ) -> Any:  # fmt: skip
-    cond, uncond = pipe.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
-    shape = (1, pipe.unet.config.in_channels, SIZE // pipe.vae_scale_factor,
-             SIZE // pipe.vae_scale_factor)  # fmt: skip
+    """k-diffusion's ``sampler`` over ``sigmas``, from ``start`` (or nothing) plus ComfyUI's
+    noise: sqrt(1 + sigma^2)-scaled at the model's largest sigma, sigma-scaled below it."""
+    cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative)
+    shape = (1, pipe.unet.config.in_channels, size // pipe.vae_scale_factor,
+             size // pipe.vae_scale_factor)  # fmt: skip
     noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
     sigma_max = float(denoiser.sigma_max)
     first = float(sigmas[0])
     if math.isclose(first, sigma_max, rel_tol=1e-5) or first > sigma_max:
-        scale = torch.sqrt(1.0 + sigmas[0] ** 2.0)
+        noise_scale = torch.sqrt(1.0 + sigmas[0] ** 2.0)
     else:
-        scale = sigmas[0]
-    x = noise * scale if add_noise else torch.zeros(shape)
+        noise_scale = sigmas[0]
+    x = noise * noise_scale if add_noise else torch.zeros(shape)
     if start is not None:
         x = x + start
 
     def model(x, sigma):
         out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=torch.cat([uncond, cond]))
-        negative, positive = out.chunk(2)
-        return negative + (positive - negative) * SCALE
+        unguided, guided = out.chunk(2)
+        return unguided + (guided - unguided) * scale
 
     extra: dict[str, Any] = {}
     if sampler in ANCESTRAL:
@@ -153,6 +156,14 @@ def reference_latents(
 
 
 def nodeflow_latents(make_executor, seed: int, **scheduler: Any) -> Any:
+    return run_graph(make_executor, seed, scheduler)["denoise"]["latent"].samples
+
+
+def run_graph(
+    make_executor, seed: int, scheduler: dict[str, Any], second: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """txt2img with ComfyScheduler; with ``second`` (``scheduler``, ``strength``, ``seed``), a
+    second Denoise continues from the first one's latents."""
     b = WorkflowBuilder()
     model = b.add("LoadCheckpoint", id="model", path="tiny")
     pos = b.add("TextEncode", id="pos", text_encoder=model.text_encoder, text=PROMPT)
@@ -161,11 +172,17 @@ def nodeflow_latents(make_executor, seed: int, **scheduler: Any) -> Any:
     cfg = b.add("CFG", id="cfg", unet=model.unet, positive=pos.conditioning,
                 negative=neg.conditioning, scale=SCALE)  # fmt: skip
     empty = b.add("EmptyLatent", id="empty", width=SIZE, height=SIZE)
-    b.add("Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
-          latent=empty.latent, seed=seed)  # fmt: skip
-    result = make_executor().run(b.build(), targets=["denoise"])
+    first = b.add("Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
+                  latent=empty.latent, seed=seed)  # fmt: skip
+    targets = ["denoise"]
+    if second is not None:
+        sched_2 = b.add("ComfyScheduler", id="sched_2", unet=model.unet, **second["scheduler"])
+        b.add("Denoise", id="denoise_2", guider=cfg.guider, scheduler=sched_2.scheduler,
+              latent=first.latent, seed=second["seed"], strength=second["strength"])  # fmt: skip
+        targets.append("denoise_2")
+    result = make_executor().run(b.build(), targets=targets)
     assert result.ok, result.error and result.error.traceback
-    return result.values["denoise"]["latent"].samples
+    return result.values
 
 
 PAIRS = [(sampler, schedule) for sampler in K_SAMPLERS for schedule in SCHEDULES]
@@ -201,4 +218,77 @@ def assert_same_picture(pipe, actual: Any, expected: Any) -> None:
     relative = float((actual - expected).abs().max() / expected.abs().max())
     assert relative <= 1e-5, f"latents differ by {relative:.3g} of their largest value"
     difference = float((decoded(pipe, actual) - decoded(pipe, expected)).abs().max())
+    assert difference <= TOLERANCE, f"max |difference| on the image {difference:.3g}"
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "euler_ancestral", "heun", "dpmpp_2m_sde"])
+def test_img2img_runs_the_last_steps_of_comfyuis_stretched_schedule(
+    k, denoiser, pipe, make_executor, sampler
+):
+    """KSampler's denoise 0.6 with 3 steps: the last 3 of int(3 / 0.6) = 5 steps, from the
+    latent plus sigma-scaled noise (as the importer writes it: 5 steps, strength 3.5 / 5)."""
+    values = run_graph(
+        make_executor, 5, {"sampler_name": "euler", "scheduler": "normal", "steps": 3},
+        second={"seed": 6, "strength": 3.5 / 5,
+                "scheduler": {"sampler_name": sampler, "scheduler": "karras", "steps": 5}},
+    )  # fmt: skip
+    start = values["denoise"]["latent"].samples
+    sigmas = comfy_sigmas(k, denoiser, "karras", sampler, 5)[-4:]
+    expected = reference_latents(k, denoiser, pipe, sampler, sigmas, 6, start=start)
+    assert_same_picture(pipe, values["denoise_2"]["latent"].samples, expected)
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "euler_ancestral", "dpm_2", "dpmpp_3m_sde"])
+def test_a_base_and_refiner_split_equals_k_diffusion_over_the_two_sigma_windows(
+    k, denoiser, pipe, make_executor, sampler
+):
+    """KSamplerAdvanced twice: steps 0-3 of 5 keeping the leftover noise, then 3-5 without new
+    noise (the SDXL base + refiner template's shape)."""
+    window = {"sampler_name": sampler, "scheduler": "normal", "steps": 5}
+    values = run_graph(
+        make_executor, 7, {**window, "end_at_step": 3, "return_with_leftover_noise": True},
+        second={"seed": 7, "strength": 2.5 / 5, "scheduler": {**window, "add_noise": False}},
+    )  # fmt: skip
+    sigmas = comfy_sigmas(k, denoiser, "normal", sampler, 5)
+    base = reference_latents(k, denoiser, pipe, sampler, sigmas[:4], 7)
+    assert_same_picture(pipe, values["denoise"]["latent"].samples, base)
+    leftover = values["denoise"]["latent"].samples
+    refined = reference_latents(
+        k, denoiser, pipe, sampler, sigmas[3:], 7, start=leftover, add_noise=False
+    )
+    assert_same_picture(pipe, values["denoise_2"]["latent"].samples, refined)
+
+
+def test_comfyuis_default_workflow_imported_gives_the_k_diffusion_picture(
+    k, denoiser, pipe, make_executor
+):
+    """ComfyUI's default text-to-image graph, imported, on the tiny model as a single file."""
+    import json
+    from pathlib import Path
+
+    from nodeflow.imports import load_document
+    from nodeflow.plugins import load_catalog
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "comfyui" / "txt2img_api.json"
+    prompt = json.loads(fixture.read_text())
+    prompt["4"]["inputs"]["ckpt_name"] = "tiny.safetensors"
+    workflow = load_document(prompt, load_catalog().loaders).workflow
+    result = make_executor().run(workflow, targets=["8"])
+    assert result.ok, result.error and result.error.traceback
+    actual = result.values["8"]["image"].pixels.numpy()
+
+    sampler = prompt["3"]["inputs"]
+    assert (sampler["sampler_name"], sampler["scheduler"], sampler["denoise"]) == (
+        "euler", "normal", 1,
+    )  # fmt: skip
+    latent = prompt["5"]["inputs"]
+    expected = reference_latents(
+        k, denoiser, pipe, "euler", denoiser.get_sigmas(sampler["steps"]), sampler["seed"],
+        prompt=prompt["6"]["inputs"]["text"], negative=prompt["7"]["inputs"]["text"],
+        scale=sampler["cfg"], size=latent["width"],
+    )  # fmt: skip
+    assert latent["width"] == latent["height"]
+    image = decoded(pipe, expected).permute(0, 2, 3, 1).numpy()
+    assert actual.shape == image.shape
+    difference = float(np.abs(actual - image).max())
     assert difference <= TOLERANCE, f"max |difference| on the image {difference:.3g}"
