@@ -115,6 +115,15 @@ def comfy_sigmas(k, denoiser, schedule: str, sampler: str, steps: int) -> Any:
     return reference_schedule(k, denoiser, schedule, steps)
 
 
+def first_noise_scale(denoiser, sigmas: Any) -> Any:
+    """ComfyUI's: sqrt(1 + sigma^2) when sampling starts at the model's largest sigma, else
+    sigma."""
+    sigma_max, first = float(denoiser.sigma_max), float(sigmas[0])
+    if math.isclose(first, sigma_max, rel_tol=1e-5) or first > sigma_max:
+        return torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    return sigmas[0]
+
+
 def reference_latents(
     k, denoiser, pipe, sampler: str, sigmas: Any, seed: int, start: Any = None,
     add_noise: bool = True, prompt: str = PROMPT, negative: str = NEGATIVE,
@@ -126,13 +135,7 @@ def reference_latents(
     shape = (1, pipe.unet.config.in_channels, size // pipe.vae_scale_factor,
              size // pipe.vae_scale_factor)  # fmt: skip
     noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
-    sigma_max = float(denoiser.sigma_max)
-    first = float(sigmas[0])
-    if math.isclose(first, sigma_max, rel_tol=1e-5) or first > sigma_max:
-        noise_scale = torch.sqrt(1.0 + sigmas[0] ** 2.0)
-    else:
-        noise_scale = sigmas[0]
-    x = noise * noise_scale if add_noise else torch.zeros(shape)
+    x = noise * first_noise_scale(denoiser, sigmas) if add_noise else torch.zeros(shape)
     if start is not None:
         x = x + start
 
@@ -292,3 +295,55 @@ def test_comfyuis_default_workflow_imported_gives_the_k_diffusion_picture(
     assert actual.shape == image.shape
     difference = float(np.abs(actual - image).max())
     assert difference <= TOLERANCE, f"max |difference| on the image {difference:.3g}"
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_lcm_follows_its_formula(k, denoiser, pipe, make_executor, schedule):
+    """k-diffusion has no LCM sampler: each step jumps to the denoised prediction and, unless it
+    is the last, adds sigma_next x fresh noise (from the seed + 1 generator), as ComfyUI does."""
+    seed = 77
+    sigmas = reference_schedule(k, denoiser, schedule, STEPS)
+    cond, uncond = pipe.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
+    shape = (1, pipe.unet.config.in_channels, SIZE // pipe.vae_scale_factor,
+             SIZE // pipe.vae_scale_factor)  # fmt: skip
+    x = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+    x = x * first_noise_scale(denoiser, sigmas)
+    fresh = torch.Generator("cpu").manual_seed(seed + 1)
+    with torch.no_grad():
+        for i in range(len(sigmas) - 1):
+            sigma = sigmas[i].reshape(1)
+            both = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                            cond=torch.cat([uncond, cond]))  # fmt: skip
+            unguided, guided = both.chunk(2)
+            x = unguided + (guided - unguided) * SCALE
+            if sigmas[i + 1] > 0:
+                x = x + sigmas[i + 1] * torch.randn(shape, generator=fresh)
+    actual = nodeflow_latents(
+        make_executor, seed, sampler_name="lcm", scheduler=schedule, steps=STEPS
+    )
+    assert_same_picture(pipe, actual, x)
+
+
+def test_first_noise_is_one_seeded_cpu_randn_over_the_whole_batch(denoiser, pipe, make_executor):
+    """ComfyUI draws a batch's noise in one torch.randn call on a CPU generator seeded with the
+    seed (picture i is that draw's row i), scaled by sqrt(1 + sigma_max^2). Seen by stopping
+    before the first step with the noise left in."""
+    b = WorkflowBuilder()
+    model = b.add("LoadCheckpoint", id="model", path="tiny")
+    text = b.add("TextEncode", id="text", text_encoder=model.text_encoder, text=PROMPT)
+    sched = b.add("ComfyScheduler", id="sched", unet=model.unet, steps=4, end_at_step=0,
+                  return_with_leftover_noise=True)  # fmt: skip
+    cfg = b.add("CFG", id="cfg", unet=model.unet, positive=text.conditioning,
+                negative=text.conditioning)  # fmt: skip
+    empty = b.add("EmptyLatent", id="empty", width=SIZE, height=SIZE, batch_size=3)
+    b.add("Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
+          latent=empty.latent, seed=2**63 + 5)  # fmt: skip
+    result = make_executor().run(b.build(), targets=["denoise"])
+    assert result.ok, result.error and result.error.traceback
+    actual = result.values["denoise"]["latent"].samples
+    side = SIZE // pipe.vae_scale_factor
+    generator = torch.Generator("cpu").manual_seed(2**63 + 5)
+    noise = torch.randn((3, pipe.unet.config.in_channels, side, side), generator=generator)
+    expected = noise * torch.sqrt(1.0 + denoiser.sigma_max**2.0)
+    assert torch.allclose(actual, expected, rtol=1e-6, atol=0)
+    assert not torch.equal(actual[0], actual[1])
