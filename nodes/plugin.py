@@ -9,6 +9,7 @@ from nodeflow import FileKind, hookimpl
 from nodes import (
     attention_maps,
     attention_record,
+    clip_skip,
     clip_vision,
     denoise,
     embeds,
@@ -50,6 +51,7 @@ def nodeflow_nodes() -> list[object]:
         loaders.load_text_encoder,
         lora.load_lora,
         text.text_encode,
+        clip_skip.set_last_layer,
         text.size_conditioning,
         latent.empty_latent,
         schedulers.scheduler,

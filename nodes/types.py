@@ -56,6 +56,9 @@ class TextEncoder(_ModelHandle):
     model_2: Any = None
     patches: tuple[Any, ...] = ()
     source: str = ""
+    stop_at_layer: int = -1
+    """Which layer's output is the prompt, counted from the end as ComfyUI's CLIPSetLastLayer
+    counts (-1: the last; -2: the one before it, then the final layer norm: "clip skip")."""
 
     @property
     def models(self) -> tuple[Any, ...]:

@@ -279,11 +279,10 @@ def lora_loader_model_only(n: ComfyNode) -> list[Link | None]:
 def clip_set_last_layer(n: ComfyNode) -> list[Link | None]:
     clip = n.link("clip")
     layer = n.value("stop_at_clip_layer", -1)
-    if layer != -1:
-        n.issue(
-            "stop_at_clip_layer", "unsupported_value", "only -1 (the last layer) is supported yet"
-        )
-    return [clip]
+    if layer == -1:
+        return [clip]
+    main = n.add("SetLastLayer", {"text_encoder": clip, "stop_at_clip_layer": layer})
+    return [link(main, "text_encoder")]
 
 
 def _scale(n: ComfyNode, node_type: str, source: str, by: bool) -> list[Link | None]:

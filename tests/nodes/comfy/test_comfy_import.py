@@ -133,7 +133,7 @@ def test_model_only_loras_take_the_text_encoder_from_their_model_and_leave_it_al
     assert nodes["3-cfg"]["inputs"]["unet"] == {"from": "11.unet"}
 
 
-def test_clip_set_last_layer_minus_one_passes_through_and_others_are_reported():
+def test_clip_set_last_layer_minus_one_passes_through_and_others_become_set_last_layer():
     prompt = template("txt2img_api")
     prompt["12"] = {
         "class_type": "CLIPSetLastLayer",
@@ -143,7 +143,12 @@ def test_clip_set_last_layer_minus_one_passes_through_and_others_are_reported():
     nodes = imported(prompt).workflow.to_json()["nodes"]
     assert "12" not in nodes and nodes["6"]["inputs"]["text_encoder"] == {"from": "4.text_encoder"}
     prompt["12"]["inputs"]["stop_at_clip_layer"] = -2
-    assert ("12", "stop_at_clip_layer", "unsupported_value") in issues_of(prompt)
+    nodes = imported(prompt).workflow.to_json()["nodes"]
+    assert nodes["12"] == {
+        "type": "SetLastLayer",
+        "inputs": {"text_encoder": {"from": "4.text_encoder"}, "stop_at_clip_layer": -2},
+    }
+    assert nodes["6"]["inputs"]["text_encoder"] == {"from": "12.text_encoder"}
 
 
 def _ui_node(document: dict, node_id: int) -> dict:
