@@ -10,6 +10,7 @@ from nodes import (
     attention_maps,
     attention_record,
     canny,
+    clip_skip,
     clip_vision,
     controlnet,
     denoise,
@@ -38,6 +39,7 @@ from nodes import (
 )
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
+from nodes.ksampling import recipe as ksampling
 from nodes.types import SOCKET_TYPES
 
 NODEFLOW_API = 1
@@ -74,10 +76,12 @@ def nodeflow_nodes() -> list[object]:
         pixel_loader.load_pixel_model,
         lora.load_lora,
         text.text_encode,
+        clip_skip.set_last_layer,
         text.size_conditioning,
         flux_guidance.flux_guidance,
         latent.empty_latent,
         schedulers.scheduler,
+        ksampling.comfy_scheduler,
         guidance.cfg,
         denoise.denoise,
         attention_record.record_attention,

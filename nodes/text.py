@@ -67,8 +67,20 @@ def _encode_plain(text_encoder: TextEncoder, text: str, device: object) -> Condi
     use_mask = getattr(model.config, "use_attention_mask", False)
     mask = tokens.attention_mask.to(device) if use_mask else None
     with torch.inference_mode(), patched(model, text_encoder.patches, "text_encoder"):
-        output = model(tokens.input_ids.to(device), attention_mask=mask)
-    return Conditioning(embeds=output[0], pooled=output[1] if len(output) > 1 else None)
+        embeds, pooled = _hidden(model, tokens.input_ids.to(device), mask, text_encoder)
+    return Conditioning(embeds=embeds, pooled=pooled)
+
+
+def _hidden(model: Any, ids: Any, mask: Any, text_encoder: TextEncoder) -> tuple[Any, Any]:
+    """(prompt embeddings, pooled) of one encoder: its last hidden state, or with a clip skip
+    (``stop_at_layer`` below -1) an earlier layer's output through the final layer norm."""
+    stop = text_encoder.stop_at_layer
+    output = model(ids, attention_mask=mask, output_hidden_states=stop != -1)
+    pooled = output[1] if len(output) > 1 else None
+    if stop == -1:
+        return output[0], pooled
+    norm = getattr(model, "text_model", model).final_layer_norm  # transformers 4 nests it
+    return norm(output.hidden_states[stop]), pooled
 
 
 def _encode_sdxl(text_encoder: TextEncoder, text: str, device: object) -> Conditioning:
@@ -146,7 +158,9 @@ def _encoders(text_encoder: TextEncoder) -> list[tuple[Any, Any, str, bool]]:
     ]
 
 
-def _run(model: Any, chunk: Chunk, sdxl: bool, device: object) -> tuple[Any, Any]:
+def _run(
+    model: Any, chunk: Chunk, sdxl: bool, device: object, text_encoder: TextEncoder
+) -> tuple[Any, Any]:
     """(hidden states, pooled) of one chunk, taken as ``_encode_plain`` takes them."""
     import torch
 
@@ -157,8 +171,7 @@ def _run(model: Any, chunk: Chunk, sdxl: bool, device: object) -> tuple[Any, Any
     mask = None
     if getattr(model.config, "use_attention_mask", False):
         mask = (torch.arange(len(chunk.ids), device=device) < chunk.length).long()[None]
-    output = model(ids, attention_mask=mask)
-    return output[0], output[1] if len(output) > 1 else None
+    return _hidden(model, ids, mask, text_encoder)
 
 
 def _encode_chunks(
@@ -174,10 +187,10 @@ def _encode_chunks(
             chunks = token_chunks(tokenizer, sections)
             weighted = any(w != 1.0 for chunk in chunks for w in chunk.weights)
             with patched(model, text_encoder.patches, target):
-                outputs = [_run(model, chunk, sdxl, device) for chunk in chunks]
+                outputs = [_run(model, chunk, sdxl, device, text_encoder) for chunk in chunks]
                 empty = None
                 if weighted and weighting == "comfy":
-                    empty = _run(model, _chunk(tokenizer, []), sdxl, device)[0]
+                    empty = _run(model, _chunk(tokenizer, []), sdxl, device, text_encoder)[0]
             pairs = zip(outputs, chunks, strict=True)
             zs = [_weigh(z, chunk.weights, weighting, empty) for (z, _), chunk in pairs]
             hidden.append(torch.cat(zs, dim=1))

@@ -70,6 +70,9 @@ class TextEncoder(_ModelHandle):
     prompt_format: Any = None
     """How a prompt becomes conditioning when it is not SD's CLIP recipe (SD3, Flux: a
     ``nodes.flow_text`` format the loader chooses); ``None`` means SD 1.x/2.x/XL."""
+    stop_at_layer: int = -1
+    """Which layer's output is the prompt, counted from the end as ComfyUI's CLIPSetLastLayer
+    counts (-1: the last; -2: the one before it, then the final layer norm: "clip skip")."""
 
     @property
     def models(self) -> tuple[Any, ...]:

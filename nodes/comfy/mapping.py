@@ -92,19 +92,20 @@ def clip_text_encode_sdxl(n: ComfyNode) -> list[Link | None]:
 
 
 def _sampling(
-    n: ComfyNode, seed: Any, steps: Any, strength: Any, stretch: bool = True
+    n: ComfyNode, seed: Any, steps: Any, strength: Any, **advanced: Any
 ) -> list[Link | None]:
-    """Scheduler + CFG + Denoise. ``stretch``: KSampler's ``denoise`` runs ``steps`` steps of a
-    schedule of ``steps / denoise`` (ComfyUI's formula), so the same number of steps run here."""
+    """A scheduler node + CFG + Denoise. ``strength`` is Denoise's (the share of the schedule's
+    steps that run); ``advanced``: ComfyScheduler's KSamplerAdvanced inputs."""
     model = n.link("model")
     choice = map_sampler(n.value("sampler_name", "euler"), n.value("scheduler", "normal"))
     for name, warning in choice.warnings:
         n.warn(name, warning)
     if choice.error:
         n.issue(choice.error[0], "unsupported_value", choice.error[1])
-    if stretch and isinstance(strength, int | float) and 0 < strength < 1 and type(steps) is int:
-        steps = int(steps / strength)
-    sched = n.add("Scheduler", {"unet": model, **choice.inputs, "steps": steps}, role="sched")
+    extra = advanced if choice.node == "ComfyScheduler" else {}
+    sched = n.add(
+        choice.node, {"unet": model, **choice.inputs, "steps": steps, **extra}, role="sched"
+    )
     cfg = n.add(
         "CFG",
         {
@@ -128,8 +129,32 @@ def _sampling(
     return [link(main, "latent")]
 
 
+def _last_steps(run: int, total: int) -> float:
+    """Denoise's strength that runs exactly the last ``run`` of ``total`` steps (Denoise runs
+    ``int(total * strength)``; the half step keeps float rounding from losing one)."""
+    return 1.0 if run >= total else (run + 0.5) / total
+
+
 def ksampler(n: ComfyNode) -> list[Link | None]:
-    return _sampling(n, n.value("seed", 0), n.value("steps", 20), n.value("denoise", 1.0))
+    """KSampler's ``denoise`` d: ComfyUI runs ``steps`` steps, the last of a schedule of
+    ``int(steps / d)`` steps; so does this, as steps and Denoise's strength."""
+    steps, denoise = n.value("steps", 20), n.value("denoise", 1.0)
+    strength: Any = denoise
+    if type(steps) is int and isinstance(denoise, int | float) and not isinstance(denoise, bool):
+        if denoise <= 0:
+            n.issue("denoise", "unsupported_value", "denoise must be above 0")
+        elif denoise <= 0.9999:
+            total = int(steps / denoise)
+            if total == steps:
+                n.warn(
+                    "denoise",
+                    f"denoise {denoise} with {steps} steps runs the whole schedule, from noise "
+                    "alone (ComfyUI also adds the input latent to that noise)",
+                )
+            steps, strength = total, _last_steps(steps, total)
+        else:
+            strength = 1.0
+    return _sampling(n, n.value("seed", 0), steps, strength)
 
 
 def ksampler_advanced(n: ComfyNode) -> list[Link | None]:
@@ -138,24 +163,42 @@ def ksampler_advanced(n: ComfyNode) -> list[Link | None]:
     add_noise = n.value("add_noise", "enable")
     leftover = n.value("return_with_leftover_noise", "disable")
     numbers = all(type(v) is int for v in (steps, start, end))
+    comfy = map_sampler(n.value("sampler_name", "euler"), n.value("scheduler", "normal"))
+    if comfy.node != "ComfyScheduler":
+        _diffusers_advanced_limits(n, numbers, steps, end, add_noise, leftover)
+    elif add_noise == "disable" and numbers and start == 0:
+        n.issue(
+            "add_noise",
+            "unsupported_value",
+            "sampling from step 0 without noise is not expressible (Denoise starts from noise)",
+        )
+    strength: Any = 1.0
+    if numbers and 0 < start < steps:
+        strength = _last_steps(steps - start, steps)
+    elif numbers and start >= steps > 0:
+        n.issue("start_at_step", "unsupported_value", f"start_at_step {start} leaves no steps")
+    advanced = {
+        "end_at_step": min(end, 10000) if type(end) is int else end,
+        "return_with_leftover_noise": leftover == "enable",
+        "add_noise": add_noise != "disable",
+    }
+    return _sampling(n, n.value("noise_seed", 0), steps, strength, **advanced)
+
+
+def _diffusers_advanced_limits(
+    n: ComfyNode, numbers: bool, steps: Any, end: Any, add_noise: Any, leftover: Any
+) -> None:
+    """What diffusers' schedulers (the fallback for samplers ComfyScheduler lacks) cannot do."""
     if numbers and end < steps:
         n.issue(
             "end_at_step",
             "unsupported_value",
-            f"stopping at step {end} of {steps} (a partial denoise, as for a refiner) is not "
-            "expressible here yet",
+            f"stopping at step {end} of {steps} needs a sampler that ComfyScheduler has",
         )
     if leftover != "disable" and not (numbers and end >= steps):
         n.issue("return_with_leftover_noise", "unsupported_value", "must be 'disable' here")
     if add_noise != "enable":
         n.issue("add_noise", "unsupported_value", "continuing without new noise is not expressible")
-    strength: Any = 1.0
-    if numbers and 0 < start < steps:
-        # steps start..steps of the schedule; diffusers runs the last int(steps * strength)
-        strength = round(1 - start / steps, 6)
-    elif numbers and start >= steps > 0:
-        n.issue("start_at_step", "unsupported_value", f"start_at_step {start} leaves no steps")
-    return _sampling(n, n.value("noise_seed", 0), steps, strength, stretch=False)
 
 
 def empty_latent(n: ComfyNode) -> list[Link | None]:
@@ -236,11 +279,10 @@ def lora_loader_model_only(n: ComfyNode) -> list[Link | None]:
 def clip_set_last_layer(n: ComfyNode) -> list[Link | None]:
     clip = n.link("clip")
     layer = n.value("stop_at_clip_layer", -1)
-    if layer != -1:
-        n.issue(
-            "stop_at_clip_layer", "unsupported_value", "only -1 (the last layer) is supported yet"
-        )
-    return [clip]
+    if layer == -1:
+        return [clip]
+    main = n.add("SetLastLayer", {"text_encoder": clip, "stop_at_clip_layer": layer})
+    return [link(main, "text_encoder")]
 
 
 def _scale(n: ComfyNode, node_type: str, source: str, by: bool) -> list[Link | None]:

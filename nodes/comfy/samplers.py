@@ -1,15 +1,27 @@
-"""ComfyUI's ``sampler_name`` and ``scheduler`` choices onto the ``Scheduler`` node's settings.
+"""ComfyUI's ``sampler_name`` and ``scheduler`` choices onto a scheduler node's settings.
 
-ComfyUI samples with k-diffusion; the pack uses diffusers' schedulers. Where the same algorithm
-exists it is used, and the noise schedule is the nearest one the ``Scheduler`` node offers, so
-an imported workflow makes a picture of the same kind, not the same pixels. A choice with a near
-but not equal counterpart gives a warning; one with none is an import error, never a silent
-substitution.
+ComfyUI's own samplers and schedules (``nodes.ksampling``: the ``ComfyScheduler`` node) give
+ComfyUI's pixels, and are used whenever they have the choice. The few ComfyUI samplers they lack
+fall back to the nearest of diffusers' schedulers (the ``Scheduler`` node), which makes a
+picture of the same kind, not the same pixels, and says so in a warning. A choice with no
+counterpart at all is an import error, never a silent substitution.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import get_args
+
+from nodes.ksampling.recipe import ComfySamplerName, ComfyScheduleName
+
+COMFY_FAMILY_SAMPLERS = frozenset(get_args(ComfySamplerName))
+COMFY_FAMILY_SCHEDULES = frozenset(get_args(ComfyScheduleName))
+
+NEAR_COMFY_SAMPLERS: dict[str, tuple[str, str]] = {
+    f"{name}_gpu": (name, "its Brownian-tree noise is drawn on the CPU here (ComfyUI: the GPU)")
+    for name in ("dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde")
+}
+"""ComfyUI samplers that differ from one of the family only in where their noise is drawn."""
 
 SAMPLERS: dict[str, str] = {
     "euler": "euler",
@@ -51,8 +63,10 @@ COMFY_SCHEDULERS = (
 
 @dataclass
 class SamplerChoice:
-    """The ``Scheduler`` node's inputs for a ComfyUI choice, or why there are none."""
+    """The scheduler node (``ComfyScheduler`` or ``Scheduler``) and its inputs for a ComfyUI
+    choice, or why there are none."""
 
+    node: str = "ComfyScheduler"
     inputs: dict[str, object] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     """(the ComfyUI input it is about, what differs)."""
@@ -60,11 +74,35 @@ class SamplerChoice:
 
 
 def map_sampler(sampler_name: object, scheduler: object) -> SamplerChoice:
-    """``Scheduler`` inputs (``name``, ``karras``) for ComfyUI's sampler and scheduler names."""
-    choice = SamplerChoice()
+    """The scheduler node and inputs for ComfyUI's sampler and scheduler names: ComfyUI's own
+    where the ``ComfyScheduler`` family has them, else diffusers' nearest (with a warning)."""
     if not isinstance(sampler_name, str) or not isinstance(scheduler, str):
-        choice.error = ("sampler_name", "sampler_name and scheduler must be names (text)")
+        return SamplerChoice(
+            error=("sampler_name", "sampler_name and scheduler must be names (text)")
+        )
+    name, difference = NEAR_COMFY_SAMPLERS.get(sampler_name, (sampler_name, None))
+    if name in COMFY_FAMILY_SAMPLERS and scheduler in COMFY_FAMILY_SCHEDULES:
+        choice = SamplerChoice(inputs={"sampler_name": name, "scheduler": scheduler})
+        if difference:
+            choice.warnings.append(
+                ("sampler_name", f"sampler {sampler_name!r} runs as {name!r}: {difference}")
+            )
         return choice
+    choice = diffusers_choice(sampler_name, scheduler)
+    if choice.error is None:
+        choice.warnings.append(
+            (
+                "sampler_name",
+                f"{sampler_name!r} with {scheduler!r} runs as diffusers' nearest scheduler: "
+                "a picture of the same kind, not ComfyUI's pixels",
+            )
+        )
+    return choice
+
+
+def diffusers_choice(sampler_name: str, scheduler: str) -> SamplerChoice:
+    """``Scheduler`` inputs (``name``, ``karras``): diffusers' nearest to a ComfyUI choice."""
+    choice = SamplerChoice(node="Scheduler")
     name = SAMPLERS.get(sampler_name)
     if name is None and sampler_name in NEAR_SAMPLERS:
         name, difference = NEAR_SAMPLERS[sampler_name]
@@ -72,7 +110,9 @@ def map_sampler(sampler_name: object, scheduler: object) -> SamplerChoice:
             ("sampler_name", f"sampler {sampler_name!r} runs as {name!r}: {difference}")
         )
     if name is None:
-        known = ", ".join(sorted({*SAMPLERS, *NEAR_SAMPLERS}))
+        known = ", ".join(
+            sorted({*COMFY_FAMILY_SAMPLERS, *NEAR_COMFY_SAMPLERS, *SAMPLERS, *NEAR_SAMPLERS})
+        )
         choice.error = (
             "sampler_name",
             f"sampler {sampler_name!r} has no equivalent here yet (mapped samplers: {known})",
@@ -94,6 +134,6 @@ def map_sampler(sampler_name: object, scheduler: object) -> SamplerChoice:
         choice.error = (
             "scheduler",
             f"scheduler {scheduler!r} has no equivalent here yet "
-            "(mapped: normal, karras; simple, sgm_uniform, ddim_uniform approximately)",
+            f"(mapped: {', '.join(sorted(COMFY_FAMILY_SCHEDULES))})",
         )
     return choice

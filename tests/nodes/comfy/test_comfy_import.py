@@ -32,47 +32,80 @@ def issues_of(document: dict) -> set[tuple]:
     return {(i.node, i.input, i.code) for i in raised.value.issues}
 
 
-def test_ksampler_becomes_scheduler_cfg_and_denoise_with_comfyuis_step_count():
-    prompt = template("img2img_api")  # steps 4, denoise 0.87, dpmpp_2m / normal
-    nodes = imported(prompt).workflow.to_json()["nodes"]
-    assert nodes["3-sched"]["inputs"] == {
-        "unet": {"from": "14.unet"},
-        "name": "dpmpp_2m",
-        "steps": 4,
-    }
-    assert nodes["3-cfg"]["inputs"]["scale"] == 8
-    assert nodes["3"]["type"] == "Denoise"
-    assert (
-        nodes["3"]["inputs"]["strength"] == 0.87 and nodes["3"]["inputs"]["seed"] == 280823642470253
-    )
+def test_ksampler_becomes_comfyuis_scheduler_cfg_and_denoise_with_comfyuis_step_count():
+    prompt = template("img2img_api")  # steps 4, dpmpp_2m / normal
     prompt["3"]["inputs"].update(denoise=0.5, steps=10)
     nodes = imported(prompt).workflow.to_json()["nodes"]
-    assert nodes["3-sched"]["inputs"]["steps"] == 20  # ComfyUI runs 10 of a 20-step schedule
+    assert nodes["3-sched"]["type"] == "ComfyScheduler"
+    assert nodes["3-sched"]["inputs"] == {
+        "unet": {"from": "14.unet"},
+        "sampler_name": "dpmpp_2m",
+        "scheduler": "normal",
+        "steps": 20,  # ComfyUI runs the last 10 steps of a 20-step schedule
+    }
+    assert nodes["3-cfg"]["inputs"]["scale"] == 8
+    assert nodes["3"]["type"] == "Denoise" and nodes["3"]["inputs"]["seed"] == 280823642470253
+    strength = nodes["3"]["inputs"]["strength"]
+    assert int(20 * strength) == 10  # Denoise runs int(steps * strength) steps
+    prompt["3"]["inputs"].update(denoise=0.7, steps=20)  # int(20 / 0.7) = 28: run 20 of 28
+    nodes = imported(prompt).workflow.to_json()["nodes"]
+    assert nodes["3-sched"]["inputs"]["steps"] == 28
+    assert int(28 * nodes["3"]["inputs"]["strength"]) == 20
 
 
-def test_ksampler_advanced_from_a_start_step_is_a_strength():
+def test_a_denoise_too_close_to_one_for_its_steps_runs_from_noise_with_a_warning():
+    prompt = template("img2img_api")  # steps 4, denoise 0.87: int(4 / 0.87) is 4
+    result = imported(prompt)
+    nodes = result.workflow.to_json()["nodes"]
+    assert nodes["3"]["inputs"]["strength"] == 1.0 and nodes["3-sched"]["inputs"]["steps"] == 4
+    assert any(w.input == "denoise" for w in result.warnings)
+
+
+def test_ksampler_advanced_maps_its_steps_window_and_noise_switches():
     prompt = template("sdxl_api")
     prompt["10"]["inputs"].update(start_at_step=3, steps=12)
     nodes = imported(prompt).workflow.to_json()["nodes"]
-    assert nodes["10"]["inputs"]["strength"] == 0.75 and nodes["10-sched"]["inputs"]["steps"] == 12
-    prompt["10"]["inputs"].update(end_at_step=6, return_with_leftover_noise="enable")
+    assert int(12 * nodes["10"]["inputs"]["strength"]) == 9  # steps 3..12 run
+    assert nodes["10-sched"]["inputs"]["steps"] == 12
+    prompt["10"]["inputs"].update(
+        end_at_step=6, return_with_leftover_noise="enable", add_noise="disable"
+    )
+    sched = imported(prompt).workflow.to_json()["nodes"]["10-sched"]["inputs"]
+    assert sched["end_at_step"] == 6 and sched["return_with_leftover_noise"] is True
+    assert sched["add_noise"] is False
+    prompt["10"]["inputs"].update(start_at_step=0)
+    assert ("10", "add_noise", "unsupported_value") in issues_of(prompt)
+
+
+def test_ksampler_advanced_limits_with_a_diffusers_fallback_sampler():
+    prompt = template("sdxl_api")
+    prompt["10"]["inputs"].update(
+        sampler_name="uni_pc", end_at_step=2, return_with_leftover_noise="enable"
+    )
     assert ("10", "end_at_step", "unsupported_value") in issues_of(prompt)
 
 
+COMFY = "ComfyScheduler"
+
+
 @pytest.mark.parametrize(
-    ("sampler", "scheduler", "inputs", "warned", "error"),
+    ("sampler", "scheduler", "node", "inputs", "warned", "error"),
     [
-        ("euler", "normal", {"name": "euler"}, False, None),
-        ("dpmpp_2m", "karras", {"name": "dpmpp_2m", "karras": True}, False, None),
-        ("uni_pc", "simple", {"name": "unipc"}, True, None),
-        ("dpmpp_2m_sde_gpu", "karras", {"name": "dpmpp_2m_sde", "karras": True}, True, None),
-        ("euler_ancestral", "karras", {"name": "euler_ancestral"}, False, "scheduler"),
-        ("dpm_fast", "normal", {}, False, "sampler_name"),
-        ("euler", "beta", {"name": "euler"}, False, "scheduler"),
+        ("euler", "normal", COMFY, {"sampler_name": "euler", "scheduler": "normal"}, False, None),
+        ("dpmpp_2m", "karras", COMFY, {"sampler_name": "dpmpp_2m", "scheduler": "karras"},
+         False, None),
+        ("euler", "beta", COMFY, {"sampler_name": "euler", "scheduler": "beta"}, False, None),
+        ("dpmpp_2m_sde_gpu", "karras", COMFY,
+         {"sampler_name": "dpmpp_2m_sde", "scheduler": "karras"}, True, None),
+        ("uni_pc", "simple", "Scheduler", {"name": "unipc"}, True, None),
+        ("uni_pc", "karras", "Scheduler", {"name": "unipc", "karras": True}, True, None),
+        ("dpm_fast", "normal", "Scheduler", {}, False, "sampler_name"),
+        ("euler", "kl_optimal", "Scheduler", {"name": "euler"}, False, "scheduler"),
     ],
-)
-def test_sampler_and_scheduler_names(sampler, scheduler, inputs, warned, error):
+)  # fmt: skip
+def test_sampler_and_scheduler_names(sampler, scheduler, node, inputs, warned, error):
     choice = map_sampler(sampler, scheduler)
+    assert choice.node == node
     assert choice.inputs == inputs
     assert bool(choice.warnings) == warned
     assert (choice.error[0] if choice.error else None) == error
@@ -100,7 +133,7 @@ def test_model_only_loras_take_the_text_encoder_from_their_model_and_leave_it_al
     assert nodes["3-cfg"]["inputs"]["unet"] == {"from": "11.unet"}
 
 
-def test_clip_set_last_layer_minus_one_passes_through_and_others_are_reported():
+def test_clip_set_last_layer_minus_one_passes_through_and_others_become_set_last_layer():
     prompt = template("txt2img_api")
     prompt["12"] = {
         "class_type": "CLIPSetLastLayer",
@@ -110,7 +143,12 @@ def test_clip_set_last_layer_minus_one_passes_through_and_others_are_reported():
     nodes = imported(prompt).workflow.to_json()["nodes"]
     assert "12" not in nodes and nodes["6"]["inputs"]["text_encoder"] == {"from": "4.text_encoder"}
     prompt["12"]["inputs"]["stop_at_clip_layer"] = -2
-    assert ("12", "stop_at_clip_layer", "unsupported_value") in issues_of(prompt)
+    nodes = imported(prompt).workflow.to_json()["nodes"]
+    assert nodes["12"] == {
+        "type": "SetLastLayer",
+        "inputs": {"text_encoder": {"from": "4.text_encoder"}, "stop_at_clip_layer": -2},
+    }
+    assert nodes["6"]["inputs"]["text_encoder"] == {"from": "12.text_encoder"}
 
 
 def _ui_node(document: dict, node_id: int) -> dict:
