@@ -5,7 +5,8 @@ or a picture replaces a canvas with unsaved changes.
    single-file checkpoint is placed under the name the fixture uses); a run's picture loads back
    from the lightbox, after the question about unsaved changes.
 2. A ComfyUI UI file through the Load button: the translated nodes at the file's positions; an
-   approximation (hires fix's scheduler) is a warning notice. A ComfyUI PNG dropped opens too.
+   approximation (a sampler only diffusers' schedulers have) is a warning notice. A ComfyUI PNG
+   dropped opens too.
 3. A file the import refuses: its errors in the banner and notices, the canvas as it was.
 4. A file or a run replacing an unsaved canvas asks first (``confirm-dialog``).
 """
@@ -38,13 +39,13 @@ from webharness import (
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 
-# what the txt2img fixtures translate to: a KSampler is a Scheduler, a CFG guider and a Denoise
+# what the txt2img fixtures translate to: a KSampler is a ComfyScheduler, a CFG guider, a Denoise
 TXT2IMG = {
     "4": "LoadCheckpoint",
     "5": "EmptyLatent",
     "6": "TextEncode",
     "7": "TextEncode",
-    "3-sched": "Scheduler",
+    "3-sched": "ComfyScheduler",
     "3-cfg": "CFG",
     "3": "Denoise",
     "8": "VAEDecode",
@@ -133,7 +134,7 @@ def test_a_dropped_comfyui_api_file_opens_translated_and_runs(page, shot, comfy_
 # --- 2. a UI file through the Load button: its layout; warnings are notices ---------------------
 
 
-def test_a_comfyui_ui_file_opens_with_its_layout_and_warnings(page, shot):
+def test_a_comfyui_ui_file_opens_with_its_layout_and_warnings(page, shot, tmp_path):
     open_editor(page)
     clear_canvas(page)
     open_with_button(page, FIXTURES / "txt2img_ui.json")
@@ -152,16 +153,21 @@ def test_a_comfyui_ui_file_opens_with_its_layout_and_warnings(page, shot):
     shot("ui-file-opened")
     assert not notices(page), notices(page)
 
-    # hires fix's second sampler uses the "simple" scheduler: it runs, approximated, and says so
+    # hires fix with uni_pc (ComfyScheduler lacks it) as its second sampler: it runs on diffusers'
+    # nearest scheduler, and says so
+    graph = json.loads(fixture_bytes("hires_fix_ui.json"))
+    second = next(entry for entry in graph["nodes"] if entry["id"] == 11)
+    second["widgets_values"][4:6] = ["uni_pc", "normal"]  # sampler_name, scheduler
+    (tmp_path / "hires_fix_ui.json").write_text(json.dumps(graph))
     clear_canvas(page)
-    open_with_button(page, FIXTURES / "hires_fix_ui.json")
+    open_with_button(page, tmp_path / "hires_fix_ui.json")
     wait_until(lambda: "10" in node_ids(page), 10, "the hires fix workflow")
     assert get_workflow(page)["nodes"]["10"]["type"] == "ScaleLatent"
     page.locator("[data-testid=notice]").first.wait_for(state="visible", timeout=5_000)
     shot("hires-fix-warning")
     (warning,) = notices(page)
     assert "hires_fix_ui.json (ComfyUI)" in warning and "node 11" in warning, warning
-    assert "scheduler 'simple' runs as" in warning, warning
+    assert "'uni_pc' with 'normal' runs as diffusers' nearest" in warning, warning
     assert page.locator("[data-testid=group]").count() == 1  # its group came along
 
 
