@@ -54,7 +54,9 @@ function nameScore(q: string, name: string): number | null {
   if (n.includes(q)) return 2;
   if (q.length >= 2 && initials(name).startsWith(q)) return 2.5;
   const gap = q.length >= 3 ? subsequence(q, n) : -1;
-  if (gap >= 0 && gap < 0.5) return 3 + gap;
+  // A name that starts where the query starts ranks first among in-order matches ("schedulr":
+  // Scheduler before ComfyScheduler).
+  if (gap >= 0 && gap < 0.5) return 3 + gap + (n[0] === q[0] ? 0 : 0.05);
   if (q.length >= 4) {
     const max = q.length >= 7 ? 2 : 1;
     const d = Math.min(distance(q, n, max), distance(q, n.slice(0, q.length), max));
