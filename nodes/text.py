@@ -73,14 +73,26 @@ def _encode_plain(text_encoder: TextEncoder, text: str, device: object) -> Condi
 
 def _hidden(model: Any, ids: Any, mask: Any, text_encoder: TextEncoder) -> tuple[Any, Any]:
     """(prompt embeddings, pooled) of one encoder: its last hidden state, or with a clip skip
-    (``stop_at_layer`` below -1) an earlier layer's output through the final layer norm."""
+    (``stop_at_layer`` below -1) that layer's output through the final layer norm.
+
+    The layer's output is caught with a hook removed right after, not ``output_hidden_states``:
+    transformers 5 records hidden states with forward hooks that stay on the (shared) model."""
     stop = text_encoder.stop_at_layer
-    output = model(ids, attention_mask=mask, output_hidden_states=stop != -1)
-    pooled = output[1] if len(output) > 1 else None
     if stop == -1:
-        return output[0], pooled
-    norm = getattr(model, "text_model", model).final_layer_norm  # transformers 4 nests it
-    return norm(output.hidden_states[stop]), pooled
+        output = model(ids, attention_mask=mask)
+        return output[0], output[1] if len(output) > 1 else None
+    inner = getattr(model, "text_model", model)  # transformers 4 nests the parts
+    caught: list[Any] = []
+
+    def catch(module: Any, inputs: Any, result: Any) -> None:
+        caught.append(result[0] if isinstance(result, tuple) else result)
+
+    handle = inner.encoder.layers[stop].register_forward_hook(catch)
+    try:
+        output = model(ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    return inner.final_layer_norm(caught[-1]), output[1] if len(output) > 1 else None
 
 
 def _encode_sdxl(text_encoder: TextEncoder, text: str, device: object) -> Conditioning:
