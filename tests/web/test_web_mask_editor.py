@@ -90,7 +90,12 @@ def alpha(server: Any, name: str) -> np.ndarray:
 
 def test_paint_undo_save_run_and_reload(page, shot, nodeflow_server, tmp_path):
     open_editor(page)
-    load_workflow(page, small(example("inpaint.json"), prefix="web-mask"))
+    # the shipped inpaint workflow, but repainting where the mask editor painted (LoadImage's
+    # mask) instead of where the red is
+    workflow = small(example("inpaint.json"), prefix="web-mask")
+    workflow["nodes"]["noise_mask"]["inputs"]["mask"] = {"from": "load.mask"}
+    workflow["nodes"]["feather"]["inputs"]["mask"] = {"from": "load.mask"}
+    load_workflow(page, workflow)
     assert image_path(page) == "red-circle.png"
     open_mask_editor(page)
     assert painted(page) == 0
@@ -104,8 +109,12 @@ def test_paint_undo_save_run_and_reload(page, shot, nodeflow_server, tmp_path):
     wait_until(lambda: painted(page) == 0, 5, "the stroke undone")
     page.locator("[data-testid=mask-redo]").click()
     wait_until(lambda: painted(page) == first, 5, "the stroke redone")
-    page.locator("[data-testid=mask-undo]").click()
-    wait_until(lambda: painted(page) == 0, 5, "the stroke undone again")
+    # Ctrl+Z is the mask's undo while the editor is open, not the graph's
+    nodes_before = set(get_workflow(page)["nodes"])
+    page.keyboard.press("Control+z")
+    wait_until(lambda: painted(page) == 0, 5, "the stroke undone again with Ctrl+Z")
+    assert set(get_workflow(page)["nodes"]) == nodes_before
+    assert image_path(page) == "red-circle.png"
 
     stroke(page, [(8, 52), (30, 52)])  # across the bottom instead
     second = painted(page)
@@ -137,7 +146,14 @@ def test_paint_undo_save_run_and_reload(page, shot, nodeflow_server, tmp_path):
     info = wait_image(page, "save", timeout=180)
     assert info["width"] == SIZE and info["complete"], info
     made = set(nodeflow_server.output.rglob("web-mask*.png")) - outputs_before
-    assert made, "no new picture from the inpaint workflow"
+    assert len(made) == 1, made
+    with Image.open(made.pop()) as picture:
+        result = np.asarray(picture.convert("RGB")).astype(int)
+    with Image.open(ASSET) as source:
+        original = np.asarray(source.convert("RGB")).astype(int)
+    # far from the mask (feathered by 3 pixels) the source is kept; inside it, repainted
+    assert np.abs(result[:44] - original[:44]).max() <= 1
+    assert np.abs(result[50:55, 10:29] - original[50:55, 10:29]).mean() > 5
     run = nodeflow_server.get(f"/api/runs/{nodeflow_server.runs()[0]['run_id']}")
     assert run["status"] == "finished", run
     assert run["workflow"]["nodes"]["load"]["inputs"]["path"] == name
@@ -164,7 +180,15 @@ def test_paint_undo_save_run_and_reload(page, shot, nodeflow_server, tmp_path):
 def test_clear_and_invert(page, shot, nodeflow_server):
     open_editor(page)
     load_workflow(page, example("inpaint.json"))
+    # Escape cancels, leaving the node as it was
     open_mask_editor(page)
+    page.locator("[data-testid=mask-invert]").click()
+    page.keyboard.press("Escape")
+    editor(page).wait_for(state="detached")
+    assert image_path(page) == "red-circle.png"
+
+    open_mask_editor(page)
+    assert painted(page) == 0
     page.locator("[data-testid=mask-invert]").click()
     wait_until(lambda: painted(page) == SIZE * SIZE, 5, "everything masked after invert")
     name = save_mask(page, "red-circle.png")

@@ -142,6 +142,28 @@ export function MaskEditor({ filename, upload, onSaved, onClose }: Props) {
   };
   const undo = () => restore(undoStack.current, redoStack.current);
   const redo = () => restore(redoStack.current, undoStack.current);
+  const keys = useRef({ undo, redo, onClose });
+  keys.current = { undo, redo, onClose };
+
+  // while open, keys are the editor's: Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y undo and redo the mask,
+  // Escape cancels, and none reaches the graph's shortcuts (window listeners, bubbling phase)
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const target = e.target as HTMLElement | null;
+      const typing = !!target && (target.tagName === "INPUT" && (target as HTMLInputElement).type !== "range");
+      e.stopImmediatePropagation();
+      if (typing) return;
+      const mod = e.ctrlKey || e.metaKey;
+      const key = e.key.toLowerCase();
+      if (e.key === "Escape") keys.current.onClose();
+      else if (mod && key === "z" && !e.shiftKey) keys.current.undo();
+      else if (mod && (key === "y" || (key === "z" && e.shiftKey))) keys.current.redo();
+      else return;
+      e.preventDefault();
+    };
+    window.addEventListener("keydown", onKey, true);
+    return () => window.removeEventListener("keydown", onKey, true);
+  }, []);
 
   const clear = () => {
     const ctx = context();
@@ -239,10 +261,6 @@ export function MaskEditor({ filename, upload, onSaved, onClose }: Props) {
       onDoubleClick={stop}
       onContextMenu={stop}
       onWheel={stop}
-      onKeyDown={(e) => {
-        e.stopPropagation();
-        if (e.key === "Escape") onClose();
-      }}
     >
       <div className="nf-mask-dialog" role="dialog" aria-label={`Edit the mask of ${filename}`}>
         <div className="nf-mask-title">Mask of {filename}</div>
