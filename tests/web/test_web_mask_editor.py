@@ -215,3 +215,45 @@ def test_clear_and_invert(page, shot, nodeflow_server):
     assert a[32, 32] > 128 and a[0, 0] == 0 and a[63, 63] == 0
     assert int((a >= 128).sum()) == dot
     assert (alpha(nodeflow_server, name) == 0).all()  # the earlier upload is kept as it was
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "palette-png", "16-bit-png"])
+def test_pictures_the_png_reader_does_not_decode_go_through_a_canvas(page, nodeflow_server, kind):
+    """JPEGs, palette and 16-bit PNGs are read through a canvas; the mask still lands in alpha."""
+    with Image.open(ASSET) as source:
+        rgb = source.convert("RGB")
+    name = f"mask-source-{kind}.{'jpg' if kind == 'jpeg' else 'png'}"
+    target = nodeflow_server.input / name
+    if kind == "jpeg":
+        rgb.save(target, quality=95)
+        with Image.open(target) as written:
+            expected = np.asarray(written.convert("RGB")).astype(int)
+    elif kind == "palette-png":
+        palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+        palette.save(target)
+        expected = np.asarray(palette.convert("RGB")).astype(int)
+    else:  # 16-bit grey: the 8-bit grey value v stored as v * 257
+        grey = np.asarray(rgb.convert("L")).astype(np.uint16)
+        Image.fromarray((grey * 257).astype("<u2")).save(target)
+        expected = np.repeat(grey.astype(int)[..., None], 3, axis=2)
+
+    open_editor(page)
+    workflow = example("inpaint.json")
+    workflow["nodes"]["load"]["inputs"]["path"] = name
+    load_workflow(page, workflow)
+    open_mask_editor(page)
+    assert painted(page) == 0
+    set_brush(page, 10)
+    stroke(page, [(32, 32), (32, 32)])
+    dot = painted(page)
+    assert dot > 0
+    saved = save_mask(page, name)
+    assert saved == f"mask-source-{kind}-masked.png"
+    with Image.open(nodeflow_server.input / saved) as picture:
+        assert picture.mode == "RGBA" and picture.size == (SIZE, SIZE)
+        rgba = np.asarray(picture).astype(int)
+    assert int((rgba[..., 3] < 128).sum()) == dot and rgba[32, 32, 3] == 0
+    assert (rgba[:20, :, 3] == 255).all()
+    opaque = rgba[..., 3] == 255
+    # opaque pixels keep the picture's colours (a canvas may round them by one)
+    assert np.abs(rgba[..., :3][opaque] - expected[opaque]).max() <= 2
