@@ -203,6 +203,12 @@ def test_clear_and_invert(page, shot, nodeflow_server):
     wait_until(lambda: painted(page) == SIZE * SIZE, 5, "clear undone")
     page.locator("[data-testid=mask-clear]").click()
     set_brush(page, 8)
+    # the slider's arrow keys still work while the editor keeps keys from the graph
+    size_value = page.locator("[data-testid=mask-brush-size-value]")
+    page.locator("[data-testid=mask-brush-size]").press("ArrowRight")
+    wait_until(lambda: size_value.inner_text() == "9", 5, "brush 9 after ArrowRight")
+    page.locator("[data-testid=mask-brush-size]").press("ArrowLeft")
+    wait_until(lambda: size_value.inner_text() == "8", 5, "brush 8 after ArrowLeft")
     stroke(page, [(32, 32), (32, 32)])
     dot = painted(page)
     assert 0 < dot < 100

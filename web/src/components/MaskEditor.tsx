@@ -146,13 +146,12 @@ export function MaskEditor({ filename, upload, onSaved, onClose }: Props) {
   keys.current = { undo, redo, onClose };
 
   // while open, keys are the editor's: Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y undo and redo the mask,
-  // Escape cancels, and none reaches the graph's shortcuts (window listeners, bubbling phase)
+  // Escape cancels, and none reaches the graph's shortcuts (window listeners, bubbling phase).
+  // Stopped in the capture phase, a key still does its default action (a button's Enter, the
+  // brush slider's arrows): the editor has no text fields that would need the event itself.
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
-      const target = e.target as HTMLElement | null;
-      const typing = !!target && (target.tagName === "INPUT" && (target as HTMLInputElement).type !== "range");
       e.stopImmediatePropagation();
-      if (typing) return;
       const mod = e.ctrlKey || e.metaKey;
       const key = e.key.toLowerCase();
       if (e.key === "Escape") keys.current.onClose();
