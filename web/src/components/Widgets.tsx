@@ -4,6 +4,7 @@ import { api, fileUrl, type InputDef } from "../api";
 import { graph, SEED_MODES, type SeedMode } from "../graph";
 import { runState } from "../runstate";
 import { customWidgetName, useCustomWidget, type WidgetRender } from "../extensions";
+import { MaskEditor } from "./MaskEditor";
 
 interface WidgetProps {
   nodeId: string;
@@ -329,6 +330,7 @@ function ImageWidget({ nodeId, name, value }: WidgetProps) {
   const fileInput = useRef<HTMLInputElement>(null);
   const [broken, setBroken] = useState(false);
   const [busy, setBusy] = useState(false);
+  const [masking, setMasking] = useState(false);
   useEffect(() => setBroken(false), [current]);
   const listId = `uploads-${nodeId}-${name}`;
   return (
@@ -358,6 +360,15 @@ function ImageWidget({ nodeId, name, value }: WidgetProps) {
         >
           {busy ? "…" : "upload"}
         </button>
+        <button
+          className="nodrag nf-small-button"
+          data-testid={`edit-mask-${name}`}
+          title="Edit the mask: paint where the picture becomes transparent (LoadImage's mask)"
+          disabled={!current || broken}
+          onClick={() => setMasking(true)}
+        >
+          mask
+        </button>
         <input
           ref={fileInput}
           type="file"
@@ -386,6 +397,14 @@ function ImageWidget({ nodeId, name, value }: WidgetProps) {
           src={fileUrl("input", current)}
           alt={current}
           onError={() => setBroken(true)}
+        />
+      )}
+      {masking && current && (
+        <MaskEditor
+          filename={current}
+          upload={uploadImage}
+          onSaved={(saved) => graph.setValue(nodeId, name, saved)}
+          onClose={() => setMasking(false)}
         />
       )}
     </div>
