@@ -448,7 +448,8 @@ def load_unet(
     dtype: Dtype = "auto",
     prediction: Prediction = "auto",
 ) -> UNet:
-    """Load a U-Net on its own: a diffusers folder, or a file in original or diffusers layout.
+    """Load a U-Net on its own: a diffusers folder, or a file in original or diffusers layout;
+    also an SD3 MMDiT, or a Flux transformer in Black Forest Labs' layout (``flux1-dev``).
 
     The latent scale and default scheduler come from the model folder it sits in, if any, else
     from the detected family (every real SD VAE downsamples by 8).
@@ -461,6 +462,7 @@ def load_unet(
 
 
 def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) -> UNet:
+    from nodes.flux_single_file import is_flux_file, load_flux_transformer
     from nodes.ldm_layout import unet_to_diffusers
 
     UNet2DConditionModel = hf.diffusers().UNet2DConditionModel
@@ -494,6 +496,8 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
             family=conditioned_unet_family(model),
         )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
+    if is_flux_file(file.keys):
+        return load_flux_transformer(location, dtype, allow_pickle)
     found = detect(file)
     if found.family == "sd3":
         from nodes.sd3_single_file import load_sd3_transformer

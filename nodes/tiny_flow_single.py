@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from nodes.tiny import _load_state
 
-__all__ = ["write_sd3_single_file"]
+__all__ = ["write_flux_transformer_file", "write_sd3_single_file"]
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -60,4 +60,21 @@ def write_sd3_single_file(
     state = {key: value.contiguous() for key, value in state.items()}
     metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}
     save_file(state, out, metadata=metadata)
+    return out
+
+
+def write_flux_transformer_file(folder: str | Path, out: str | Path) -> Path:
+    """Write the Flux folder ``folder``'s transformer as a BFL-layout file at ``out`` (bare
+    ``double_blocks.N...`` keys, as ``flux1-dev.safetensors``), its config and the VAE's as
+    ``nodeflow.architecture`` metadata (a tiny model's rotary axes and latent scale are not in
+    the transformer's shapes)."""
+    from nodes.flux_layout import flux_to_original
+    from nodes.single_file import ARCHITECTURE_KEY
+
+    folder, out = Path(folder), Path(out)
+    state = flux_to_original(_load_state(folder / "transformer"))
+    architecture = {"unet": _config(folder / "transformer"), "vae": _config(folder / "vae")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}
+    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
     return out

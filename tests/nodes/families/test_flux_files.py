@@ -1,0 +1,121 @@
+"""Flux as separate files in Black Forest Labs' layout (``flux1-dev.safetensors`` read by LoadUNet,
+as ComfyUI's UNETLoader): the key mapping against diffusers' converter, and a tiny Flux folder
+written out as files giving the folder's pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from flowgraphs import nodeflow_image
+from pixels import assert_same_pixels
+
+from nodes.flux_layout import flux_config, flux_part_sizes, flux_to_diffusers, flux_to_original
+
+RUN = {"prompt": "a red circle on a blue background", "seed": 4, "steps": 3}
+
+
+@pytest.fixture(scope="module")
+def flux_files(models_dir: Path) -> Path:
+    from nodes.tiny_flow import make_tiny_flux
+    from nodes.tiny_flow_single import write_flux_transformer_file
+
+    folder = models_dir / "checkpoints" / "tiny-flux"
+    if not (folder / "model_index.json").exists():
+        make_tiny_flux(folder, seed=0)
+    write_flux_transformer_file(folder, models_dir / "unet" / "tiny-flux-bfl.safetensors")
+    return models_dir
+
+
+def test_the_bfl_layout_is_the_one_diffusers_converts():
+    """diffusers' converter hard-codes Flux.1's width (3072), so the check runs at that width on
+    the meta device: keys and shapes only (the pictures below check the values). Both directions
+    of our table agree with diffusers' ``convert_flux_transformer_checkpoint_to_diffusers``."""
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import (
+        convert_flux_transformer_checkpoint_to_diffusers,
+    )
+
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(num_layers=2, num_single_layers=2, guidance_embeds=True)
+    ours = model.state_dict()
+    original = flux_to_original(ours)
+    assert "double_blocks.1.img_attn.qkv.weight" in original
+    assert "single_blocks.1.linear1.bias" in original
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(original))
+    config = flux_config(original)
+    back = flux_to_diffusers(original, flux_part_sizes(config, config["num_single_layers"]))
+    assert set(theirs) == set(back) == set(ours)
+    for key, value in ours.items():
+        assert theirs[key].shape == back[key].shape == value.shape, key
+    for name in ("num_layers", "num_single_layers", "attention_head_dim", "num_attention_heads"):
+        assert config[name] == model.config[name], name
+
+
+def test_the_round_trip_keeps_every_tensor(flux_files):
+    from safetensors.torch import load_file
+
+    folder = flux_files / "checkpoints" / "tiny-flux" / "transformer"
+    state = load_file(folder / "diffusion_pytorch_model.safetensors")
+    original = flux_to_original(state)
+    config = flux_config(original)
+    back = flux_to_diffusers(original, flux_part_sizes(config, config["num_single_layers"]))
+    assert set(back) == set(state)
+    for key, value in state.items():
+        assert torch.equal(back[key], value), key
+
+
+def _files_graph(unet: str, checkpoint: str, *, seed: int, steps: int, prompt: str) -> object:
+    from nodeflow.builder import WorkflowBuilder
+
+    b = WorkflowBuilder()
+    loaded = b.add("LoadCheckpoint", id="model", path=checkpoint)
+    transformer = b.add("LoadUNet", id="unet", path=unet)
+    encode = {"text_encoder": loaded.text_encoder}
+    pos = b.add("TextEncode", id="pos", text=prompt, **encode)
+    neg = b.add("TextEncode", id="neg", text="", **encode)
+    pos = b.add("FluxGuidance", id="fg", conditioning=pos.conditioning, guidance=3.5)
+    sched = b.add("Scheduler", id="sched", unet=transformer.unet, name="euler", steps=steps)
+    cfg = b.add(
+        "CFG", id="cfg", unet=transformer.unet, positive=pos.conditioning,
+        negative=neg.conditioning, scale=1.0,
+    )  # fmt: skip
+    latent = b.add("EmptyLatent", id="empty", width=64, height=64, batch_size=1)
+    den = b.add(
+        "Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
+        latent=latent.latent, seed=seed,
+    )  # fmt: skip
+    b.add("VAEDecode", id="decode", vae=loaded.vae, latent=den.latent)
+    return b.build()
+
+
+def test_load_unet_reads_a_bfl_flux_file_to_the_folders_pictures(flux_files, make_executor):
+    """The transformer read back from its BFL file gives the folder's pictures; the tolerance
+    is the float one of ``pixels`` (same weights, same modules: only summation order differs)."""
+    graph = _files_graph("tiny-flux-bfl.safetensors", "tiny-flux", **RUN)
+    result = make_executor().run(graph, targets=["decode", "unet"])
+    assert result.ok, result.error and result.error.traceback
+    unet = result.values["unet"]["unet"]
+    assert type(unet.model).__name__ == "FluxTransformer2DModel"
+    assert unet.family.name == "flux" and unet.latent_scale == 2
+    from_file = result.values["decode"]["image"].pixels.numpy()
+    from_folder = nodeflow_image(make_executor, "tiny-flux", scale=1.0, guidance=3.5, **RUN)
+    assert_same_pixels(from_file, from_folder)
+
+
+def test_a_flux_file_with_unknown_keys_names_the_file(flux_files, make_executor):
+    from safetensors.torch import load_file, save_file
+
+    from nodeflow.builder import WorkflowBuilder
+
+    source = flux_files / "unet" / "tiny-flux-bfl.safetensors"
+    state = load_file(source)
+    state["double_blocks.0.img_attn.extra.weight"] = torch.zeros(2, 2)
+    save_file(state, flux_files / "unet" / "tiny-flux-odd.safetensors")
+    b = WorkflowBuilder()
+    b.add("LoadUNet", id="unet", path="tiny-flux-odd.safetensors")
+    result = make_executor().run(b.build(), targets=["unet"])
+    assert not result.ok
+    message = str(result.error)
+    assert "tiny-flux-odd.safetensors" in message and "img_attn.extra.weight" in message
