@@ -200,7 +200,7 @@ UNET_DIRS = ("unet", "diffusion_models", "checkpoints", "diffusers")
 VAE_DIRS = ("vae", "checkpoints", "diffusers")
 TEXT_DIRS = ("text_encoders", "clip", "checkpoints", "diffusers")
 Prediction = Literal["auto", "epsilon", "v_prediction"]
-FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl"]
+FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl", "sd3", "flux"]
 
 
 @node(
@@ -536,7 +536,8 @@ def load_vae(
 
     SD and SDXL VAEs have the same shapes but scale latents differently, which a VAE-only file
     does not record: ``auto`` takes SD's scaling unless the file is a full SDXL checkpoint; choose
-    ``sdxl`` for an SDXL VAE file.
+    ``sdxl`` for an SDXL VAE file. Likewise a 16-channel VAE file is taken as Flux's ``ae``
+    (BFL's standalone VAE); choose ``sd3`` for SD3's.
     """
     location = resolve_model(path, ctx.env, *VAE_DIRS)
     torch_dtype = ctx.runtime.dtype(dtype)
@@ -555,7 +556,10 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
         quiet_hub_libraries()
         model = _autoencoder_folder(folder, dtype)
         if family != "auto" and not hasattr(model, "quantize"):
-            model.register_to_config(scaling_factor=family_config(family, "vae")["scaling_factor"])
+            real = family_config(family, "vae")  # scaling and, for SD3/Flux, shift
+            model.register_to_config(
+                scaling_factor=real["scaling_factor"], shift_factor=real.get("shift_factor")
+            )
         return VAE(model.eval().requires_grad_(False), source=str(location))
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
@@ -568,7 +572,12 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
         state = vae_to_diffusers(file.read(prefix, dtype))
     else:
         raise ValueError(f"{location.name} holds no VAE (it looks like {found.describe()})")
-    chosen = family if family != "auto" else (found.family or "sd1")
+    if family != "auto":
+        chosen = family
+    elif found.family is not None:
+        chosen = found.family
+    else:  # a 16-channel VAE on its own is BFL's ``ae`` (SD3's ships inside its checkpoints)
+        chosen = "flux" if int(state["decoder.conv_in.weight"].shape[1]) == 16 else "sd1"
     stored = dict(stored_architecture(file).get("vae", {}))
     if family != "auto":  # the family asked for decides the latent scaling
         stored.pop("scaling_factor", None)

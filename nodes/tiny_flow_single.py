@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from nodes.tiny import _load_state
 
-__all__ = ["write_flux_transformer_file", "write_sd3_single_file"]
+__all__ = ["write_flux_ae_file", "write_flux_transformer_file", "write_sd3_single_file"]
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -77,4 +77,16 @@ def write_flux_transformer_file(folder: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}
     save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
+    return out
+
+
+def write_flux_ae_file(folder: str | Path, out: str | Path) -> Path:
+    """Write the Flux folder ``folder``'s VAE as BFL's ``ae.safetensors``: bare LDM names
+    (``encoder.down.0...``), no quant convs, and no metadata (the real file has none)."""
+    from nodes.ldm_layout import vae_to_ldm
+
+    folder, out = Path(folder), Path(out)
+    state = vae_to_ldm(_load_state(folder / "vae"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata={"format": "pt"})
     return out

@@ -19,12 +19,13 @@ RUN = {"prompt": "a red circle on a blue background", "seed": 4, "steps": 3}
 @pytest.fixture(scope="module")
 def flux_files(models_dir: Path) -> Path:
     from nodes.tiny_flow import make_tiny_flux
-    from nodes.tiny_flow_single import write_flux_transformer_file
+    from nodes.tiny_flow_single import write_flux_ae_file, write_flux_transformer_file
 
     folder = models_dir / "checkpoints" / "tiny-flux"
     if not (folder / "model_index.json").exists():
         make_tiny_flux(folder, seed=0)
     write_flux_transformer_file(folder, models_dir / "unet" / "tiny-flux-bfl.safetensors")
+    write_flux_ae_file(folder, models_dir / "vae" / "tiny-flux-ae.safetensors")
     return models_dir
 
 
@@ -66,11 +67,14 @@ def test_the_round_trip_keeps_every_tensor(flux_files):
         assert torch.equal(back[key], value), key
 
 
-def _files_graph(unet: str, checkpoint: str, *, seed: int, steps: int, prompt: str) -> object:
+def _files_graph(
+    unet: str, checkpoint: str, *, seed: int, steps: int, prompt: str, vae: str | None = None
+) -> object:
     from nodeflow.builder import WorkflowBuilder
 
     b = WorkflowBuilder()
     loaded = b.add("LoadCheckpoint", id="model", path=checkpoint)
+    decoder = b.add("LoadVAE", id="vae", path=vae) if vae else loaded
     transformer = b.add("LoadUNet", id="unet", path=unet)
     encode = {"text_encoder": loaded.text_encoder}
     pos = b.add("TextEncode", id="pos", text=prompt, **encode)
@@ -86,7 +90,7 @@ def _files_graph(unet: str, checkpoint: str, *, seed: int, steps: int, prompt: s
         "Denoise", id="denoise", guider=cfg.guider, scheduler=sched.scheduler,
         latent=latent.latent, seed=seed,
     )  # fmt: skip
-    b.add("VAEDecode", id="decode", vae=loaded.vae, latent=den.latent)
+    b.add("VAEDecode", id="decode", vae=decoder.vae, latent=den.latent)
     return b.build()
 
 
@@ -119,3 +123,29 @@ def test_a_flux_file_with_unknown_keys_names_the_file(flux_files, make_executor)
     assert not result.ok
     message = str(result.error)
     assert "tiny-flux-odd.safetensors" in message and "img_attn.extra.weight" in message
+
+
+def test_load_vae_reads_the_ae_file_to_the_folders_pictures(flux_files, make_executor):
+    """BFL's ``ae`` (LDM names, no quant convs, no metadata) takes Flux's latent scaling and
+    shift on its own, and decodes as the folder's VAE."""
+    graph = _files_graph(
+        "tiny-flux-bfl.safetensors", "tiny-flux", vae="tiny-flux-ae.safetensors", **RUN
+    )
+    result = make_executor().run(graph, targets=["decode", "vae"])
+    assert result.ok, result.error and result.error.traceback
+    config = result.values["vae"]["vae"].model.config
+    assert (config.scaling_factor, config.shift_factor) == (0.3611, 0.1159)
+    from_files = result.values["decode"]["image"].pixels.numpy()
+    from_folder = nodeflow_image(make_executor, "tiny-flux", scale=1.0, guidance=3.5, **RUN)
+    assert_same_pixels(from_files, from_folder)
+
+
+def test_load_vae_takes_sd3_scaling_when_asked(flux_files, make_executor):
+    from nodeflow.builder import WorkflowBuilder
+
+    b = WorkflowBuilder()
+    b.add("LoadVAE", id="vae", path="tiny-flux-ae.safetensors", family="sd3")
+    result = make_executor().run(b.build(), targets=["vae"])
+    assert result.ok, result.error and result.error.traceback
+    config = result.values["vae"]["vae"].model.config
+    assert (config.scaling_factor, config.shift_factor) == (1.5305, 0.0609)
