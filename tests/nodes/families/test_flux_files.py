@@ -19,13 +19,21 @@ RUN = {"prompt": "a red circle on a blue background", "seed": 4, "steps": 3}
 @pytest.fixture(scope="module")
 def flux_files(models_dir: Path) -> Path:
     from nodes.tiny_flow import make_tiny_flux
-    from nodes.tiny_flow_single import write_flux_ae_file, write_flux_transformer_file
+    from nodes.tiny_flow_single import (
+        write_flux_ae_file,
+        write_flux_text_encoder_files,
+        write_flux_transformer_file,
+    )
 
     folder = models_dir / "checkpoints" / "tiny-flux"
     if not (folder / "model_index.json").exists():
         make_tiny_flux(folder, seed=0)
     write_flux_transformer_file(folder, models_dir / "unet" / "tiny-flux-bfl.safetensors")
     write_flux_ae_file(folder, models_dir / "vae" / "tiny-flux-ae.safetensors")
+    text = models_dir / "text_encoders"
+    write_flux_text_encoder_files(
+        folder, text / "tiny-clip-l.safetensors", text / "tiny-t5xxl.safetensors"
+    )
     return models_dir
 
 
@@ -68,15 +76,25 @@ def test_the_round_trip_keeps_every_tensor(flux_files):
 
 
 def _files_graph(
-    unet: str, checkpoint: str, *, seed: int, steps: int, prompt: str, vae: str | None = None
+    unet: str,
+    checkpoint: str,
+    *,
+    seed: int,
+    steps: int,
+    prompt: str,
+    vae: str | None = None,
+    text: tuple[str, str] | None = None,
 ) -> object:
+    """Flux txt2img with the transformer from ``unet`` and, where given, the VAE and the
+    text encoders from their own files; the rest from the ``checkpoint`` folder."""
     from nodeflow.builder import WorkflowBuilder
 
     b = WorkflowBuilder()
     loaded = b.add("LoadCheckpoint", id="model", path=checkpoint)
     decoder = b.add("LoadVAE", id="vae", path=vae) if vae else loaded
+    encoders = b.add("LoadTextEncoder", id="text", path=text[0], path_2=text[1]) if text else loaded
     transformer = b.add("LoadUNet", id="unet", path=unet)
-    encode = {"text_encoder": loaded.text_encoder}
+    encode = {"text_encoder": encoders.text_encoder}
     pos = b.add("TextEncode", id="pos", text=prompt, **encode)
     neg = b.add("TextEncode", id="neg", text="", **encode)
     pos = b.add("FluxGuidance", id="fg", conditioning=pos.conditioning, guidance=3.5)
@@ -149,3 +167,39 @@ def test_load_vae_takes_sd3_scaling_when_asked(flux_files, make_executor):
     assert result.ok, result.error and result.error.traceback
     config = result.values["vae"]["vae"].model.config
     assert (config.scaling_factor, config.shift_factor) == (1.5305, 0.0609)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ("tiny-clip-l.safetensors", "tiny-t5xxl.safetensors"),
+        ("tiny-t5xxl.safetensors", "tiny-clip-l.safetensors"),
+    ],
+)
+def test_flux_as_four_files_gives_the_folders_pictures(flux_files, make_executor, text):
+    """Transformer (LoadUNet), CLIP-L + T5 (LoadTextEncoder, either order, as DualCLIPLoader
+    takes them) and ae (LoadVAE), each from its own file: the folder's pictures."""
+    graph = _files_graph(
+        "tiny-flux-bfl.safetensors", "tiny-flux", vae="tiny-flux-ae.safetensors", text=text, **RUN
+    )
+    result = make_executor().run(graph, targets=["decode", "text"])
+    assert result.ok, result.error and result.error.traceback
+    encoders = result.values["text"]["text_encoder"]
+    assert type(encoders.model).__name__ == "CLIPTextModel"
+    assert type(encoders.model_3).__name__ == "T5EncoderModel"
+    from_files = result.values["decode"]["image"].pixels.numpy()
+    from_folder = nodeflow_image(make_executor, "tiny-flux", scale=1.0, guidance=3.5, **RUN)
+    assert_same_pixels(from_files, from_folder)
+
+
+def test_two_t5_files_are_refused_by_name(flux_files, make_executor):
+    from nodeflow.builder import WorkflowBuilder
+
+    b = WorkflowBuilder()
+    b.add(
+        "LoadTextEncoder", id="text", path="tiny-t5xxl.safetensors",
+        path_2="tiny-t5xxl.safetensors",
+    )  # fmt: skip
+    result = make_executor().run(b.build(), targets=["text"])
+    assert not result.ok
+    assert "tiny-t5xxl.safetensors and tiny-t5xxl.safetensors are both T5" in str(result.error)
