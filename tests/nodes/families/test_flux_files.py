@@ -203,3 +203,27 @@ def test_two_t5_files_are_refused_by_name(flux_files, make_executor):
     result = make_executor().run(b.build(), targets=["text"])
     assert not result.ok
     assert "tiny-t5xxl.safetensors and tiny-t5xxl.safetensors are both T5" in str(result.error)
+
+
+def test_a_prefixed_bfl_file_loads_as_the_bare_one(flux_files, make_executor):
+    """Transformers saved from ComfyUI keep ``model.diffusion_model.`` before the BFL names."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from nodeflow.builder import WorkflowBuilder
+
+    source = flux_files / "unet" / "tiny-flux-bfl.safetensors"
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata()
+    state = {"model.diffusion_model." + k: v for k, v in load_file(source).items()}
+    save_file(state, flux_files / "unet" / "tiny-flux-prefixed.safetensors", metadata=metadata)
+    b = WorkflowBuilder()
+    b.add("LoadUNet", id="bare", path="tiny-flux-bfl.safetensors")
+    b.add("LoadUNet", id="prefixed", path="tiny-flux-prefixed.safetensors")
+    result = make_executor().run(b.build(), targets=["bare", "prefixed"])
+    assert result.ok, result.error and result.error.traceback
+    bare = result.values["bare"]["unet"].model.state_dict()
+    prefixed = result.values["prefixed"]["unet"].model.state_dict()
+    assert set(bare) == set(prefixed)
+    for key, value in bare.items():
+        assert torch.equal(prefixed[key], value), key
