@@ -59,10 +59,21 @@ def load_flux_transformer(path: Path, dtype: Any, allow_pickle: bool = False) ->
     model = build_flux_transformer(file.read(prefix, dtype), stored.get("unet"), str(path))
     vae = stored.get("vae")
     scale = 2 ** (len(vae["block_out_channels"]) - 1) if vae and "block_out_channels" in vae else 8
+    guidance = bool(model.config.guidance_embeds)
     return UNet(
         model,
-        family_config("flux", "scheduler"),
+        flux_scheduler(guidance),
         latent_scale=scale,
         source=str(path),
-        family=FluxTransformer(guidance_embedded=bool(model.config.guidance_embeds)),
+        family=FluxTransformer(guidance_embedded=guidance),
     )
+
+
+def flux_scheduler(guidance_embedded: bool) -> dict[str, Any]:
+    """Flux.1 dev's scheduler (shift from the picture's token count), or, for a model without
+    a guidance embedding (schnell, timestep-distilled), a fixed shift of 1 and no dynamic
+    shifting, as FLUX.1-schnell's scheduler config and ComfyUI's ``FluxSchnell`` have it."""
+    config = family_config("flux", "scheduler")
+    if guidance_embedded:
+        return config
+    return config | {"shift": 1.0, "use_dynamic_shifting": False}

@@ -227,3 +227,33 @@ def test_a_prefixed_bfl_file_loads_as_the_bare_one(flux_files, make_executor):
     assert set(bare) == set(prefixed)
     for key, value in bare.items():
         assert torch.equal(prefixed[key], value), key
+
+
+def test_a_schnell_file_gets_schnells_fixed_shift(flux_files, make_executor):
+    """No ``guidance_in``: timestep-distilled schnell, whose scheduler has shift 1 and no dynamic
+    shifting (FLUX.1-schnell's scheduler config; ComfyUI's ``FluxSchnell``), not dev's."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from nodeflow.builder import WorkflowBuilder
+    from nodes.single_file import ARCHITECTURE_KEY
+
+    source = flux_files / "unet" / "tiny-flux-bfl.safetensors"
+    with safe_open(str(source), framework="pt") as f:
+        architecture = json.loads(f.metadata()[ARCHITECTURE_KEY])
+    architecture["unet"]["guidance_embeds"] = False
+    state = {k: v for k, v in load_file(source).items() if not k.startswith("guidance_in.")}
+    metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture)}
+    save_file(state, flux_files / "unet" / "tiny-schnell.safetensors", metadata=metadata)
+    b = WorkflowBuilder()
+    b.add("LoadUNet", id="schnell", path="tiny-schnell.safetensors")
+    b.add("LoadUNet", id="dev", path="tiny-flux-bfl.safetensors")
+    result = make_executor().run(b.build(), targets=["schnell", "dev"])
+    assert result.ok, result.error and result.error.traceback
+    schnell, dev = result.values["schnell"]["unet"], result.values["dev"]["unet"]
+    assert not schnell.model.config.guidance_embeds
+    assert schnell.scheduler_config["shift"] == 1.0
+    assert schnell.scheduler_config["use_dynamic_shifting"] is False
+    assert dev.scheduler_config["use_dynamic_shifting"] is True
