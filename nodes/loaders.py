@@ -200,7 +200,7 @@ UNET_DIRS = ("unet", "diffusion_models", "checkpoints", "diffusers")
 VAE_DIRS = ("vae", "checkpoints", "diffusers")
 TEXT_DIRS = ("text_encoders", "clip", "checkpoints", "diffusers")
 Prediction = Literal["auto", "epsilon", "v_prediction"]
-FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl"]
+FamilyChoice = Literal["auto", "sd1", "sd2", "sdxl", "sd3", "flux"]
 
 
 @node(
@@ -448,7 +448,8 @@ def load_unet(
     dtype: Dtype = "auto",
     prediction: Prediction = "auto",
 ) -> UNet:
-    """Load a U-Net on its own: a diffusers folder, or a file in original or diffusers layout.
+    """Load a U-Net on its own: a diffusers folder, or a file in original or diffusers layout;
+    also an SD3 MMDiT, or a Flux transformer in Black Forest Labs' layout (``flux1-dev``).
 
     The latent scale and default scheduler come from the model folder it sits in, if any, else
     from the detected family (every real SD VAE downsamples by 8).
@@ -461,6 +462,7 @@ def load_unet(
 
 
 def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) -> UNet:
+    from nodes.flux_single_file import is_flux_file, load_flux_transformer
     from nodes.ldm_layout import unet_to_diffusers
 
     UNet2DConditionModel = hf.diffusers().UNet2DConditionModel
@@ -494,6 +496,8 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
             family=conditioned_unet_family(model),
         )
     file = CheckpointFile(location, allow_pickle=allow_pickle)
+    if is_flux_file(file.keys):
+        return load_flux_transformer(location, dtype, allow_pickle)
     found = detect(file)
     if found.family == "sd3":
         from nodes.sd3_single_file import load_sd3_transformer
@@ -532,7 +536,8 @@ def load_vae(
 
     SD and SDXL VAEs have the same shapes but scale latents differently, which a VAE-only file
     does not record: ``auto`` takes SD's scaling unless the file is a full SDXL checkpoint; choose
-    ``sdxl`` for an SDXL VAE file.
+    ``sdxl`` for an SDXL VAE file. Likewise a 16-channel VAE file is taken as Flux's ``ae``
+    (BFL's standalone VAE); choose ``sd3`` for SD3's.
     """
     location = resolve_model(path, ctx.env, *VAE_DIRS)
     torch_dtype = ctx.runtime.dtype(dtype)
@@ -551,7 +556,10 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
         quiet_hub_libraries()
         model = _autoencoder_folder(folder, dtype)
         if family != "auto" and not hasattr(model, "quantize"):
-            model.register_to_config(scaling_factor=family_config(family, "vae")["scaling_factor"])
+            real = family_config(family, "vae")  # scaling and, for SD3/Flux, shift
+            model.register_to_config(
+                scaling_factor=real["scaling_factor"], shift_factor=real.get("shift_factor")
+            )
         return VAE(model.eval().requires_grad_(False), source=str(location))
     file = CheckpointFile(location, allow_pickle=allow_pickle)
     found = detect(file)
@@ -564,7 +572,12 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
         state = vae_to_diffusers(file.read(prefix, dtype))
     else:
         raise ValueError(f"{location.name} holds no VAE (it looks like {found.describe()})")
-    chosen = family if family != "auto" else (found.family or "sd1")
+    if family != "auto":
+        chosen = family
+    elif found.family is not None:
+        chosen = found.family
+    else:  # a 16-channel VAE on its own is BFL's ``ae`` (SD3's ships inside its checkpoints)
+        chosen = "flux" if int(state["decoder.conv_in.weight"].shape[1]) == 16 else "sd1"
     stored = dict(stored_architecture(file).get("vae", {}))
     if family != "auto":  # the family asked for decides the latent scaling
         stored.pop("scaling_factor", None)
@@ -573,7 +586,10 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
 
 
 @node(
-    "LoadTextEncoder", category="loaders", fingerprint=_identity(TEXT_DIRS), aliases=("CLIPLoader",)
+    "LoadTextEncoder",
+    category="loaders",
+    fingerprint=_identity(TEXT_DIRS),
+    aliases=("CLIPLoader", "DualCLIPLoader"),
 )
 def load_text_encoder(
     ctx: Context,
@@ -582,7 +598,9 @@ def load_text_encoder(
     dtype: Dtype = "auto",
 ) -> TextEncoder:
     """Load a CLIP text encoder, or SDXL's pair (``path``: CLIP ViT-L, ``path_2``: OpenCLIP
-    bigG), from diffusers folders or single files (transformers or OpenCLIP layout).
+    bigG), or Flux's (CLIP-L and T5-XXL, in either order: ComfyUI's DualCLIPLoader with
+    ``clip_l`` and ``t5xxl``), from diffusers folders or single files (transformers or OpenCLIP
+    layout).
 
     A file has no tokenizer or activation recorded: the shipped CLIP tokenizer is used, and
     OpenCLIP models (OpenCLIP layout, or 1024/1280 wide) use GELU where CLIP ViT-L uses
@@ -599,9 +617,63 @@ def load_text_encoder(
     )
 
 
+def _is_t5(location: Path, allow_pickle: bool) -> bool:
+    """A T5 encoder: a transformers folder of model type ``t5``, or a file in transformers'
+    names (``shared.weight``, ``encoder.block.N...``, as ComfyUI's ``t5xxl_fp16``)."""
+    if location.is_dir():
+        config = location / "config.json"
+        return config.is_file() and json.loads(config.read_text()).get("model_type") == "t5"
+    keys = CheckpointFile(location, allow_pickle=allow_pickle).keys
+    return "shared.weight" in keys and any(key.startswith("encoder.block.") for key in keys)
+
+
+def _load_t5(location: Path, dtype: Any, allow_pickle: bool) -> Any:
+    """A T5 encoder from a folder or a file; a file's sizes come from its shapes, and what they
+    cannot tell (attention distance) from the T5-XXL config or its ``text_encoder_3`` metadata."""
+    from nodes.sd3_single_file import build_t5
+
+    if location.is_dir():
+        cls = hf.transformers().T5EncoderModel
+        model = cls.from_pretrained(location, dtype=dtype, local_files_only=True)
+        return model.eval().requires_grad_(False)
+    file = CheckpointFile(location, allow_pickle=allow_pickle)
+    try:
+        model = build_t5(file.read("", dtype), stored_architecture(file).get("text_encoder_3"))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{location.name}: not a T5 encoder nodeflow reads ({exc})") from exc
+    return model.eval().requires_grad_(False)
+
+
+def _load_flux_text_encoders(clip: Path, t5: Path, dtype: Any, allow_pickle: bool) -> TextEncoder:
+    """Flux's pair from two files or folders: CLIP-L (pooled prompt) and T5 (token sequence)."""
+    from nodes.flow_text import FluxPrompt
+    from nodes.t5 import t5_tokenizer
+
+    model, tokenizer = _load_one_text_encoder(
+        clip, dtype, second=False, pair=True, allow_pickle=allow_pickle
+    )
+    return TextEncoder(
+        tokenizer,
+        model,
+        tokenizer_3=t5_tokenizer(),
+        model_3=_load_t5(t5, dtype, allow_pickle),
+        prompt_format=FluxPrompt(),
+        source=f"{clip} + {t5}",
+    )
+
+
 def _load_text_encoders(
     first: Path, second: Path | None, dtype: Any, allow_pickle: bool
 ) -> TextEncoder:
+    if second is not None:
+        t5_first, t5_second = _is_t5(first, allow_pickle), _is_t5(second, allow_pickle)
+        if t5_first and t5_second:
+            raise ValueError(
+                f"{first.name} and {second.name} are both T5 encoders; Flux takes CLIP-L and T5"
+            )
+        if t5_first or t5_second:
+            clip, t5 = (second, first) if t5_first else (first, second)
+            return _load_flux_text_encoders(clip, t5, dtype, allow_pickle)
     model, tokenizer = _load_one_text_encoder(
         first, dtype, second=False, pair=second is not None, allow_pickle=allow_pickle
     )

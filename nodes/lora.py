@@ -19,8 +19,11 @@ Two file layouts are read (safetensors only; pickled ``.ckpt``/``.pt`` files can
   an optional ``.alpha``. Module names have their dots replaced by underscores, so they are
   resolved against the model's real module names. SD 1.x U-Net names are diffusers names; SDXL
   U-Net names are the original SGM names (``input_blocks_4_1_...``), mapped with
-  ``nodes.ldm_layout``. Without ``.alpha``, alpha = rank (scale 1), as diffusers does: its
-  ``get_peft_kwargs`` sets ``lora_alpha = r`` when the file brings no alphas.
+  ``nodes.ldm_layout``. Flux U-Net names are BFL's (``double_blocks_0_img_attn_qkv``), mapped
+  with ``nodes.flux_layout``; a fused layer (``qkv``, a single block's ``linear1``) becomes one
+  LoRA per diffusers module, sharing ``down`` and cutting ``up``'s rows. Without ``.alpha``,
+  alpha = rank (scale 1), as diffusers does: its ``get_peft_kwargs`` sets ``lora_alpha = r``
+  when the file brings no alphas.
 * diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``.lora_B.weight`` (and ``text_encoder.``,
   ``text_encoder_2.``; ``transformer.`` for SD3/Flux, whose transformer is the ``UNet`` model),
   plus the older diffusers forms ``<module>.lora.down.weight`` and
@@ -45,6 +48,7 @@ from pydantic import Field
 
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
+from nodes.flux_layout import FluxModule, flux_linear_modules, is_flux_name
 from nodes.loaders import DEMO_LORA, demo_lora
 from nodes.paths import contained
 from nodes.types import TextEncoder, UNet
@@ -392,6 +396,40 @@ def _shape_problem(module: Any, weights: LoraWeights) -> str | None:
     return None
 
 
+def _flux_kohya_table(model: Any) -> dict[str, FluxModule]:
+    """{kohya name (BFL module name, dots as underscores): its diffusers modules} of a Flux
+    transformer; empty for any other model, so a Flux LoRA on it fails as unmatched."""
+    return {m.bfl.replace(".", "_"): m for m in flux_linear_modules(_lora_modules(model))}
+
+
+def _split_fused(
+    model: Any, module: FluxModule, weights: LoraWeights
+) -> tuple[dict[str, LoraWeights], str | None]:
+    """A BFL layer's LoRA as LoRAs on its diffusers modules, or why it does not fit.
+
+    The fused layer's delta is ``up @ down`` with rows stacked as the parts' outputs, so each
+    part gets the shared ``down`` and its own rows of ``up``; the alpha and rank, hence the
+    scale, stay those of the whole pair. The sizes are the model's own ``out_features``.
+    """
+    import torch
+
+    parts = [model.get_submodule(name) for name in module.parts]
+    sizes = [part.out_features for part in parts]
+    up = weights.up
+    if up.shape[0] != sum(sizes):
+        return {}, f"up has {up.shape[0]} rows where the layer has {sum(sizes)} outputs"
+    if module.swapped:
+        up = torch.cat(list(reversed(up.chunk(2, dim=0))), dim=0)
+    out: dict[str, LoraWeights] = {}
+    for name, part, rows in zip(module.parts, parts, torch.split(up, sizes, dim=0), strict=True):
+        piece = LoraWeights(weights.down, rows.contiguous(), weights.alpha)
+        problem = _shape_problem(part, piece)
+        if problem:
+            return {}, problem
+        out[name] = piece
+    return out, None
+
+
 def resolve_lora(
     lora: LoraFile, models: Mapping[Target, Any]
 ) -> dict[Target, dict[str, LoraWeights]]:
@@ -405,12 +443,27 @@ def resolve_lora(
     sgm = any(
         e.kohya and e.target == "unet" and e.name.startswith(SGM_BLOCKS) for e in lora.entries
     )
+    flux = any(e.kohya and e.target == "unet" and is_flux_name(e.name) for e in lora.entries)
+    flux_table: dict[str, FluxModule] | None = None
     unmatched: list[str] = []
     misfits: list[str] = []
     for entry in lora.entries:
         model = models.get(entry.target)
         if model is None:
             unmatched.append(entry.key)
+            continue
+        if flux and entry.kohya and entry.target == "unet":
+            if flux_table is None:
+                flux_table = _flux_kohya_table(model)
+            module = flux_table.get(entry.name)
+            if module is None:
+                unmatched.append(entry.key)
+                continue
+            split, problem = _split_fused(model, module, entry.weights)
+            if problem:
+                misfits.append(f"{entry.key} on {' + '.join(module.parts)}: {problem}")
+                continue
+            resolved.setdefault(entry.target, {}).update(split)
             continue
         table_key = (entry.target, entry.kohya)
         if table_key not in tables:

@@ -18,7 +18,12 @@ from safetensors.torch import save_file
 
 from nodes.tiny import _load_state
 
-__all__ = ["write_sd3_single_file"]
+__all__ = [
+    "write_flux_ae_file",
+    "write_flux_text_encoder_files",
+    "write_flux_transformer_file",
+    "write_sd3_single_file",
+]
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -61,3 +66,55 @@ def write_sd3_single_file(
     metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}
     save_file(state, out, metadata=metadata)
     return out
+
+
+def write_flux_transformer_file(folder: str | Path, out: str | Path) -> Path:
+    """Write the Flux folder ``folder``'s transformer as a BFL-layout file at ``out`` (bare
+    ``double_blocks.N...`` keys, as ``flux1-dev.safetensors``), its config and the VAE's as
+    ``nodeflow.architecture`` metadata (a tiny model's rotary axes and latent scale are not in
+    the transformer's shapes)."""
+    from nodes.flux_layout import flux_to_original
+    from nodes.single_file import ARCHITECTURE_KEY
+
+    folder, out = Path(folder), Path(out)
+    state = flux_to_original(_load_state(folder / "transformer"))
+    architecture = {"unet": _config(folder / "transformer"), "vae": _config(folder / "vae")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}
+    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
+    return out
+
+
+def write_flux_ae_file(folder: str | Path, out: str | Path) -> Path:
+    """Write the Flux folder ``folder``'s VAE as BFL's ``ae.safetensors``: bare LDM names
+    (``encoder.down.0...``), no quant convs, and no metadata (the real file has none)."""
+    from nodes.ldm_layout import vae_to_ldm
+
+    folder, out = Path(folder), Path(out)
+    state = vae_to_ldm(_load_state(folder / "vae"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out, metadata={"format": "pt"})
+    return out
+
+
+def write_flux_text_encoder_files(
+    folder: str | Path, clip_out: str | Path, t5_out: str | Path
+) -> tuple[Path, Path]:
+    """Write the Flux folder ``folder``'s text encoders as ComfyUI's ``clip_l.safetensors``
+    (transformers names under ``text_model.``) and ``t5xxl.safetensors`` (transformers names);
+    the T5 config rides along as ``text_encoder_3`` metadata (its attention distance is not in
+    the shapes of a tiny model)."""
+    from nodes.single_file import ARCHITECTURE_KEY, hf_text_state
+
+    folder, clip_out, t5_out = Path(folder), Path(clip_out), Path(t5_out)
+    clip = hf_text_state(_load_state(folder / "text_encoder"))
+    t5 = _load_state(folder / "text_encoder_2")
+    t5.setdefault("encoder.embed_tokens.weight", t5["shared.weight"].clone())
+    architecture = {"text_encoder_3": _config(folder / "text_encoder_2")}
+    for out, state, metadata in (
+        (clip_out, clip, {"format": "pt"}),
+        (t5_out, t5, {"format": "pt", ARCHITECTURE_KEY: json.dumps(architecture, sort_keys=True)}),
+    ):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
+    return clip_out, t5_out
