@@ -101,6 +101,16 @@ it is the trained demo model (its pictures show the prompt) or a random tiny tes
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 CheckpointDtype = Literal["auto", "fp32", "fp16", "bf16", "fp8_e4m3fn"]
 """``fp8_e4m3fn``: linear weights stored in fp8, computed in the run's dtype (``nodes.fp8``)."""
+FP8 = "fp8_e4m3fn"
+
+
+def _stored_fp8(loaded: Any, *models: Any) -> Any:
+    """``loaded`` with its models' linear weights stored as fp8 (``nodes.fp8.store_fp8``)."""
+    from nodes.fp8 import store_fp8
+
+    for model in models:
+        store_fp8(model)
+    return loaded
 
 
 class CheckpointParts(NamedTuple):
@@ -445,20 +455,28 @@ def _component_folder(location: Path, subfolder: str) -> Path | None:
 def load_unet(
     ctx: Context,
     path: Annotated[str, Widget(files="unet")],
-    dtype: Dtype = "auto",
+    dtype: CheckpointDtype = "auto",
     prediction: Prediction = "auto",
 ) -> UNet:
     """Load a U-Net on its own: a diffusers folder, or a file in original or diffusers layout;
     also an SD3 MMDiT, or a Flux transformer in Black Forest Labs' layout (``flux1-dev``).
 
     The latent scale and default scheduler come from the model folder it sits in, if any, else
-    from the detected family (every real SD VAE downsamples by 8).
+    from the detected family (every real SD VAE downsamples by 8). ``dtype: fp8_e4m3fn`` stores
+    the linear weights in fp8 and computes in the run's dtype (ComfyUI's ``weight_dtype``); they
+    are converted after loading.
     """
     location = resolve_model(path, ctx.env, *UNET_DIRS)
-    torch_dtype = ctx.runtime.dtype(dtype)
-    key = ("unet", file_identity(location), str(torch_dtype), prediction)
+    fp8 = dtype == FP8
+    torch_dtype = ctx.runtime.dtype("auto" if fp8 else dtype)
+    key = ("unet", file_identity(location), str(torch_dtype), prediction, fp8)
     allow_pickle = ctx.env.allow_pickle
-    return ctx.models.get(key, lambda: _load_unet(location, torch_dtype, prediction, allow_pickle))
+
+    def load() -> UNet:
+        unet = _load_unet(location, torch_dtype, prediction, allow_pickle)
+        return _stored_fp8(unet, unet.model) if fp8 else unet
+
+    return ctx.models.get(key, load)
 
 
 def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) -> UNet:
@@ -595,7 +613,7 @@ def load_text_encoder(
     ctx: Context,
     path: Annotated[str, Widget(files="text_encoders")],
     path_2: Annotated[str, Widget(files="text_encoders")] = "",
-    dtype: Dtype = "auto",
+    dtype: CheckpointDtype = "auto",
 ) -> TextEncoder:
     """Load a CLIP text encoder, or SDXL's pair (``path``: CLIP ViT-L, ``path_2``: OpenCLIP
     bigG), or Flux's (CLIP-L and T5-XXL, in either order: ComfyUI's DualCLIPLoader with
@@ -608,13 +626,17 @@ def load_text_encoder(
     """
     first = resolve_model(path, ctx.env, *TEXT_DIRS)
     second = resolve_model(path_2, ctx.env, *TEXT_DIRS) if path_2 else None
-    torch_dtype = ctx.runtime.dtype(dtype)
+    fp8 = dtype == FP8
+    torch_dtype = ctx.runtime.dtype("auto" if fp8 else dtype)
     identities = (file_identity(first), second and file_identity(second))
-    key = ("text_encoder", identities, str(torch_dtype))
+    key = ("text_encoder", identities, str(torch_dtype), fp8)
     allow_pickle = ctx.env.allow_pickle
-    return load_once(
-        ctx, key, first.name, lambda: _load_text_encoders(first, second, torch_dtype, allow_pickle)
-    )
+
+    def load() -> TextEncoder:
+        encoders = _load_text_encoders(first, second, torch_dtype, allow_pickle)
+        return _stored_fp8(encoders, *encoders.models) if fp8 else encoders
+
+    return load_once(ctx, key, first.name, load)
 
 
 def _is_t5(location: Path, allow_pickle: bool) -> bool:

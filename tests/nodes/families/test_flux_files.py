@@ -84,16 +84,22 @@ def _files_graph(
     prompt: str,
     vae: str | None = None,
     text: tuple[str, str] | None = None,
+    dtype: str = "auto",
 ) -> object:
     """Flux txt2img with the transformer from ``unet`` and, where given, the VAE and the
-    text encoders from their own files; the rest from the ``checkpoint`` folder."""
+    text encoders from their own files (both loaded as ``dtype``); the rest from the
+    ``checkpoint`` folder."""
     from nodeflow.builder import WorkflowBuilder
 
     b = WorkflowBuilder()
     loaded = b.add("LoadCheckpoint", id="model", path=checkpoint)
     decoder = b.add("LoadVAE", id="vae", path=vae) if vae else loaded
-    encoders = b.add("LoadTextEncoder", id="text", path=text[0], path_2=text[1]) if text else loaded
-    transformer = b.add("LoadUNet", id="unet", path=unet)
+    encoders = (
+        b.add("LoadTextEncoder", id="text", path=text[0], path_2=text[1], dtype=dtype)
+        if text
+        else loaded
+    )
+    transformer = b.add("LoadUNet", id="unet", path=unet, dtype=dtype)
     encode = {"text_encoder": encoders.text_encoder}
     pos = b.add("TextEncode", id="pos", text=prompt, **encode)
     neg = b.add("TextEncode", id="neg", text="", **encode)
@@ -257,3 +263,44 @@ def test_a_schnell_file_gets_schnells_fixed_shift(flux_files, make_executor):
     assert schnell.scheduler_config["shift"] == 1.0
     assert schnell.scheduler_config["use_dynamic_shifting"] is False
     assert dev.scheduler_config["use_dynamic_shifting"] is True
+
+
+def test_fp8_files_give_diffusers_pictures_with_fp8_rounded_weights(flux_files, make_executor):
+    """``dtype: fp8_e4m3fn`` on LoadUNet and LoadTextEncoder (ComfyUI's fp8 Flux and T5
+    weights): every linear weight stored in one byte, and the pictures of FluxPipeline whose
+    linear weights were rounded to fp8 and back."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from flowgraphs import diffusers_image
+
+    from nodes.fp8 import stored_fp8_bytes
+
+    text = ("tiny-clip-l.safetensors", "tiny-t5xxl.safetensors")
+    graph = _files_graph(
+        "tiny-flux-bfl.safetensors", "tiny-flux", text=text, dtype="fp8_e4m3fn", **RUN
+    )
+    result = make_executor().run(graph, targets=["decode", "unet", "text"])
+    assert result.ok, result.error and result.error.traceback
+    unet = result.values["unet"]["unet"].model
+    encoders = result.values["text"]["text_encoder"].models
+    for model in (unet, *encoders):
+        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        assert stored_fp8_bytes(model) == linear > 0, type(model).__name__
+    actual = result.values["decode"]["image"].pixels.numpy()
+
+    folder = flux_files / "checkpoints" / "tiny-flux"
+    pipe = FluxPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+    with torch.no_grad():
+        for part in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+            for module in part.modules():
+                if isinstance(module, torch.nn.Linear):
+                    weight = module.weight
+                    weight.copy_(weight.to(torch.float8_e4m3fn).to(weight.dtype))
+    expected = diffusers_image(
+        pipe, seed=RUN["seed"], prompt=RUN["prompt"], num_inference_steps=RUN["steps"],
+        guidance_scale=3.5, width=64, height=64, max_sequence_length=512,
+    )  # fmt: skip
+    assert_same_pixels(actual, expected)
+    full = nodeflow_image(make_executor, "tiny-flux", scale=1.0, guidance=3.5, **RUN)
+    assert abs(full - actual).max() > 1e-3, "fp8 rounding must show (else nothing was stored)"
