@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodes.families.base import Family
 from nodes.families.batching import cat
-from nodes.families.sd3 import check_token_grid, per_row, same_tokens
+from nodes.families.sd3 import check_joint_conditioning, check_token_grid, per_row, same_tokens
 
 if TYPE_CHECKING:
     from nodes.types import Conditioning, Guider, UNet
@@ -73,19 +73,7 @@ class FluxTransformer(Family):
         return tuple(float(s) for s in np.linspace(1.0, 1 / steps, steps))
 
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
-        config = unet.model.config
-        if conditioning.embeds is None or conditioning.pooled is None:
-            raise ValueError(
-                f"{name}: Flux needs T5 prompt embeddings and a pooled CLIP vector; encode the "
-                "prompt with the model's own text encoders"
-            )
-        width, pooled = int(conditioning.embeds.shape[-1]), int(conditioning.pooled.shape[-1])
-        if width != config.joint_attention_dim or pooled != config.pooled_projection_dim:
-            raise ValueError(
-                f"{name}: the conditioning is {width} wide with a {pooled}-wide pooled vector, but "
-                f"this Flux transformer takes {config.joint_attention_dim} and "
-                f"{config.pooled_projection_dim}; encode the prompt with the same model's encoders"
-            )
+        check_joint_conditioning(unet, conditioning, name, "this Flux transformer")
 
     def model_inputs(
         self, guider: Guider, conditionings: list[Conditioning], latents: Any

@@ -26,6 +26,24 @@ def per_row(timestep: Any, rows: int) -> Any:
     return t.reshape(-1).expand(rows) if t.numel() == 1 else t
 
 
+def check_joint_conditioning(unet: UNet, conditioning: Conditioning, name: str, model: str) -> None:
+    """Refuse a conditioning a joint-attention transformer (SD3, Flux) cannot take: it needs the
+    per-token sequence and the pooled vector, each as wide as the model's config says."""
+    config = unet.model.config
+    if conditioning.embeds is None or conditioning.pooled is None:
+        raise ValueError(
+            f"{name}: {model} needs prompt embeddings and a pooled vector; encode the prompt "
+            "with the model's own text encoders"
+        )
+    width, pooled = int(conditioning.embeds.shape[-1]), int(conditioning.pooled.shape[-1])
+    if width != config.joint_attention_dim or pooled != config.pooled_projection_dim:
+        raise ValueError(
+            f"{name}: the conditioning is {width} wide with a {pooled}-wide pooled vector, but "
+            f"{model} takes {config.joint_attention_dim} and {config.pooled_projection_dim}; "
+            "encode the prompt with the same model's encoders"
+        )
+
+
 def check_token_grid(latents: Any, size: int, what: str) -> None:
     """Refuse latents that do not split into ``size`` x ``size`` tokens, naming the picture size
     that would."""
@@ -58,19 +76,7 @@ class SD3Transformer(Family):
         return int(unet.model.config.patch_size)
 
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
-        config = unet.model.config
-        if conditioning.embeds is None or conditioning.pooled is None:
-            raise ValueError(
-                f"{name}: this SD3 transformer needs prompt embeddings and pooled embeddings; "
-                "encode the prompt with the model's own text encoders"
-            )
-        width, pooled = int(conditioning.embeds.shape[-1]), int(conditioning.pooled.shape[-1])
-        if width != config.joint_attention_dim or pooled != config.pooled_projection_dim:
-            raise ValueError(
-                f"{name}: the conditioning is {width} wide with a {pooled}-wide pooled vector, but "
-                f"this transformer takes {config.joint_attention_dim} and "
-                f"{config.pooled_projection_dim}; encode the prompt with the same model's encoders"
-            )
+        check_joint_conditioning(unet, conditioning, name, "this SD3 transformer")
 
     def model_inputs(
         self, guider: Guider, conditionings: list[Conditioning], latents: Any
@@ -84,6 +90,4 @@ class SD3Transformer(Family):
 
     def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
         rows = per_row(timestep, model_input.shape[0])
-        return unet.model(
-            hidden_states=model_input, timestep=rows, **inputs, return_dict=False
-        )[0]
+        return unet.model(hidden_states=model_input, timestep=rows, **inputs, return_dict=False)[0]
