@@ -48,6 +48,24 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "unCLIPConditioning": ("strength", "noise_augmentation"),
     "CLIPVisionLoader": ("clip_name",),
     "CLIPVisionEncode": ("crop",),
+    "ControlNetLoader": ("control_net_name",),
+    "ControlNetApply": ("strength",),
+    "ControlNetApplyAdvanced": ("strength", "start_percent", "end_percent"),
+    "SetLatentNoiseMask": (),
+    "InpaintModelConditioning": ("noise_mask",),
+    "InvertMask": (),
+    "GrowMask": ("expand", "tapered_corners"),
+    "FeatherMask": ("left", "top", "right", "bottom"),
+    "ThresholdMask": ("value",),
+    "SolidMask": ("value", "width", "height"),
+    "MaskComposite": ("x", "y", "operation"),
+    "ImageToMask": ("channel",),
+    "MaskToImage": (),
+    "ImageCompositeMasked": ("x", "y", "resize_source"),
+    "UNETLoader": ("unet_name", "weight_dtype"),
+    "DualCLIPLoader": ("clip_name1", "clip_name2", "type", "device"),
+    "FluxGuidance": ("guidance",),
+    "EmptySD3LatentImage": ("width", "height", "batch_size"),
 }  # fmt: skip
 
 UPSCALE_METHODS = {"nearest-exact": "nearest-exact", "bilinear": "bilinear", "area": "area",
@@ -202,11 +220,16 @@ def _diffusers_advanced_limits(
 
 
 def empty_latent(n: ComfyNode) -> list[Link | None]:
+    return _sized_latent(n, 512)
+
+
+def _sized_latent(n: ComfyNode, size: int) -> list[Link | None]:
+    """EmptyLatent: a size only; its channels follow the model (EmptySD3LatentImage too)."""
     main = n.add(
         "EmptyLatent",
         {
-            "width": n.value("width", 512),
-            "height": n.value("height", 512),
+            "width": n.value("width", size),
+            "height": n.value("height", size),
             "batch_size": n.value("batch_size", 1),
         },
     )
@@ -327,6 +350,141 @@ def clip_vision_encode(n: ComfyNode) -> list[Link | None]:
     return [link(main, "image_embeds")]
 
 
+# --- ControlNet ------------------------------------------------------------------------------
+
+
+def controlnet_loader(n: ComfyNode) -> list[Link | None]:
+    return [link(n.add("LoadControlNet", {"path": n.value("control_net_name")}), "control_net")]
+
+
+def controlnet_apply(n: ComfyNode) -> list[Link | None]:
+    """ComfyUI's ControlNetApply steers the one conditioning it is given (usually the positive
+    prompt) over the whole schedule: ApplyControlNet with that conditioning on both sides, of
+    which only the positive output is used."""
+    conditioning = n.link("conditioning")
+    main = n.add(
+        "ApplyControlNet",
+        {
+            "positive": conditioning,
+            "negative": conditioning,
+            "control_net": n.link("control_net"),
+            "image": n.link("image"),
+            "strength": n.value("strength", 1.0),
+        },
+    )
+    return [link(main, "positive")]
+
+
+def controlnet_apply_advanced(n: ComfyNode) -> list[Link | None]:
+    if n.inputs.get("vae") is not None:
+        n.warn("vae", "not needed here: the control image is used as pixels")
+    main = n.add(
+        "ApplyControlNet",
+        {
+            "positive": n.link("positive"),
+            "negative": n.link("negative"),
+            "control_net": n.link("control_net"),
+            "image": n.link("image"),
+            "strength": n.value("strength", 1.0),
+            "start": n.value("start_percent", 0.0),
+            "end": n.value("end_percent", 1.0),
+        },
+    )
+    return [link(main, "positive"), link(main, "negative")]
+
+
+# --- masks and inpainting --------------------------------------------------------------------
+
+
+def set_latent_noise_mask(n: ComfyNode) -> list[Link | None]:
+    main = n.add("SetLatentNoiseMask", {"latent": n.link("samples"), "mask": n.link("mask")})
+    return [link(main, "latent")]
+
+
+def inpaint_model_conditioning(n: ComfyNode) -> list[Link | None]:
+    main = n.add(
+        "InpaintModelConditioning",
+        {
+            "positive": n.link("positive"),
+            "negative": n.link("negative"),
+            "vae": n.link("vae"),
+            "image": n.link("pixels"),
+            "mask": n.link("mask"),
+            "noise_mask": n.value("noise_mask", True),  # ComfyUI's default
+        },
+    )
+    return [link(main, "positive"), link(main, "negative"), link(main, "latent")]
+
+
+def _mask_node(node_type: str, links: dict[str, str], values: dict[str, Any], output: str):
+    """A translator for a ComfyUI node whose inputs keep their names (``links``: nodeflow name
+    -> ComfyUI name; ``values``: widget -> ComfyUI's default)."""
+
+    def translate(n: ComfyNode) -> list[Link | None]:
+        inputs: dict[str, Any] = {ours: n.link(theirs) for ours, theirs in links.items()}
+        inputs.update({name: n.value(name, default) for name, default in values.items()})
+        return [link(n.add(node_type, inputs), output)]
+
+    return translate
+
+
+def image_to_mask(n: ComfyNode) -> list[Link | None]:
+    channel = n.value("channel", "red")
+    if channel == "alpha":
+        n.issue("channel", "unsupported_value", "the alpha channel: use LoadImage's MASK output")
+    main = n.add("ImageToMask", {"image": n.link("image"), "channel": channel})
+    return [link(main, "mask")]
+
+
+def image_composite_masked(n: ComfyNode) -> list[Link | None]:
+    if n.value("resize_source", False) is True:
+        n.issue("resize_source", "unsupported_value", "resizing the source is not expressible")
+    inputs = {
+        "destination": n.link("destination"),
+        "source": n.link("source"),
+        "x": n.value("x", 0),
+        "y": n.value("y", 0),
+        "mask": n.link("mask", required=False),
+    }
+    return [link(n.add("ImageCompositeMasked", inputs), "image")]
+
+
+# --- SD3 and Flux files ----------------------------------------------------------------------
+
+WEIGHT_DTYPES = {"default": "auto", "fp8_e4m3fn": "fp8_e4m3fn", "fp8_e4m3fn_fast": "fp8_e4m3fn"}
+
+
+def unet_loader(n: ComfyNode) -> list[Link | None]:
+    weight_dtype = n.value("weight_dtype", "default")
+    if weight_dtype == "fp8_e4m3fn_fast":
+        n.warn("weight_dtype", "runs as fp8_e4m3fn (weights stored in fp8, computed in full)")
+    if isinstance(weight_dtype, str) and weight_dtype not in WEIGHT_DTYPES:
+        n.issue("weight_dtype", "unsupported_value", f"{weight_dtype!r}: default or fp8_e4m3fn")
+    dtype = WEIGHT_DTYPES.get(weight_dtype, weight_dtype) if isinstance(weight_dtype, str) else None
+    main = n.add("LoadUNet", {"path": n.value("unet_name"), "dtype": dtype})
+    return [link(main, "unet")]
+
+
+def dual_clip_loader(n: ComfyNode) -> list[Link | None]:
+    kind = n.value("type", "sdxl")
+    if kind not in ("flux", "sdxl"):
+        n.issue("type", "unsupported_value", f"type {kind!r}: flux (CLIP-L + T5) or sdxl only")
+    if n.value("device", "default") != "default":
+        n.warn("device", "the text encoders run where the run's device puts them")
+    main = n.add(
+        "LoadTextEncoder", {"path": n.value("clip_name1"), "path_2": n.value("clip_name2")}
+    )
+    return [link(main, "text_encoder")]
+
+
+def flux_guidance(n: ComfyNode) -> list[Link | None]:
+    main = n.add(
+        "FluxGuidance",
+        {"conditioning": n.link("conditioning"), "guidance": n.value("guidance", 3.5)},
+    )
+    return [link(main, "conditioning")]
+
+
 TRANSLATORS: dict[str, Translator] = {
     "CheckpointLoaderSimple": checkpoint_loader,
     "unCLIPCheckpointLoader": unclip_checkpoint_loader,
@@ -351,32 +509,54 @@ TRANSLATORS: dict[str, Translator] = {
     "unCLIPConditioning": unclip_conditioning,
     "CLIPVisionLoader": clip_vision_loader,
     "CLIPVisionEncode": clip_vision_encode,
+    "ControlNetLoader": controlnet_loader,
+    "ControlNetApply": controlnet_apply,
+    "ControlNetApplyAdvanced": controlnet_apply_advanced,
+    "SetLatentNoiseMask": set_latent_noise_mask,
+    "InpaintModelConditioning": inpaint_model_conditioning,
+    "InvertMask": _mask_node("InvertMask", {"mask": "mask"}, {}, "mask"),
+    "GrowMask": _mask_node(
+        "GrowMask", {"mask": "mask"}, {"expand": 0, "tapered_corners": True}, "mask"
+    ),
+    "FeatherMask": _mask_node(
+        "FeatherMask", {"mask": "mask"}, {"left": 0, "top": 0, "right": 0, "bottom": 0}, "mask"
+    ),
+    "ThresholdMask": _mask_node("ThresholdMask", {"mask": "mask"}, {"value": 0.5}, "mask"),
+    "SolidMask": _mask_node("SolidMask", {}, {"value": 1.0, "width": 512, "height": 512}, "mask"),
+    "MaskComposite": _mask_node(
+        "MaskComposite",
+        {"destination": "destination", "source": "source"},
+        {"x": 0, "y": 0, "operation": "multiply"},
+        "mask",
+    ),
+    "ImageToMask": image_to_mask,
+    "MaskToImage": _mask_node("MaskToImage", {"mask": "mask"}, {}, "image"),
+    "ImageCompositeMasked": image_composite_masked,
+    "UNETLoader": unet_loader,
+    "DualCLIPLoader": dual_clip_loader,
+    "FluxGuidance": flux_guidance,
+    "EmptySD3LatentImage": lambda n: _sized_latent(n, 1024),
 }
 
 NOT_YET: dict[str, str] = {
     "ConditioningCombine": "combining conditionings is not expressible yet",
     "ConditioningConcat": "concatenating conditionings is not expressible yet",
     "ConditioningSetArea": "area conditioning is not expressible yet",
-    "ControlNetLoader": "ControlNet is not supported yet",
-    "ControlNetApply": "ControlNet is not supported yet",
-    "ControlNetApplyAdvanced": "ControlNet is not supported yet",
     "CLIPTextEncodeSDXLRefiner": "the SDXL refiner is not supported yet",
     "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
-    "UNETLoader": "use CheckpointLoaderSimple; diffusion-model-only workflows are not mapped yet",
-    "DualCLIPLoader": "SD3/Flux text encoders are not supported yet",
     "TripleCLIPLoader": "SD3 text encoders are not supported yet",
-    "EmptySD3LatentImage": "SD3/Flux are not supported yet",
     "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
+    "ModelSamplingSD3": "a shift set on the model is not mapped yet (nodeflow's Scheduler shift)",
+    "ModelSamplingFlux": "a shift set on the model is not mapped yet (nodeflow's Scheduler shift)",
+    "CLIPTextEncodeFlux": "separate CLIP-L and T5 texts are not expressible yet: use "
+    "CLIPTextEncode and FluxGuidance",
     "VAEEncodeForInpaint": "inpainting is not supported yet",
-    "SetLatentNoiseMask": "latent masks are not supported yet",
-    "InpaintModelConditioning": "inpainting is not supported yet",
     "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",
     "ImageUpscaleWithModel": "upscale models (ESRGAN and the like) are not supported yet",
     "LatentComposite": "compositing latents is not expressible yet",
     "ConditioningZeroOut": "zeroed conditioning is not expressible yet",
     "ConditioningSetTimestepRange": "timestep ranges are not expressible yet",
     "CLIPLoader": "a text encoder on its own: not mapped yet (nodeflow's LoadTextEncoder)",
-    "FluxGuidance": "Flux is not supported yet",
     "SamplerCustom": "custom sampling is not mapped yet",
     "SamplerCustomAdvanced": "custom sampling is not mapped yet",
 }

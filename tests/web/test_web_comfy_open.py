@@ -204,7 +204,7 @@ def test_an_import_error_shows_its_errors_and_keeps_the_canvas(page, shot):
     before = get_workflow(page)
 
     prompt = json.loads(fixture_bytes("txt2img_api.json"))
-    prompt["10"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "x"}}
+    prompt["10"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x"}}
     prompt["8"]["inputs"]["samples"] = ["99", 0]
     prompt["3"]["inputs"]["sampler_name"] = "dpm_fast"
     drop_files(page, [("broken_api.json", "application/json", json.dumps(prompt).encode())])
@@ -214,7 +214,7 @@ def test_an_import_error_shows_its_errors_and_keeps_the_canvas(page, shot):
     told = banner(page)
     assert "Cannot open broken_api.json" in told and "problems" in told, told
     told = "\n".join(notices(page))
-    assert "node 10 (ControlNetLoader): ComfyUI node ControlNetLoader" in told, told
+    assert "node 10 (UpscaleModelLoader): ComfyUI node UpscaleModelLoader" in told, told
     assert "node 8 (VAEDecode), samples: links to a missing node '99'" in told, told
     assert "node 3 (KSampler), sampler_name: sampler 'dpm_fast'" in told, told
     # nothing was loaded: the canvas (and its unsaved state) is as it was, no node marked

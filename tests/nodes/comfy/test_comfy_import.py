@@ -113,7 +113,7 @@ def test_sampler_and_scheduler_names(sampler, scheduler, node, inputs, warned, e
 
 def test_every_unmapped_node_is_reported_at_once_never_dropped():
     prompt = template("txt2img_api")
-    prompt["20"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "a"}}
+    prompt["20"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "a"}}
     prompt["21"] = {"class_type": "MyCustomNode", "inputs": {"x": ["20", 0]}}
     found = issues_of(prompt)
     assert ("20", None, "unmapped_node") in found and ("21", None, "unmapped_node") in found

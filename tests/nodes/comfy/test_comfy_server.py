@@ -156,14 +156,14 @@ def test_history_queue_and_descriptions_in_comfyui_shapes(served):
 
 def test_bad_prompts_get_comfyui_node_errors_with_every_problem(served):
     prompt = json.loads((FIXTURES / "txt2img_api.json").read_text())
-    prompt["10"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "x"}}
+    prompt["10"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x"}}
     prompt["8"]["inputs"]["samples"] = ["99", 0]
     prompt["3"]["inputs"]["sampler_name"] = "dpm_fast"
     status, answer = post(served, "/prompt", {"prompt": prompt})
     assert status == 400
     assert answer["error"]["type"] == "prompt_outputs_failed_validation"
     assert set(answer["node_errors"]) == {"10", "8", "3"}
-    assert answer["node_errors"]["10"]["class_type"] == "ControlNetLoader"
+    assert answer["node_errors"]["10"]["class_type"] == "UpscaleModelLoader"
     codes = {(e["node"], e["input"], e["code"]) for e in answer["errors"]}
     assert ("8", "samples", "missing_link") in codes
     assert ("3", "sampler_name", "unsupported_value") in codes

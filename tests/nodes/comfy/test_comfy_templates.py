@@ -68,14 +68,15 @@ def test_a_comfyui_png_runs_from_its_prompt_chunk_with_the_layout_of_its_workflo
 
 def test_import_comfy_reports_every_problem_and_refuses_other_formats(tmp_path, capsys):
     prompt = json.loads((FIXTURES / "txt2img_api.json").read_text())
-    prompt["10"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "x"}}
+    prompt["10"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x"}}
     prompt["11"] = {"class_type": "SomeCustomNode", "inputs": {}}
     path = tmp_path / "custom.json"
     path.write_text(json.dumps(prompt))
     assert main(["import-comfy", str(path)]) == 2
     err = capsys.readouterr().err
     assert (
-        "10: ComfyUI node ControlNetLoader: ControlNet is not supported yet [unmapped_node]" in err
+        "10: ComfyUI node UpscaleModelLoader: upscale models (ESRGAN and the like) are not "
+        "supported yet [unmapped_node]" in err
     )
     assert "11: ComfyUI node SomeCustomNode" in err
     native = Path(__file__).resolve().parents[3] / "workflows" / "txt2img.json"
