@@ -67,6 +67,14 @@ def comfy_scheduler(
     noise (use it with Denoise's strength below 1). Denoise's strength runs the last
     ``int(steps * strength)`` steps.
     """
+    from nodes.flow_schedulers import is_flow
+
+    if is_flow(unet.scheduler_config):
+        raise ValueError(
+            "ComfyScheduler runs ComfyUI's samplers for diffusion models (noise or v prediction); "
+            "this model is a rectified-flow one (SD3, Flux): use Scheduler, whose euler, heun and "
+            "dpmpp_2m are the flow-matching forms"
+        )
     end = None if end_at_step >= steps else end_at_step
     return make_comfy_scheduler(
         unet.scheduler_config,
