@@ -140,7 +140,8 @@ def test_a_workflow_with_a_subgraph_saves_and_loads_back_identical(page, shot):
     assert get_workflow(page) == saved
     page.reload()
     page.wait_for_function("() => window.nodeflow && window.nodeflow.ready === true")
-    node(page, instance_id(page)).wait_for(state="attached")
+    # the editor is ready before the restored graph's nodes are drawn: wait for the instance
+    wait_until(lambda: "Subgraph" in node_types(page).values(), 10, "the restored subgraph")
     assert get_workflow(page) == saved
     shot("reloaded")
 
