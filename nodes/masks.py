@@ -16,7 +16,7 @@ from pydantic import Field
 
 from nodeflow import Context, node
 from nodes.image import write_pngs
-from nodes.scale import Method, Side
+from nodes.scale import PictureMethod, Side
 from nodes.types import Image, Mask
 
 Channel = Literal["red", "green", "blue"]
@@ -217,7 +217,7 @@ def mask_composite(
 
 @node("ScaleMask", category="mask")
 def scale_mask(
-    mask: Mask, width: Side = 512, height: Side = 512, method: Method = "bilinear"
+    mask: Mask, width: Side = 512, height: Side = 512, method: PictureMethod = "bilinear"
 ) -> Mask:
     """Resize a mask on purpose (a 0 side follows the other's aspect ratio), e.g. to fit a
     picture of another size; masks are otherwise never resized silently."""

@@ -3,7 +3,10 @@
 A size of 0 follows the other side's aspect ratio; both 0 scale by ``factor``. Crop ``center``
 cuts the source to the target's aspect ratio first, so nothing is stretched. The methods are
 torch's: ``nearest`` (ComfyUI's and torch's legacy rounding), ``nearest-exact``, ``bilinear``,
-``bicubic``, ``area``. ComfyUI's LatentUpscale(By) and ImageScale(By) are these two nodes (the
+``bicubic``, ``area``; pictures and masks also ``lanczos``, which like ComfyUI's ImageScale and
+diffusers' image processors resizes 8-bit pictures through PIL (values rounded to 0..255 first, so
+it is exact on loaded pictures and is how diffusers' ``padding_mask_crop`` resizes).
+ComfyUI's LatentUpscale(By) and ImageScale(By) are these two nodes (the
 editor finds them by those names; the ComfyUI importer maps their inputs).
 """
 
@@ -17,6 +20,7 @@ from nodeflow import node
 from nodes.types import Image, Latent
 
 Method = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area"]
+PictureMethod = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area", "lanczos"]
 Crop = Literal["disabled", "center"]
 Side = Annotated[int, Field(ge=0, le=16384)]
 Factor = Annotated[float, Field(gt=0, le=16)]
@@ -50,8 +54,30 @@ def resize(tensor: Any, width: int, height: int, method: str, crop: str) -> Any:
             keep = max(1, round(w * height / width))
             top = (h - keep) // 2
             tensor = tensor[..., top : top + keep, :]
+    if method == "lanczos":
+        return pil_resize(tensor, width, height)
     kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
     return F.interpolate(tensor, size=(height, width), mode=method, **kwargs)
+
+
+def pil_resize(tensor: Any, width: int, height: int) -> Any:
+    """Resize an NCHW tensor of values in 0..1 (1 or 3 channels) with PIL's Lanczos filter in
+    8 bits, as diffusers' and ComfyUI's lanczos do: rounded to 0..255, resized, divided by 255."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    levels = (tensor.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    out = []
+    for picture in levels:
+        mode = "L" if picture.shape[0] == 1 else "RGB"
+        array = picture[0] if mode == "L" else picture.transpose(1, 2, 0)
+        resized = PILImage.fromarray(array, mode).resize(
+            (width, height), resample=PILImage.Resampling.LANCZOS
+        )
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        out.append(array[None] if mode == "L" else array.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(out)).to(tensor.dtype)
 
 
 @node("ScaleLatent", category="latent", aliases=("LatentUpscale", "LatentUpscaleBy"))
@@ -84,7 +110,7 @@ def scale_image(
     width: Side = 0,
     height: Side = 0,
     factor: Factor = 1.5,
-    method: Method = "bilinear",
+    method: PictureMethod = "bilinear",
     crop: Crop = "disabled",
 ) -> Image:
     """Resize pictures to a size (or by a factor)."""
