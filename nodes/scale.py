@@ -5,7 +5,9 @@ cuts the source to the target's aspect ratio first, so nothing is stretched. The
 torch's: ``nearest`` (ComfyUI's and torch's legacy rounding), ``nearest-exact``, ``bilinear``,
 ``bicubic``, ``area``; pictures and masks also ``lanczos``, which like ComfyUI's ImageScale and
 diffusers' image processors resizes 8-bit pictures through PIL (values rounded to 0..255 first, so
-it is exact on loaded pictures and is how diffusers' ``padding_mask_crop`` resizes).
+it is exact on loaded pictures and is how diffusers' ``padding_mask_crop`` resizes; ``fill`` is
+its fitting of a crop of a slightly other aspect ratio and ``cover`` its way back,
+``nodes.pil_scale``).
 ComfyUI's LatentUpscale(By) and ImageScale(By) are these two nodes (the
 editor finds them by those names; the ComfyUI importer maps their inputs).
 """
@@ -22,6 +24,7 @@ from nodes.types import Image, Latent
 Method = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area"]
 PictureMethod = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area", "lanczos"]
 Crop = Literal["disabled", "center"]
+PictureCrop = Literal["disabled", "center", "fill", "cover"]
 Side = Annotated[int, Field(ge=0, le=16384)]
 Factor = Annotated[float, Field(gt=0, le=16)]
 
@@ -41,8 +44,18 @@ def target_size(
 
 
 def resize(tensor: Any, width: int, height: int, method: str, crop: str) -> Any:
-    """Resize an NCHW tensor to ``height`` x ``width``, centre-cropped to its aspect first."""
+    """Resize an NCHW tensor to ``height`` x ``width``, centre-cropped to its aspect first
+    (``center``); or, with ``lanczos`` only, diffusers' fitting inside with stretched edges
+    (``fill``) or covering and cutting the middle (``cover``): ``nodes.pil_scale``."""
     import torch.nn.functional as F
+
+    from nodes.pil_scale import pil_resize
+
+    if crop in ("fill", "cover"):
+        if method != "lanczos":
+            raise ValueError(f"crop {crop!r} is diffusers' 8-bit {crop} and needs method "
+                             f"'lanczos', not {method!r}")  # fmt: skip
+        return pil_resize(tensor, width, height, crop)
 
     if crop == "center":
         h, w = tensor.shape[-2:]
@@ -58,26 +71,6 @@ def resize(tensor: Any, width: int, height: int, method: str, crop: str) -> Any:
         return pil_resize(tensor, width, height)
     kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
     return F.interpolate(tensor, size=(height, width), mode=method, **kwargs)
-
-
-def pil_resize(tensor: Any, width: int, height: int) -> Any:
-    """Resize an NCHW tensor of values in 0..1 (1 or 3 channels) with PIL's Lanczos filter in
-    8 bits, as diffusers' and ComfyUI's lanczos do: rounded to 0..255, resized, divided by 255."""
-    import numpy as np
-    import torch
-    from PIL import Image as PILImage
-
-    levels = (tensor.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    out = []
-    for picture in levels:
-        mode = "L" if picture.shape[0] == 1 else "RGB"
-        array = picture[0] if mode == "L" else picture.transpose(1, 2, 0)
-        resized = PILImage.fromarray(array, mode).resize(
-            (width, height), resample=PILImage.Resampling.LANCZOS
-        )
-        array = np.asarray(resized, dtype=np.float32) / 255.0
-        out.append(array[None] if mode == "L" else array.transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(out)).to(tensor.dtype)
 
 
 @node("ScaleLatent", category="latent", aliases=("LatentUpscale", "LatentUpscaleBy"))
@@ -111,7 +104,7 @@ def scale_image(
     height: Side = 0,
     factor: Factor = 1.5,
     method: PictureMethod = "bilinear",
-    crop: Crop = "disabled",
+    crop: PictureCrop = "disabled",
 ) -> Image:
     """Resize pictures to a size (or by a factor)."""
     pixels = image.pixels
