@@ -185,3 +185,48 @@ def test_an_adapter_of_another_family_is_refused_naming_both(
     assert not result.ok and result.error.node == "cfg"
     assert "T2I-Adapter" in result.error.message and "sdxl" in result.error.message
     assert "sd1" in result.error.message
+
+
+def test_a_comfyui_workflow_loading_an_adapter_with_controlnetloader_imports_and_steers(
+    models_dir, make_executor, adapters, control_images, tmp_path
+):
+    """ComfyUI loads T2I-Adapters with ControlNetLoader; the importer's LoadControlNet does too,
+    so an imported ControlNetApplyAdvanced graph runs the adapter."""
+    import shutil
+
+    from nodeflow.imports import load_document
+    from nodeflow.plugins import load_catalog
+
+    (tmp_path / "input").mkdir(exist_ok=True)
+    shutil.copy(control_images["ring"], tmp_path / "input" / "ring.png")
+
+    def prompt(strength: float) -> dict:
+        return {
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sdo"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["4", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["4", 1]}},
+            "5": {"class_type": "EmptyLatentImage",
+                  "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "20": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "adapter-sd"}},
+            "21": {"class_type": "LoadImage", "inputs": {"image": "ring.png"}},
+            "22": {"class_type": "ControlNetApplyAdvanced",
+                   "inputs": {"positive": ["6", 0], "negative": ["7", 0], "control_net": ["20", 0],
+                              "image": ["21", 0], "strength": strength, "start_percent": 0.0,
+                              "end_percent": 1.0}},
+            "3": {"class_type": "KSampler",
+                  "inputs": {"model": ["4", 0], "seed": SEED, "steps": STEPS, "cfg": 7.5,
+                             "sampler_name": "euler", "scheduler": "normal",
+                             "positive": ["22", 0], "negative": ["22", 1],
+                             "latent_image": ["5", 0], "denoise": 1.0}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        }  # fmt: skip
+
+    pictures = []
+    for strength in (0.0, 1.0):
+        workflow = load_document(prompt(strength), load_catalog().loaders).workflow
+        assert workflow.to_json()["nodes"]["20"]["type"] == "LoadControlNet"
+        result = make_executor().run(workflow, targets=["20", "8"])
+        assert result.ok, result.error and result.error.traceback
+        assert result.values["20"]["control_net"].kind == "t2i_adapter"
+        pictures.append(result.values["8"]["image"].pixels.numpy())
+    assert np.abs(pictures[1] - pictures[0]).max() > 1e-2  # the imported adapter steers
