@@ -11,6 +11,10 @@ the model's inputs under ``CONTROL`` when a conditioning carries controls, and t
 (``nodes.families``) asks it for the residuals of each call and hands them to its model. The step
 window (``start``/``end``, fractions of the schedule) is read from the loop's ``Sampling``, the
 object every model patch is told the step by, never from a new parameter of ``sample()``.
+
+A T2I-Adapter (``nodes.t2i_adapter``) is the other kind of control on the same socket, as in
+ComfyUI's ControlNetLoader: it reads the control image once, not the latents, and its features are
+added inside the U-Net's down blocks (diffusers' ``down_intrablock_additional_residuals``).
 """
 
 from __future__ import annotations
@@ -24,21 +28,35 @@ if TYPE_CHECKING:
     from nodes.attention import Sampling
     from nodes.types import Conditioning
 
-__all__ = ["CONTROL", "ControlApplication", "ControlNet", "ControlRun", "Residuals", "control_run"]
+__all__ = [
+    "ADAPTER",
+    "CONTROL",
+    "ControlApplication",
+    "ControlNet",
+    "ControlRun",
+    "Residuals",
+    "control_run",
+]
 
 CONTROL = "control"
 """The key of the ``ControlRun`` in a model call's inputs; adapters pop it before calling."""
 
 
+ADAPTER = "t2i_adapter"
+"""``ControlNet.kind`` of a T2I-Adapter."""
+
+
 @socket_type(color="#00897b")
 @dataclass(frozen=True, eq=False)
 class ControlNet:
-    """A ControlNet (diffusers ``ControlNetModel``) and the family of U-Net it was trained for
-    (``sd1``, ``sd2``, ``sdxl``), which it must be used with."""
+    """A ControlNet (diffusers ``ControlNetModel``) or a T2I-Adapter (``T2IAdapter``, ``kind``
+    ``t2i_adapter``) and the family of U-Net it was trained for (``sd1``, ``sd2``, ``sdxl``; an
+    adapter made for SD 1.x also fits 2.x: it never sees the text), which it must be used with."""
 
     model: Any
     family: str
     source: str = ""
+    kind: str = "controlnet"
 
     def __nodeflow_nbytes__(self) -> int:
         return 0  # the weights belong to the model manager
@@ -64,20 +82,41 @@ class ControlApplication:
         return not (step / steps < self.start or (step + 1) / steps > self.end)
 
 
+def _sum(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, tuple):
+        return tuple(x + y for x, y in zip(a, b, strict=True))
+    return a + b
+
+
+def _scaled(value: Any, rows: Any) -> Any:
+    if value is None:
+        return None
+    return tuple(v * rows for v in value) if isinstance(value, tuple) else value * rows
+
+
 @dataclass(frozen=True)
 class Residuals:
-    """What a ControlNet adds to a U-Net: one tensor per down-block output, and one mid."""
+    """What controls add to a U-Net: a ControlNet one tensor per down-block output and one mid
+    (``down``, ``mid``), a T2I-Adapter one per down block, added inside it (``intrablock``)."""
 
-    down: tuple[Any, ...]
-    mid: Any
+    down: tuple[Any, ...] | None = None
+    mid: Any = None
+    intrablock: tuple[Any, ...] | None = None
 
     def __add__(self, other: Residuals) -> Residuals:
-        down = tuple(a + b for a, b in zip(self.down, other.down, strict=True))
-        return Residuals(down, self.mid + other.mid)
+        return Residuals(
+            _sum(self.down, other.down),
+            _sum(self.mid, other.mid),
+            _sum(self.intrablock, other.intrablock),
+        )
 
     def masked(self, rows: Any) -> Residuals:
         """Zero the rows of the batch whose conditioning does not carry this control."""
-        return Residuals(tuple(d * rows for d in self.down), self.mid * rows)
+        return Residuals(
+            _scaled(self.down, rows), _scaled(self.mid, rows), _scaled(self.intrablock, rows)
+        )
 
 
 @dataclass
@@ -87,6 +126,8 @@ class _Group:
     """The control image for the whole batch, sized to the picture, zero on rows without it."""
     rows: Any
     """None when every row carries the control, else a [batch, 1, 1, 1] tensor of 0 and 1."""
+    features: Residuals | None = None
+    """A T2I-Adapter's residuals, computed on first use: they depend on the image only."""
 
 
 class ControlRun:
@@ -107,6 +148,9 @@ class ControlRun:
         for group in self.groups:
             if not group.control.active(step, steps):
                 continue
+            if group.control.net.kind == ADAPTER:
+                total = _add(total, self._adapter(group, sample))
+                continue
             model = group.control.net.model
             down, mid = model(
                 sample,
@@ -120,8 +164,27 @@ class ControlRun:
             found = Residuals(tuple(down), mid)
             if group.rows is not None:
                 found = found.masked(group.rows.to(sample.device, sample.dtype))
-            total = found if total is None else total + found
+            total = _add(total, found)
         return total
+
+    @staticmethod
+    def _adapter(group: _Group, sample: Any) -> Residuals:
+        """A T2I-Adapter's features of the group's image, times its strength, computed once per
+        run (diffusers runs the adapter once before the loop)."""
+        from nodes.t2i_adapter import adapter_features  # it imports this module
+
+        if group.features is None or group.features.intrablock[0].device != sample.device:
+            control = group.control
+            found = Residuals(intrablock=adapter_features(control.net, group.image, sample))
+            found = Residuals(intrablock=tuple(f * control.strength for f in found.intrablock))
+            if group.rows is not None:
+                found = found.masked(group.rows.to(sample.device, sample.dtype))
+            group.features = found
+        return group.features
+
+
+def _add(total: Residuals | None, found: Residuals) -> Residuals:
+    return found if total is None else total + found
 
 
 def _sized(image: Any, height: int, width: int) -> Any:
@@ -179,6 +242,11 @@ def unet_family(config: Any) -> str:
 def check_control_fits(unet: Any, net: ControlNet, name: str) -> None:
     """Refuse a ControlNet made for another family (or size) of U-Net than ``unet``'s, naming
     both, before sampling rather than as a shape error inside the U-Net."""
+    if net.kind == ADAPTER:
+        from nodes.t2i_adapter import check_adapter_fits  # it imports this module
+
+        check_adapter_fits(unet, net, name)
+        return
     ours, theirs = unet.model.config, net.model.config
     family = unet_family(ours)
     where = f" ({net.source})" if net.source else ""

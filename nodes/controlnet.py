@@ -2,7 +2,8 @@
 
 The control rides on the conditioning (``nodes.control``); the denoiser's family adapter adds its
 residuals while sampling, so CFG, Denoise and img2img work unchanged and several ControlNets chain
-by applying them one after another.
+by applying them one after another. T2I-Adapters load and apply through the same two nodes
+(``nodes.t2i_adapter``), as in ComfyUI.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def load_controlnet(
     path: Annotated[str, Widget(files="controlnet")] = DEMO_CONTROLNET,
     dtype: Dtype = "auto",
 ) -> ControlNet:
-    """Load a ControlNet (SD 1.x, 2.x or XL): a diffusers folder, or one file in the original
-    or the diffusers layout."""
+    """Load a ControlNet or a T2I-Adapter (SD 1.x, 2.x or XL): a diffusers folder, or one file
+    in the original or the diffusers layout."""
     location = resolve_controlnet(path, ctx.env)
     torch_dtype = ctx.runtime.dtype(dtype)
     key = ("controlnet", file_identity(location), str(torch_dtype))
@@ -96,8 +97,8 @@ def apply_controlnet(
     start: Fraction = 0.0,
     end: Fraction = 1.0,
 ) -> ControlOutputs:
-    """Steer both prompts with a ControlNet and its control image (edges, depth, pose...) over
-    the share of the schedule from ``start`` to ``end``; chain nodes for several ControlNets.
+    """Steer both prompts with a ControlNet or T2I-Adapter and its control image (edges, depth,
+    pose...) over the share of the schedule from ``start`` to ``end``; chain nodes for several.
 
     The image should be the picture's size; another size is resized (bilinear) to it.
     """

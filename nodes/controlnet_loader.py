@@ -1,5 +1,7 @@
 """Reading a ControlNet offline: a diffusers folder, or one file in either layout.
 
+T2I-Adapters load through here too (``nodes.t2i_adapter``), as ComfyUI's ControlNetLoader does.
+
 A folder (``config.json`` + weights, or a model folder's ``controlnet/``) goes through
 ``ControlNetModel.from_pretrained`` with no hub access. A single file (``.safetensors``, or a
 ``.pth``/``.ckpt`` only when pickles are allowed) is read through ``nodes.single_file``'s reader;
@@ -21,11 +23,19 @@ from nodes import hf
 from nodes.control import ControlNet, unet_family
 from nodes.controlnet_layout import controlnet_to_diffusers, is_controlnet, is_original
 from nodes.single_file import CheckpointFile, _materialise, family_config
+from nodes.t2i_adapter import (
+    is_adapter,
+    is_adapter_folder,
+    load_adapter_folder,
+    load_adapter_state,
+)
 
 
 def load_controlnet_at(location: Path, dtype: Any, allow_pickle: bool) -> ControlNet:
     """The ControlNet at ``location`` (a folder or a file), in ``dtype``, on the CPU."""
     folder = _folder(location)
+    if folder is not None and is_adapter_folder(folder):
+        return load_adapter_folder(folder, dtype, location)
     if folder is not None:
         from nodes.loaders import quiet_hub_libraries
 
@@ -49,10 +59,13 @@ def _folder(location: Path) -> Path | None:
 
 def _load_file(path: Path, dtype: Any, allow_pickle: bool) -> ControlNet:
     file = CheckpointFile(path, allow_pickle=allow_pickle)
+    if is_adapter(file.keys):
+        return load_adapter_state(file.read("", dtype), path)
     if not is_controlnet(file.keys):
         raise ValueError(
-            f"{path.name} holds no ControlNet (no input_hint_block or controlnet_cond_embedding "
-            "weights); a U-Net or checkpoint goes to LoadCheckpoint or LoadUNet"
+            f"{path.name} holds no ControlNet or T2I-Adapter (no input_hint_block, "
+            "controlnet_cond_embedding or adapter weights); a U-Net or checkpoint goes to "
+            "LoadCheckpoint or LoadUNet"
         )
     state = file.read("", dtype)
     if is_original(state):

@@ -24,6 +24,9 @@ class Crop(NamedTuple):
     x: int
     """The crop's left edge in the source picture, for ImageCompositeMasked."""
     y: int
+    width: int
+    """The crop's size, e.g. for scaling an inpainted crop back before pasting it."""
+    height: int
 
 
 def _span(low: int, high: int, padding: int, multiple: int, limit: int) -> tuple[int, int]:
@@ -32,6 +35,37 @@ def _span(low: int, high: int, padding: int, multiple: int, limit: int) -> tuple
     length = min(limit, -(-(end - start) // multiple) * multiple)
     start = min(start, limit - length)
     return start, start + length
+
+
+def _aspect_span(start: int, end: int, wanted: float, limit: int) -> tuple[int, int]:
+    """[start, end) widened about its middle to ``wanted`` (a float length, truncated), then
+    shifted back inside ``0..limit``: diffusers' ``get_crop_region`` step 3, its integer
+    arithmetic and edge handling kept, so a crop box is the one its pipelines use."""
+    diff = int(wanted - (end - start))
+    start -= diff // 2
+    end += diff - diff // 2
+    if end >= limit:
+        start, end = start - (end - limit), limit
+    if start < 0:
+        start, end = 0, end - start
+    return start, min(end, limit)
+
+
+def aspect_box(
+    box: tuple[int, int, int, int], padding: int, width: int, height: int, fit: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The mask's ``box`` padded and widened to the aspect ratio of ``fit`` (the size the crop
+    will be scaled to) inside a ``width`` x ``height`` picture, as diffusers' ``padding_mask_crop``
+    chooses it (``VaeImageProcessor.get_crop_region``)."""
+    left, top, right, bottom = box
+    x0, y0 = max(left - padding, 0), max(top - padding, 0)
+    x1, y1 = min(right + padding, width), min(bottom + padding, height)
+    ratio = fit[0] / fit[1]
+    if (x1 - x0) / (y1 - y0) > ratio:
+        y0, y1 = _aspect_span(y0, y1, (x1 - x0) / ratio, height)
+    else:
+        x0, x1 = _aspect_span(x0, x1, (y1 - y0) * ratio, width)
+    return x0, y0, x1, y1
 
 
 def mask_box(values: Any) -> tuple[int, int, int, int]:
@@ -49,20 +83,34 @@ def crop_to_mask(
     mask: Mask,
     padding: Pixels = 32,
     multiple_of: Annotated[int, Field(ge=1, le=64)] = 8,
+    fit_width: Pixels = 0,
+    fit_height: Pixels = 0,
 ) -> Crop:
     """Cut the picture and the mask to the mask's box plus ``padding`` pixels of context, its
     sides rounded up to ``multiple_of`` (8 fits a VAE), inside the picture. x and y say where it
-    came from, for pasting back."""
+    came from, width and height its size, for scaling and pasting back.
+
+    With ``fit_width`` and ``fit_height`` (the size the crop will be scaled to) the padded box
+    is instead widened to their aspect ratio, exactly as diffusers' ``padding_mask_crop`` does,
+    so the crop scales without stretching (``multiple_of`` is then not used)."""
     height, width = image.pixels.shape[1:3]
     check_size(mask, width, height, "mask", "image")
-    left, top, right, bottom = mask_box(mask.values)
-    x0, x1 = _span(left, right, padding, multiple_of, width)
-    y0, y1 = _span(top, bottom, padding, multiple_of, height)
+    box = mask_box(mask.values)
+    if (fit_width == 0) != (fit_height == 0):
+        raise ValueError("give both fit_width and fit_height (the size to fit), or neither")
+    if fit_width:
+        x0, y0, x1, y1 = aspect_box(box, padding, width, height, (fit_width, fit_height))
+    else:
+        left, top, right, bottom = box
+        x0, x1 = _span(left, right, padding, multiple_of, width)
+        y0, y1 = _span(top, bottom, padding, multiple_of, height)
     return Crop(
         image=Image(image.pixels[:, y0:y1, x0:x1].clone()),
         mask=Mask(mask.values[:, y0:y1, x0:x1].clone()),
         x=x0,
         y=y0,
+        width=x1 - x0,
+        height=y1 - y0,
     )
 
 

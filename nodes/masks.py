@@ -16,7 +16,7 @@ from pydantic import Field
 
 from nodeflow import Context, node
 from nodes.image import write_pngs
-from nodes.scale import Method, Side
+from nodes.scale import PictureCrop, PictureMethod, Side
 from nodes.types import Image, Mask
 
 Channel = Literal["red", "green", "blue"]
@@ -217,14 +217,19 @@ def mask_composite(
 
 @node("ScaleMask", category="mask")
 def scale_mask(
-    mask: Mask, width: Side = 512, height: Side = 512, method: Method = "bilinear"
+    mask: Mask,
+    width: Side = 512,
+    height: Side = 512,
+    method: PictureMethod = "bilinear",
+    crop: PictureCrop = "disabled",
 ) -> Mask:
     """Resize a mask on purpose (a 0 side follows the other's aspect ratio), e.g. to fit a
-    picture of another size; masks are otherwise never resized silently."""
+    picture of another size; masks are otherwise never resized silently. ``crop`` as
+    ScaleImage's, so a mask stays aligned with its picture."""
     from nodes.scale import resize, target_size
 
     size = target_size(*mask.size, width, height, 1.0)
-    values = resize(mask.values[:, None], size[0], size[1], method, "disabled")
+    values = resize(mask.values[:, None], size[0], size[1], method, crop)
     return Mask(values[:, 0].clamp(0, 1))
 
 

@@ -3,7 +3,12 @@
 A size of 0 follows the other side's aspect ratio; both 0 scale by ``factor``. Crop ``center``
 cuts the source to the target's aspect ratio first, so nothing is stretched. The methods are
 torch's: ``nearest`` (ComfyUI's and torch's legacy rounding), ``nearest-exact``, ``bilinear``,
-``bicubic``, ``area``. ComfyUI's LatentUpscale(By) and ImageScale(By) are these two nodes (the
+``bicubic``, ``area``; pictures and masks also ``lanczos``, which like ComfyUI's ImageScale and
+diffusers' image processors resizes 8-bit pictures through PIL (values rounded to 0..255 first, so
+it is exact on loaded pictures and is how diffusers' ``padding_mask_crop`` resizes; ``fill`` is
+its fitting of a crop of a slightly other aspect ratio and ``cover`` its way back,
+``nodes.pil_scale``).
+ComfyUI's LatentUpscale(By) and ImageScale(By) are these two nodes (the
 editor finds them by those names; the ComfyUI importer maps their inputs).
 """
 
@@ -17,7 +22,9 @@ from nodeflow import node
 from nodes.types import Image, Latent
 
 Method = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area"]
+PictureMethod = Literal["nearest-exact", "nearest", "bilinear", "bicubic", "area", "lanczos"]
 Crop = Literal["disabled", "center"]
+PictureCrop = Literal["disabled", "center", "fill", "cover"]
 Side = Annotated[int, Field(ge=0, le=16384)]
 Factor = Annotated[float, Field(gt=0, le=16)]
 
@@ -37,8 +44,18 @@ def target_size(
 
 
 def resize(tensor: Any, width: int, height: int, method: str, crop: str) -> Any:
-    """Resize an NCHW tensor to ``height`` x ``width``, centre-cropped to its aspect first."""
+    """Resize an NCHW tensor to ``height`` x ``width``, centre-cropped to its aspect first
+    (``center``); or, with ``lanczos`` only, diffusers' fitting inside with stretched edges
+    (``fill``) or covering and cutting the middle (``cover``): ``nodes.pil_scale``."""
     import torch.nn.functional as F
+
+    from nodes.pil_scale import pil_resize
+
+    if crop in ("fill", "cover"):
+        if method != "lanczos":
+            raise ValueError(f"crop {crop!r} is diffusers' 8-bit {crop} and needs method "
+                             f"'lanczos', not {method!r}")  # fmt: skip
+        return pil_resize(tensor, width, height, crop)
 
     if crop == "center":
         h, w = tensor.shape[-2:]
@@ -50,6 +67,8 @@ def resize(tensor: Any, width: int, height: int, method: str, crop: str) -> Any:
             keep = max(1, round(w * height / width))
             top = (h - keep) // 2
             tensor = tensor[..., top : top + keep, :]
+    if method == "lanczos":
+        return pil_resize(tensor, width, height)
     kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
     return F.interpolate(tensor, size=(height, width), mode=method, **kwargs)
 
@@ -84,8 +103,8 @@ def scale_image(
     width: Side = 0,
     height: Side = 0,
     factor: Factor = 1.5,
-    method: Method = "bilinear",
-    crop: Crop = "disabled",
+    method: PictureMethod = "bilinear",
+    crop: PictureCrop = "disabled",
 ) -> Image:
     """Resize pictures to a size (or by a factor)."""
     pixels = image.pixels

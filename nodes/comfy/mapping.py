@@ -312,7 +312,9 @@ def _scale(n: ComfyNode, node_type: str, source: str, by: bool) -> list[Link | N
     method = n.value("upscale_method", "nearest-exact")
     inputs: dict[str, Any] = {source: n.link("samples" if source == "latent" else "image")}
     inputs["method"] = UPSCALE_METHODS.get(method, method) if isinstance(method, str) else method
-    if isinstance(method, str) and method in ("bislerp", "lanczos"):
+    if method == "lanczos" and source == "image":  # ScaleImage's lanczos is ComfyUI's (PIL, 8-bit)
+        inputs["method"] = "lanczos"
+    elif isinstance(method, str) and method in ("bislerp", "lanczos"):
         n.warn("upscale_method", f"{method!r} runs as {UPSCALE_METHODS[method]!r}")
     if by:
         inputs["factor"] = n.value("scale_by", 1.5)

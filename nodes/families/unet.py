@@ -31,7 +31,8 @@ class StableDiffusionUNet(Family):
 
     def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
         """The U-Net's output, with the residuals of any active ControlNet added to its skip
-        connections and middle block (diffusers' ``down_block_additional_residuals``).
+        connections and middle block (diffusers' ``down_block_additional_residuals``), and any
+        T2I-Adapter's features inside its down blocks (``down_intrablock_additional_residuals``).
 
         A ControlNet sees the noisy latents only, never the channels an inpainting model or an
         upscaler appends (as in diffusers' ControlNet inpaint pipeline)."""
@@ -40,9 +41,14 @@ class StableDiffusionUNet(Family):
             inputs = {key: value for key, value in inputs.items() if key != CONTROL}
             own = {key: value for key, value in inputs.items() if key != CONCAT}
             residuals = control.residuals(model_input, timestep, own)
-            if residuals is not None:
+            if residuals is not None and residuals.down is not None:
                 inputs["down_block_additional_residuals"] = residuals.down
                 inputs["mid_block_additional_residual"] = residuals.mid
+            if residuals is not None and residuals.intrablock is not None:
+                # the U-Net pops from this list: a fresh one (of copies) for every call
+                inputs["down_intrablock_additional_residuals"] = [
+                    feature.clone() for feature in residuals.intrablock
+                ]
         return super().predict(unet, model_input, timestep, inputs)
 
     def model_inputs(

@@ -49,3 +49,21 @@ def test_each_method_is_torch_interpolate_with_that_mode():
 def test_comfyui_names_find_the_scale_nodes():
     assert {"LatentUpscale", "LatentUpscaleBy"} <= set(scale_latent.__nodeflow_node__.aliases)
     assert {"ImageScale", "ImageScaleBy"} <= set(scale_image.__nodeflow_node__.aliases)
+
+
+def test_lanczos_is_pil_lanczos_on_8_bit_pictures_and_masks():
+    """ComfyUI's and diffusers' lanczos resize 8-bit pictures with PIL; so does ScaleImage."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from nodes.masks import scale_mask
+    from nodes.types import Mask
+
+    levels = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected = PILImage.fromarray(levels).resize((45, 14), PILImage.Resampling.LANCZOS)
+    pixels = torch.from_numpy(levels[None].astype(np.float32) / 255)
+    out = scale_image(Image(pixels), width=45, height=14, method="lanczos").pixels
+    assert torch.equal(out[0], torch.from_numpy(np.asarray(expected, np.float32) / 255))
+    grey = PILImage.fromarray(levels[..., 0]).resize((10, 40), PILImage.Resampling.LANCZOS)
+    mask = scale_mask(Mask(pixels[..., 0]), width=10, height=40, method="lanczos").values
+    assert torch.equal(mask[0], torch.from_numpy(np.asarray(grey, np.float32) / 255))

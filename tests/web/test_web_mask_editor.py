@@ -93,8 +93,7 @@ def test_paint_undo_save_run_and_reload(page, shot, nodeflow_server, tmp_path):
     # the shipped inpaint workflow, but repainting where the mask editor painted (LoadImage's
     # mask) instead of where the red is
     workflow = small(example("inpaint.json"), prefix="web-mask")
-    workflow["nodes"]["noise_mask"]["inputs"]["mask"] = {"from": "load.mask"}
-    workflow["nodes"]["feather"]["inputs"]["mask"] = {"from": "load.mask"}
+    workflow["nodes"]["grow"]["inputs"]["mask"] = {"from": "load.mask"}
     load_workflow(page, workflow)
     assert image_path(page) == "red-circle.png"
     open_mask_editor(page)
