@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+OPTIONS = ("steps", "batch_size", "lr", "warmup", "seed", "threads", "position_negatives")
 
 CARD = """---
 license: apache-2.0
@@ -30,7 +33,7 @@ positions, a plain background.
   with one attribute changed) added to the image -> text side, and identical captions in a batch
   counted as positives.
 - Training: {steps} steps at batch {batch}, AdamW (lr {lr}, warm-up then cosine), seed {seed},
-  {minutes:.1f} minutes at {threads} thread(s) on the 2-core CPU dev machine. Held-out
+  {minutes:.1f} minutes at {threads} thread(s) on the 2-core CPU dev machine.{continued} Held-out
   (shape, colour, background) triples never seen (`dataset.is_held_out`).
 
 ## Retrieval on {n} held-out scenes
@@ -53,7 +56,7 @@ or, in a workflow, `LoadCLIP path: "demo-clip"` (both towers) and `LoadCLIPVisio
 "demo-clip"` (the image tower with projection). `transformers.CLIPModel.from_pretrained` and
 `CLIPProcessor.from_pretrained` load the folder as it is.
 
-Reproduce: `python -m nodes.demo.train_clip --out build/demo-clip {command}`
+Reproduce: {reproduce}
 
 ## License
 
@@ -68,8 +71,7 @@ def write_card(out: Path, summary: dict[str, Any]) -> None:
         f"| {attribute} | {score['accuracy']:.1%} | {score['chance']:.1%} | {score['n']} |"
         for attribute, score in summary["retrieval"].items()
     )
-    options = ("steps", "batch_size", "lr", "seed", "threads")
-    command = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in options)
+    reproduce, continued = _commands(args, summary["minutes"])
     text = CARD.format(
         **sizes,
         parameters=summary["parameters"],
@@ -82,6 +84,33 @@ def write_card(out: Path, summary: dict[str, Any]) -> None:
         minutes=summary["minutes"],
         n=args["eval_scenes"],
         rows=rows,
-        command=command,
+        reproduce=reproduce,
+        continued=continued,
     )
     (out / "README.md").write_text(text)
+
+
+def _command(args: dict[str, str], out: str) -> str:
+    options = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in OPTIONS if k in args)
+    init = args.get("init", "None")
+    start = "" if init == "None" else f" --init {init}"
+    return f"`python -m nodes.demo.train_clip --out {out}{start} {options}`"
+
+
+def _commands(args: dict[str, str], minutes: float) -> tuple[str, str]:
+    """The commands that made the model (the first run's too, when this one continued it) and
+    a sentence on the continuation ("" for a run from scratch)."""
+    this = _command(args, args.get("out", "build/demo-clip"))
+    init = args.get("init", "None")
+    if init == "None":
+        return this, ""
+    try:
+        previous = json.loads((Path(init) / "training_summary.json").read_text())
+    except (OSError, ValueError):
+        return this, f" Continued from the weights of `{init}`."
+    first = _command(previous["args"], previous["args"].get("out", init))
+    sentence = (
+        f" Continued from a first run of {previous['steps']} steps ({previous['minutes']:.1f}"
+        f" minutes) from scratch, so {minutes + previous['minutes']:.1f} minutes in all."
+    )
+    return f"{first}, then {this}", sentence

@@ -49,8 +49,8 @@ from nodes.clip_vocab import (
     clip_vocab,
     write_clip_tokenizer,
 )
-from nodes.demo.dataset import IMAGE_SIZE, caption, render, sample_scene
-from nodes.demo.variants import random_variant
+from nodes.demo.dataset import IMAGE_SIZE, Scene, caption, render, sample_scene
+from nodes.demo.variants import random_variant, variants
 
 __all__ = [
     "CLIP_MEAN",
@@ -163,8 +163,11 @@ class Batches:
     stream's state, so saving ``rng.getstate()`` and restoring it resumes the stream exactly.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, position_negatives: float = 0.0) -> None:
         self.rng = random.Random(seed)
+        self.position_negatives = position_negatives
+        """The share of pictures with a named position whose hard negative is a position
+        variant (otherwise any attribute, uniformly: position then comes up rarely)."""
         self._ids: dict[str, list[int]] = {}
 
     def tokens(self, captions: Sequence[str]) -> torch.Tensor:
@@ -188,8 +191,18 @@ class Batches:
             scene = sample_scene(self.rng, split="train")
             pictures.append(render(scene))
             captions.append(caption(scene))
-            negatives.append(caption(random_variant(scene, self.rng)))
+            negatives.append(caption(self._negative(scene)))
         return pixel_values(pictures), captions, negatives
+
+    def _negative(self, scene: Scene) -> Scene:
+        # No draw at all when the share is 0, so runs without it keep their data stream.
+        if (
+            self.position_negatives > 0
+            and scene.position is not None
+            and self.rng.random() < self.position_negatives
+        ):
+            return self.rng.choice(variants(scene, "position"))
+        return random_variant(scene, self.rng)
 
 
 def _soft_targets(rows: Sequence[str], columns: Sequence[str]) -> torch.Tensor:
@@ -348,6 +361,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-scenes", type=int, default=200)
     parser.add_argument("--resume", action="store_true", help="continue <out>/state/ if there")
     parser.add_argument("--micro", action="store_true", help="the tiny test architecture")
+    parser.add_argument(
+        "--init", type=Path, help="start from this run's final weights (its state/), not random"
+    )
+    parser.add_argument(
+        "--position-negatives",
+        type=float,
+        default=0.0,
+        help="share of positioned pictures whose hard negative is a position variant",
+    )
     return parser.parse_args(argv)
 
 
@@ -357,8 +379,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     sizes = ClipSizes.micro() if args.micro else ClipSizes()
     model = build_clip(sizes, args.seed).to(device)
+    if args.init is not None:  # fp32 weights from the other run's state, not its fp16 folder
+        weights = load_file(args.init / "state" / "state.safetensors")
+        model.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    batches = Batches(args.seed + 1)
+    batches = Batches(args.seed + 1, args.position_negatives)
     state_folder = args.out / "state"
     start, elapsed, losses = 0, 0.0, []
     if args.resume and (state_folder / "state.json").is_file():
@@ -393,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shipped = load_demo_clip(args.out)
     scores = retrieval(shipped, scenes=args.eval_scenes, seed=12345)
     summary = {
-        "args": {k: str(v) for k, v in vars(args).items() if k != "out"},
+        "args": {k: str(v) for k, v in vars(args).items()},
         "sizes": asdict(sizes),
         "steps": args.steps,
         "minutes": round(minutes, 2),

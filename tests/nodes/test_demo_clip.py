@@ -104,6 +104,19 @@ def test_a_resumed_run_continues_bit_for_bit(tmp_path: Path):
     assert all(torch.equal(model.state_dict()[k], straight[k]) for k in straight)
 
 
+def test_position_negatives_give_positioned_pictures_a_position_variant():
+    from nodes.demo.dataset import POSITION_PHRASES
+
+    phrases = list(POSITION_PHRASES.values())
+    _, captions, negatives = Batches(3, position_negatives=1.0)(48)
+    positioned = [(c, n) for c, n in zip(captions, negatives, strict=True)
+                  if any(p in c for p in phrases)]  # fmt: skip
+    assert len(positioned) >= 3
+    for text, negative in positioned:
+        (phrase,) = [p for p in phrases if p in text]
+        assert any(negative == text.replace(phrase, other) for other in phrases if other != phrase)
+
+
 def test_a_saved_folder_loads_back_with_the_same_weights(tmp_path: Path):
     model = build_clip(ClipSizes.micro(), seed=2)
     save_clip_folder(model, tmp_path / "full", half=False)
