@@ -45,6 +45,9 @@ The picture picks its caption among the captions that differ from it in one word
 |---|---|---|---|
 {rows}
 
+Few held-out captions name a position, so that row rests on few scenes; a figure near chance
+means the model does not read that word (`nodes/demo/TRAINING.md` has larger measurements).
+
 ## Use
 
 ```python

@@ -96,7 +96,7 @@ def main() -> None:
         f"Best theta here: {best:.1f} ({results[best]['both']:.0%} flipped with the rest kept). "
         "At theta 0 the embedding is the picture's own, so *flipped* counts only demo-clip's "
         "misreadings of the picture and *stayed* is its plain retrieval of every other "
-        "attribute at once (position is its weak one); past the best theta the embedding turns "
+        "attribute at once (it does not read position); past the best theta the embedding turns "
         "toward the bare text direction and loses the picture's other attributes.",
     ]
     text = "\n".join(lines) + "\n"
