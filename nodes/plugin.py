@@ -10,6 +10,8 @@ from nodes import (
     attention_maps,
     attention_record,
     canny,
+    caption_rank,
+    clip_nodes,
     clip_skip,
     clip_vision,
     controlnet,
@@ -33,10 +35,12 @@ from nodes import (
     scale,
     schedulers,
     text,
+    text_diff,
     unclip,
     upscale,
     vae,
 )
+from nodes.clip_model import CLIP
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
 from nodes.ksampling import recipe as ksampling
@@ -63,7 +67,7 @@ FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    return [*SOCKET_TYPES, ControlNet]
+    return [*SOCKET_TYPES, ControlNet, CLIP]
 
 
 @hookimpl
@@ -114,6 +118,10 @@ def nodeflow_nodes() -> list[object]:
         clip_vision.load_clip_vision,
         clip_vision.clip_vision_encode,
         embeds.blend_embeds,
+        text_diff.text_diff,
+        clip_nodes.load_clip,
+        clip_nodes.clip_text_embed,
+        caption_rank.rank_captions,
         unclip.unclip_conditioning,
         controlnet.load_controlnet,
         controlnet.apply_controlnet,
