@@ -45,7 +45,12 @@ from nodes.demo.dataset import caption  # noqa: E402
 from nodes.demo.editing import EditRunner, Pair, box_iou, edit_pairs, iou  # noqa: E402
 from nodes.demo.evaluate import foreground_mask, score  # noqa: E402
 
-SECTION = "## Prompt-to-prompt settings screen (tests/benchmarks/screen_p2p.py)"
+SECTION = (
+    "## Prompt-to-prompt settings, {kind} edits of draw seed {seed} "
+    "(tests/benchmarks/screen_p2p.py)"
+)
+"""One section per kind and draw: the screen (seed 7) and the confirmation on the benchmark's own
+pairs (seed 0, the same pictures as ``bench_p2p.py`` draws) stand side by side."""
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"plain": True},
@@ -202,17 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner.close()
     minutes = (time.perf_counter() - started) / 60
     results = [r for r in load_results(args.results) if r["index"] < args.n]
+    section = SECTION.format(kind=args.kind, seed=args.seed)
     machine = machine_summary(f"torch threads {args.threads}", f"torch {torch.__version__}")
     text = "\n".join(
         [
-            SECTION,
+            section,
             "",
             f"- Date: {utc_date()}",
             f"- Machine: {machine}",
             f"- Command: `{command.strip()}` ({minutes:.1f} minutes this call; pairs already "
             f"in `{args.results.relative_to(REPO)}` were kept)",
-            f"- {args.n} held-out {args.kind} edits of draw seed {args.seed} (not the "
-            'benchmark\'s seed 0), PromptToPrompt replace, euler, negative ""; unnamed settings '
+            f"- {args.n} held-out {args.kind} edits of draw seed {args.seed}, PromptToPrompt "
+            'replace, euler, negative ""; unnamed settings '
             f"are the node's defaults (cross 0.8, self 0.4), CFG {DEFAULT_CFG:g}, "
             f'{DEFAULT_STEPS} steps. "word": the edited word\'s own cross-attention window '
             '(`word_cross_steps`); "blend": `blend_words` on the changed words; '
@@ -224,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(text)
     if args.write:
-        write_section(args.markdown, SECTION, text)
+        write_section(args.markdown, section, text)
     return 0
 
 
