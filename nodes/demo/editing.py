@@ -96,6 +96,7 @@ def edit_workflow(
     self_steps: float = 0.4,
     reweight: str = "",
     blend_words: str = "",
+    blend_threshold: float = 0.3,
     word_cross_steps: str = "",
     blend_start: float = 0.2,
     cfg: float = DEFAULT_CFG,
@@ -118,6 +119,7 @@ def edit_workflow(
         self_steps=self_steps,
         reweight=reweight,
         blend_words=blend_words,
+        blend_threshold=blend_threshold,
         word_cross_steps=word_cross_steps,
         blend_start=blend_start,
     )

@@ -62,3 +62,31 @@ def test_a_pair_names_its_changed_word_as_the_captions_write_it() -> None:
         "red",
         "green",
     )
+
+
+def test_the_edit_graph_hands_every_prompt_to_prompt_setting_to_the_node() -> None:
+    """The benchmark and its screen reach the node's widgets through ``edit_workflow``: a
+    setting it dropped would be measured as the default without a word."""
+    from nodeflow.node import spec_of
+    from nodes.demo.editing import edit_workflow
+    from nodes.p2p import prompt_to_prompt
+
+    settings = {
+        "mode": "replace",
+        "cross_steps": 0.7,
+        "self_steps": 0.1,
+        "reweight": "green:1.5",
+        "blend_words": "red green",
+        "blend_threshold": 0.15,
+        "word_cross_steps": "green:0.2",
+        "blend_start": 0.3,
+    }
+    workflow = edit_workflow("a red circle", "a green circle", model="demo", **settings)
+    inputs = workflow.nodes["p2p"].inputs
+    assert {key: inputs[key] for key in settings} == settings
+    widgets = {
+        name
+        for name, spec in spec_of(prompt_to_prompt).to_json()["inputs"].items()
+        if spec["kind"] == "widget"
+    }
+    assert widgets - {"source", "edit"} <= set(settings), widgets

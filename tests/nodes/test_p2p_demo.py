@@ -29,6 +29,13 @@ SHAPE_FLOOR_BOX_IOU = 0.7
 0.52 (0.38 without; a circle cannot cover a square's box, so the masks cannot reach 1) and median
 box IoU 0.75 (0.71 without)."""
 
+SHAPE_SETTING_FLOOR_EDIT = 3 / 8
+SHAPE_SETTING_FLOOR_BOX_IOU = 0.7
+"""Under ``workflows/p2p_shape.json``'s setting the same 8 shape edits read the new shape in 4 of
+8 (one more than the floor), median mask IoU 0.53 (0.38 drawn alone), median box IoU 0.76. Over
+the benchmark's 100 pairs the setting reads 3 points more than the default; these 8 happen to
+hold one of the few pairs it loses (BENCHMARKS.md, screen_p2p.py's draw seed 0)."""
+
 
 @pytest.fixture(scope="module")
 def runner():
@@ -69,10 +76,33 @@ def test_shape_edits_read_the_new_shape_where_the_old_one_was(runner) -> None:
     assert boxes >= SHAPE_FLOOR_BOX_IOU, figures
 
 
-def _pair_result(runner: EditRunner, index: int, pair: Pair) -> dict:
+def test_the_shape_edit_setting_keeps_its_measured_floor(runner) -> None:
+    """``workflows/p2p_shape.json``'s setting (self-attention window 0.2, the new shape word's
+    own cross-attention window 0.2), the best measured for shape edits (BENCHMARKS.md), on the
+    same pairs as the default's floor above."""
+    results = [
+        _pair_result(runner, index, pair, **shape_setting(pair))
+        for index, pair in enumerate(edit_pairs("shape", PAIRS))
+    ]
+    edit_ok = sum(r["edit_ok"] for r in results) / PAIRS
+    overlap = statistics.median(r["iou"] for r in results)
+    baseline = statistics.median(r["baseline_iou"] for r in results)
+    boxes = statistics.median(r["box_iou"] for r in results)
+    figures = (edit_ok, overlap, baseline, boxes)
+    assert edit_ok >= SHAPE_SETTING_FLOOR_EDIT, figures
+    assert overlap > baseline, figures
+    assert boxes >= SHAPE_SETTING_FLOOR_BOX_IOU, figures
+
+
+def shape_setting(pair: Pair) -> dict[str, object]:
+    """PromptToPrompt's widgets for a shape edit, as ``workflows/p2p_shape.json`` sets them."""
+    return {"self_steps": 0.2, "word_cross_steps": f"{pair.words()[1]}:0.2"}
+
+
+def _pair_result(runner: EditRunner, index: int, pair: Pair, **options: object) -> dict:
     """One pair drawn with prompt-to-prompt and, as the baseline, each caption alone."""
     source, edit = caption(pair.source), caption(pair.edit)
-    pictures = runner.pair(source, edit, seed=index)
+    pictures = runner.pair(source, edit, seed=index, **options)
     baseline = [runner.images(text, seed=index)[0] for text in (source, edit)]
     return pair_result(pair, pictures, baseline)
 

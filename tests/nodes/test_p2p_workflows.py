@@ -23,7 +23,7 @@ def run(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[P
     return [Path(line.removeprefix("save: ")) for line in lines]
 
 
-@pytest.mark.parametrize("name", ["p2p_replace.json", "p2p_reweight.json"])
+@pytest.mark.parametrize("name", ["p2p_replace.json", "p2p_reweight.json", "p2p_shape.json"])
 def test_an_edit_workflow_saves_the_pair(name, tmp_path, capsys) -> None:
     paths = run(name, tmp_path, capsys)
     assert len(paths) == 2  # [source, edit]
