@@ -40,6 +40,7 @@ from nodes import (
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
 from nodes.ksampling import recipe as ksampling
+from nodes.training import nodes as training
 from nodes.types import SOCKET_TYPES
 
 NODEFLOW_API = 1
@@ -63,7 +64,7 @@ FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    return [*SOCKET_TYPES, ControlNet]
+    return [*SOCKET_TYPES, ControlNet, *training.TYPES]
 
 
 @hookimpl
@@ -131,6 +132,7 @@ def nodeflow_nodes() -> list[object]:
         primitives.boolean_value,
         primitives.seed_value,
         primitives.combo_value,
+        *training.NODES,
     ]
 
 
