@@ -29,10 +29,12 @@ class LoraPair(nn.Module):
 
     def __init__(self, target: nn.Linear, rank: int, alpha: float, generator: Any) -> None:
         super().__init__()
+        # drawn on the CPU (the generator's device), then moved: the same values on any device
+        down = torch.empty(rank, target.in_features)
+        nn.init.kaiming_uniform_(down, a=math.sqrt(5), generator=generator)
         device = target.weight.device
-        self.down = nn.Parameter(torch.empty(rank, target.in_features, device=device))
+        self.down = nn.Parameter(down.to(device))
         self.up = nn.Parameter(torch.zeros(target.out_features, rank, device=device))
-        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5), generator=generator)
         self.scaling = alpha / rank
         self.alpha = alpha
 
