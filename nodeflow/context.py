@@ -74,7 +74,7 @@ class Context:
     """The executor's ``nodeflow.runtime.Runtime``: device, dtype policy and model manager."""
     workflow: dict[str, Any] | None = None
     """The workflow document being run, as JSON (SaveImage embeds it in the PNG)."""
-    _emit_progress: Callable[[float, float], None] = field(default=lambda v, m: None, repr=False)
+    _emit_progress: Callable[..., None] = field(default=lambda v, m, x=None: None, repr=False)
     _emit_preview: Callable[[Any, int], None] = field(default=lambda i, s: None, repr=False)
     _interrupted: Callable[[], bool] = field(default=lambda: False, repr=False)
     wants_previews: bool = True
@@ -98,10 +98,14 @@ class Context:
         if self._interrupted():
             raise Interrupted(self.node_id)
 
-    def progress(self, value: float, max: float) -> None:
-        """Report progress (and give the run a chance to stop here)."""
+    def progress(self, value: float, max: float, metrics: dict[str, float] | None = None) -> None:
+        """Report progress (and give the run a chance to stop here); ``metrics`` are figures
+        that ride along on the event (a training node's loss)."""
         self.check_interrupted()
-        self._emit_progress(value, max)
+        if metrics is None:
+            self._emit_progress(value, max)
+        else:
+            self._emit_progress(value, max, metrics)
 
     def preview(self, image: Any, step: int = 0) -> None:
         """Publish a cheap picture of work in progress (a PIL image)."""

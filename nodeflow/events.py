@@ -48,6 +48,9 @@ class NodeProgress(Event):
     node: str = ""
     value: float = 0
     max: float = 1
+    metrics: dict[str, float] | None = None
+    """Figures a long node reports with its progress (a training node's loss and learning
+    rate); None for nodes that report none."""
 
 
 @dataclass(frozen=True)

@@ -302,7 +302,7 @@ class _Run:
             env=self.executor.env,
             runtime=self.executor.runtime,
             workflow=self.workflow_json,
-            _emit_progress=lambda v, m: emit(ev.NodeProgress(run_id, node_id, v, m)),
+            _emit_progress=lambda v, m, x=None: emit(ev.NodeProgress(run_id, node_id, v, m, x)),
             _emit_preview=lambda image, step: emit(ev.NodePreview(run_id, node_id, step, image)),
             _interrupted=self.executor._interrupt.is_set,
             wants_previews=self.executor.previews,

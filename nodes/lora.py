@@ -618,6 +618,18 @@ def load_lora(
     """Add a LoRA to the U-Net and text encoder; applied while they run, weights untouched."""
     file = resolve_lora_path(path, ctx.env)
     lora = ctx.models.get(("lora", file_identity(file)), lambda: read_lora_file(file))
+    return apply_lora(unet, text_encoder, lora, strength_unet, strength_text_encoder)
+
+
+def apply_lora(
+    unet: UNet,
+    text_encoder: TextEncoder,
+    lora: LoraFile,
+    strength_unet: float = 1.0,
+    strength_text_encoder: float = 1.0,
+) -> LoraOutputs:
+    """``unet`` and ``text_encoder`` with ``lora`` added to their patches: what LoadLoRA does
+    with a file, and what a training node does with the file it wrote, so both apply alike."""
     models: dict[Target, Any] = {"unet": unet.model, "text_encoder": text_encoder.model}
     model_2 = getattr(text_encoder, "model_2", None)
     if model_2 is not None:
@@ -628,7 +640,7 @@ def load_lora(
         weights = resolved.get(target)
         if not weights or strength == 0:
             return patches
-        return (*patches, LoraPatch(target, weights, strength, str(file)))
+        return (*patches, LoraPatch(target, weights, strength, lora.source))
 
     unet_patches = add(unet.patches, "unet", strength_unet)
     text_patches = add(text_encoder.patches, "text_encoder", strength_text_encoder)

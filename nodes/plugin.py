@@ -44,6 +44,7 @@ from nodes.clip_model import CLIP
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
 from nodes.ksampling import recipe as ksampling
+from nodes.training import nodes as training
 from nodes.types import SOCKET_TYPES
 
 NODEFLOW_API = 1
@@ -67,7 +68,7 @@ FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    return [*SOCKET_TYPES, ControlNet, CLIP]
+    return [*SOCKET_TYPES, ControlNet, CLIP, *training.TYPES]
 
 
 @hookimpl
@@ -139,6 +140,7 @@ def nodeflow_nodes() -> list[object]:
         primitives.boolean_value,
         primitives.seed_value,
         primitives.combo_value,
+        *training.NODES,
     ]
 
 
