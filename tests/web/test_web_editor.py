@@ -307,7 +307,7 @@ def test_failing_node_shows_its_error(page, shot, nodeflow_server):
     assert page.locator("[data-testid=node-error]").count() == 1
     # what the failure kept from running shows as not run, not as still waiting
     for downstream in ("pos", "denoise", "decode", "save"):
-        wait_until(lambda n=downstream: body_state(page, n) == "idle", 10, f"{downstream} back to idle")
+        wait_until(lambda n=downstream: body_state(page, n) == "idle", 10, f"{downstream} idle")
 
 
 def test_missing_model_file_is_shown_on_its_input_before_running(page, shot, nodeflow_server):
