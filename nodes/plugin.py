@@ -10,6 +10,8 @@ from nodes import (
     attention_maps,
     attention_record,
     canny,
+    classifier_guidance,
+    clip_guidance,
     clip_skip,
     clip_vision,
     controlnet,
@@ -63,7 +65,8 @@ FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    return [*SOCKET_TYPES, ControlNet]
+    guidance_models = [classifier_guidance.Classifier, clip_guidance.ContrastiveCLIP]
+    return [*SOCKET_TYPES, ControlNet, *guidance_models]
 
 
 @hookimpl
@@ -83,6 +86,10 @@ def nodeflow_nodes() -> list[object]:
         schedulers.scheduler,
         ksampling.comfy_scheduler,
         guidance.cfg,
+        classifier_guidance.load_classifier_node,
+        classifier_guidance.classifier_guidance,
+        clip_guidance.load_clip,
+        clip_guidance.clip_guidance,
         denoise.denoise,
         attention_record.record_attention,
         attention_maps.attention_maps,
