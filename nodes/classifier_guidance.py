@@ -62,7 +62,8 @@ class ClassifierTerm:
     """``log p(label | x_t, t)`` of a classifier: the gradient term ``ClassifierGuidance`` adds."""
 
     classifier: Any
-    label: int
+    label: int | tuple[int, ...]
+    """One class for every picture, or one per picture of the batch."""
     scale: float
 
     @property
@@ -78,7 +79,9 @@ class ClassifierTerm:
         weights = next(self.classifier.parameters())
         logits = self.classifier(latents.to(weights.dtype), timesteps)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        return torch.log_softmax(logits, dim=-1)[:, self.label]
+        log_probs = torch.log_softmax(logits, dim=-1)
+        labels = torch.as_tensor(self.label, device=latents.device).reshape(-1, 1)
+        return log_probs.gather(1, labels.expand(latents.shape[0], 1))[:, 0]
 
 
 def resolve_classifier(name: str, env: Environment) -> Path:

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field
 
@@ -104,6 +104,7 @@ class CLIPTerm:
     clip: ContrastiveCLIP
     vae: Any
     text: Any
+    """Text embeddings [1 or batch, dim]: one prompt for every picture, or one per picture."""
     scale: float
 
     @property
@@ -127,7 +128,9 @@ class CLIPTerm:
         pixels = self.decode(point.denoised())
         image = image_features(self.clip, pixels)
         text = self.text.to(device=image.device, dtype=image.dtype)
-        return torch.nn.functional.cosine_similarity(image, text.expand_as(image), dim=-1)
+        if text.shape[0] != image.shape[0]:
+            text = text.expand_as(image)  # one prompt for every picture
+        return torch.nn.functional.cosine_similarity(image, text, dim=-1)
 
 
 def _fingerprint(values: Mapping[str, Any], env: Environment) -> Any:
@@ -135,11 +138,15 @@ def _fingerprint(values: Mapping[str, Any], env: Environment) -> Any:
     return file_identity(resolve_model(name, env, *TEXT_DIRS, what="CLIP")) if name else None
 
 
+class LoadedCLIP(NamedTuple):
+    clip: ContrastiveCLIP
+
+
 @node("LoadCLIP", category="loaders", fingerprint=_fingerprint)
 def load_clip(
     ctx: Context,
     path: Annotated[str, Widget(files="text_encoders")] = "",
-) -> ContrastiveCLIP:
+) -> LoadedCLIP:
     """Load a whole CLIP (image and text towers) from a transformers folder, for CLIPGuidance."""
     location = resolve_model(path, ctx.env, *TEXT_DIRS, what="CLIP")
     key = ("contrastive_clip", file_identity(location))
@@ -149,7 +156,7 @@ def load_clip(
         ctx.models.register(loaded.model, label=f"CLIP {location.name}")
         return loaded
 
-    return ctx.models.get(key, load)
+    return LoadedCLIP(ctx.models.get(key, load))
 
 
 def read_clip(location: Path) -> ContrastiveCLIP:
