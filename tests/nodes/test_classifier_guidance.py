@@ -122,7 +122,7 @@ def test_a_classifier_file_round_trips_and_a_foreign_file_is_refused(tmp_path: P
     latents, t = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 900.0])
     assert torch.equal(loaded(latents, t), model.eval()(latents, t))
     save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="other.safetensors: not a classifier file"):
+    with pytest.raises(ValueError, match=r"other\.safetensors: not a classifier file"):
         load_classifier(tmp_path / "other.safetensors")
 
 

@@ -72,7 +72,7 @@ def test_a_text_encoder_alone_is_refused_naming_the_folder(clip_folder: Path, tm
 
     clip = read_clip(clip_folder)
     CLIPTextModel(clip.model.config.text_config).save_pretrained(tmp_path / "text-only")
-    with pytest.raises(ValueError, match="text-only.*not a whole CLIP"):
+    with pytest.raises(ValueError, match=r"text-only.*not a whole CLIP"):
         read_clip(tmp_path / "text-only")
 
 
