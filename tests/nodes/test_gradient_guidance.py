@@ -155,3 +155,36 @@ def test_the_form_is_read_from_the_scheduler_inside_inference_mode() -> None:
         inside = with_gradient_terms((term,), latents * 0, latents, ddim.timesteps[1], ddim)
     outside = with_gradient_terms((term,), latents * 0, latents, ddim.timesteps[1], ddim)
     assert torch.equal(inside, outside) and inside.abs().max() > 0
+
+
+def test_comfyui_samplers_are_sigma_scaled_at_the_sigma_they_evaluate() -> None:
+    """A k-diffusion sampler (dpmpp_2m, karras schedule) is sigma-scaled; the shift is
+    sigma s grad_x with the sigma it evaluates the model at, read from the scheduler."""
+    from nodes.ksampling.scheduler import KSamplerScheduler
+
+    config = family_config("sd1", "scheduler")
+    keys = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")
+    ksampler = KSamplerScheduler(
+        sampler="dpmpp_2m",
+        schedule="karras",
+        prediction_type="epsilon",
+        **{k: config[k] for k in keys},
+    )
+    ksampler.set_timesteps(8)
+    generator = torch.Generator().manual_seed(5)
+    latents = torch.randn(SHAPE, generator=generator, dtype=torch.float64) * ksampler.sigmas[0]
+    for index in range(2):  # two steps on, as a sampling run would be (one evaluation each)
+        zero = torch.zeros_like(latents)
+        latents = ksampler.step(zero, ksampler.timesteps[index], latents).prev_sample
+    timestep = ksampler.timesteps[2]
+    sigma = float(ksampler.sigmas[2])
+    noise = torch.randn(SHAPE, generator=generator, dtype=torch.float64)
+    term = ClassifierTerm(tiny_classifier(), label=2, scale=2.0)
+
+    guided = with_gradient_terms((term,), noise, latents, timestep, ksampler)
+
+    scale, alpha_bar = 1 / math.sqrt(sigma**2 + 1), 1 / (1 + sigma**2)
+    gradient = finite_difference(
+        lambda x: log_p(term, x * scale, timestep, alpha_bar, noise), latents
+    )
+    torch.testing.assert_close(guided, noise - sigma * 2.0 * gradient, rtol=0, atol=1e-7)
