@@ -56,11 +56,13 @@ DEMO_CONSISTENCY = "demo-consistency"
 DEMO_SD3 = "demo-sd3"
 DEMO_FLUX = "demo-flux"
 DEMO_FILE = "demo.safetensors"
+DEMO_CLIP = "demo-clip"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
 the model card)."""
 BUILT_IN = {DEMO: SHIPPED / "demo-sd", DEMO_FILE: SHIPPED / "demo-sd.safetensors"}
 """Checkpoint names that resolve to shipped files when the models dir has none by that name."""
+BUILT_IN[DEMO_CLIP] = SHIPPED / DEMO_CLIP  # a whole CLIP of the demo scenes (nodes.clip_model)
 DEMOS = {
     DEMO_SDXL: "tiny-sdxl-1",
     DEMO_KANDINSKY_PRIOR: "tiny-kandinsky-prior-1",
@@ -95,6 +97,8 @@ BUILT_IN_CHECKPOINTS = {
     ),
     DEMO_SD3: f"{RANDOM}: SD3 with T5 (made on first use; pictures are noise)",
     DEMO_FLUX: f"{RANDOM}: Flux.1 dev (made on first use; pictures are noise)",
+    DEMO_CLIP: f"{TRAINED}: a CLIP of the demo scenes, image and text towers, for LoadCLIP and"
+    " LoadCLIPVision (transformers folder, shipped)",
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""

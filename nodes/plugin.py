@@ -10,8 +10,10 @@ from nodes import (
     attention_maps,
     attention_record,
     canny,
+    caption_rank,
     classifier_guidance,
     clip_guidance,
+    clip_nodes,
     clip_skip,
     clip_vision,
     controlnet,
@@ -35,10 +37,12 @@ from nodes import (
     scale,
     schedulers,
     text,
+    text_diff,
     unclip,
     upscale,
     vae,
 )
+from nodes.clip_model import CLIP
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
 from nodes.ksampling import recipe as ksampling
@@ -65,8 +69,7 @@ FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    guidance_models = [classifier_guidance.Classifier, clip_guidance.ContrastiveCLIP]
-    return [*SOCKET_TYPES, ControlNet, *guidance_models]
+    return [*SOCKET_TYPES, ControlNet, CLIP, classifier_guidance.Classifier]
 
 
 @hookimpl
@@ -88,7 +91,6 @@ def nodeflow_nodes() -> list[object]:
         guidance.cfg,
         classifier_guidance.load_classifier_node,
         classifier_guidance.classifier_guidance,
-        clip_guidance.load_clip,
         clip_guidance.clip_guidance,
         denoise.denoise,
         attention_record.record_attention,
@@ -121,6 +123,10 @@ def nodeflow_nodes() -> list[object]:
         clip_vision.load_clip_vision,
         clip_vision.clip_vision_encode,
         embeds.blend_embeds,
+        text_diff.text_diff,
+        clip_nodes.load_clip,
+        clip_nodes.clip_text_embed,
+        caption_rank.rank_captions,
         unclip.unclip_conditioning,
         controlnet.load_controlnet,
         controlnet.apply_controlnet,

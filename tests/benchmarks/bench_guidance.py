@@ -4,7 +4,7 @@ attribute per guidance scale, against the same seeds without guidance.
 Run from the repository root (on demand, not in CI)::
 
     python tests/benchmarks/bench_guidance.py [--n 100] [--batch 25] [--steps 20]
-        [--classifier demo-classifier] [--clip PATH] [--scales 0 10 30 100]
+        [--classifier demo-classifier] [--clip demo-clip] [--scales 0 10 30 100]
         [--clip-scales 0 100 300 1000] [--modes classifier-cfg classifier-uncond clip-cfg]
         [--threads 1] [--no-write]
 
@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classifier", default="demo-classifier")
-    parser.add_argument("--clip", default="")
+    parser.add_argument("--clip", default="demo-clip")
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 10, 30, 100])
     parser.add_argument("--clip-scales", type=float, nargs="+", default=[0, 100, 300, 1000])
     parser.add_argument("--modes", nargs="+", default=list(TARGET), choices=list(TARGET))
@@ -75,6 +75,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         import torch
 
+        from nodeflow import Environment
         from nodes.classifier_guidance import resolve_classifier
         from nodes.latent_classifier import load_classifier
         from nodes.loaders import _load_diffusers_folder, demo_model
@@ -87,15 +88,14 @@ class Bench:
         )
         self.classifier = None
         if any(mode.startswith("classifier") for mode in args.modes):
-            from nodeflow import Environment
-
             path = resolve_classifier(args.classifier, Environment.from_dirs())
             self.classifier = load_classifier(path)
         self.clip = None
         if "clip-cfg" in args.modes:
-            from nodes.clip_guidance import read_clip
+            from nodes.clip_model import load_clip_folder
+            from nodes.loaders import resolve_checkpoint
 
-            self.clip = read_clip(Path(args.clip))
+            self.clip = load_clip_folder(resolve_checkpoint(args.clip, Environment.from_dirs()))
 
     def encode(self, texts: list[str]) -> Any:
         import torch
@@ -107,10 +107,10 @@ class Bench:
         return Conditioning(embeds=torch.cat(embeds))
 
     def pictures(self, mode: str, scale: float, scenes: list[Any], batch: int) -> Any:
-        import torch
 
         from nodes.classifier_guidance import ClassifierTerm
-        from nodes.clip_guidance import CLIPTerm, text_features
+        from nodes.clip_guidance import CLIPTerm
+        from nodes.clip_model import text_features
         from nodes.demo.dataset import COLORS, caption
         from nodes.denoise import sample
         from nodes.types import Guider, Latent
@@ -125,7 +125,7 @@ class Bench:
             labels = tuple(COLORS.index(scene.color) for scene in scenes)
             terms = (ClassifierTerm(self.classifier, labels, scale),)
         elif mode == "clip-cfg":
-            text = torch.cat([text_features(self.clip, c) for c in captions])
+            text = text_features(self.clip, captions)
             terms = (CLIPTerm(self.clip, self.parts.vae.model, text, scale),)
         guider = Guider(
             unet=self.parts.unet,

@@ -13,7 +13,8 @@ import torch
 from nodeflow.context import Environment
 from nodeflow.executor import Executor
 from nodeflow.workflow import Workflow
-from nodes.clip_guidance import CLIPTerm, ContrastiveCLIP, read_clip, text_features
+from nodes.clip_guidance import CLIPTerm
+from nodes.clip_model import CLIP, load_clip_folder, text_features
 from nodes.gradient_guidance import GuidancePoint, with_gradient_terms
 
 PROMPT = "a large red circle on a blue background"
@@ -46,7 +47,7 @@ def write_tiny_clip(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_clip(tmp_path_factory.mktemp("models") / "clip" / "tiny-clip")
+    return write_tiny_clip(tmp_path_factory.mktemp("models") / "checkpoints" / "tiny-clip")
 
 
 def tiny_vae() -> Any:
@@ -60,22 +61,6 @@ def tiny_vae() -> Any:
     ).double().eval().requires_grad_(False)  # fmt: skip
 
 
-def test_the_folder_is_read_with_its_preprocessing(clip_folder: Path) -> None:
-    clip = read_clip(clip_folder)
-    assert clip.image_size == 32
-    assert clip.mean == (0.5, 0.4, 0.3) and clip.std == (0.2, 0.25, 0.3)
-    assert text_features(clip, PROMPT).shape == (1, 8)
-
-
-def test_a_text_encoder_alone_is_refused_naming_the_folder(clip_folder: Path, tmp_path) -> None:
-    from transformers import CLIPTextModel
-
-    clip = read_clip(clip_folder)
-    CLIPTextModel(clip.model.config.text_config).save_pretrained(tmp_path / "text-only")
-    with pytest.raises(ValueError, match=r"text-only.*not a whole CLIP"):
-        read_clip(tmp_path / "text-only")
-
-
 def test_the_clip_term_gradient_matches_finite_differences(clip_folder: Path) -> None:
     """grad of cos(CLIP(decode(x0_hat(x_t))), CLIP(prompt)) in x_t, with the noise fixed, and
     its fold into the noise for VP latents (eps - sqrt(1 - abar) s grad)."""
@@ -83,10 +68,10 @@ def test_the_clip_term_gradient_matches_finite_differences(clip_folder: Path) ->
 
     from nodes.single_file import family_config
 
-    loaded = read_clip(clip_folder)
-    clip = ContrastiveCLIP(loaded.model.double(), loaded.tokenizer, 32, loaded.mean, loaded.std)
+    loaded = load_clip_folder(clip_folder)
+    clip = CLIP(loaded.model.double(), loaded.tokenizer, loaded.processor)
     vae = tiny_vae()
-    term = CLIPTerm(clip, vae, text_features(clip, PROMPT).double(), scale=50.0)
+    term = CLIPTerm(clip, vae, text_features(clip, [PROMPT]).double(), scale=50.0)
     ddim = DDIMScheduler.from_config(family_config("sd1", "scheduler"))
     ddim.set_timesteps(10)
     timestep = ddim.timesteps[6]
