@@ -36,3 +36,15 @@ def test_the_classifier_guidance_workflow_draws_the_guided_color(tmp_path, capsy
     unguided = run("classifier_guidance.json", tmp_path / "off", capsys, "guide.scale=0")
     with Image.open(unguided) as png:
         assert analyze(png).color != "blue"  # the same seed without guidance: another color
+
+
+def test_the_clip_guidance_workflow_runs_as_shipped_and_its_guidance_acts(tmp_path, capsys):
+    """On demo-clip; at scale 0 the same seed gives another picture (the term is not inert)."""
+    import numpy as np
+
+    path = run("clip_guidance.json", tmp_path, capsys, "sched.steps=4")
+    off = run("clip_guidance.json", tmp_path / "off", capsys, "sched.steps=4", "guide.scale=0")
+    with Image.open(path) as guided, Image.open(off) as plain:
+        assert guided.size == (64, 64)
+        difference = np.abs(np.asarray(guided, dtype=float) - np.asarray(plain, dtype=float))
+        assert difference.max() > 0
