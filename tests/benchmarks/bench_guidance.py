@@ -210,6 +210,17 @@ def table(args: argparse.Namespace, state: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def sampled(args: argparse.Namespace, state: dict[str, Any]) -> float:
+    """Seconds spent on the batches this table shows."""
+    total = 0.0
+    for mode in args.modes:
+        for scale in args.clip_scales if mode == "clip-cfg" else args.scales:
+            for start in range(0, args.n, args.batch):
+                key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
+                total += state.get(key, {}).get("seconds", 0.0)
+    return total
+
+
 def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, argv: list) -> str:
     import diffusers
     import torch
@@ -228,11 +239,14 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
         f"mode and scale), {args.scheduler} {args.steps} steps, CFG {args.cfg:g} with negative "
         f"prompt \"\" (classifier-uncond: the empty prompt at CFG 1), 64x64, demo model; "
         f"classifier `{args.classifier}`; CLIP `{args.clip or '-'}`; scored by "
-        f"`nodes.demo.evaluate.score`. {minutes:.1f} minutes in this run.",
+        f"`nodes.demo.evaluate.score`. {sampled(args, state) / 60:.1f} minutes of sampling "
+        f"and scoring in all (summed over batches, which may come from resumed runs; "
+        f"{minutes:.1f} in this one).",
         "- Target: the shapes' color (`color_ok`, the class the classifier is guided toward: the "
         "caption's color) for classifier guidance; the whole caption for CLIP guidance. "
         "\"vs scale 0\": pictures whose target reading was gained / lost against the same seeds "
-        "without guidance (scale 0 is bit-identical to no term).",
+        "without guidance (scale 0 is bit-identical to no term). In classifier-uncond the prompt "
+        "is empty, so its other columns compare pictures with a caption the model was not given.",
         "",
         table(args, state),
     ])  # fmt: skip
