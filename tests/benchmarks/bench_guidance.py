@@ -5,7 +5,7 @@ Run from the repository root (on demand, not in CI)::
 
     python tests/benchmarks/bench_guidance.py [--n 100] [--batch 25] [--steps 20]
         [--classifier demo-classifier] [--clip demo-clip] [--scales 0 10 30 100]
-        [--clip-scales 0 100 300 1000] [--modes classifier-cfg classifier-uncond clip-cfg]
+        [--clip-scales 0 10 30 100] [--modes classifier-cfg classifier-uncond clip-cfg clip-uncond]
         [--threads 1] [--no-write]
 
 ``--n`` held-out captions (``nodes.demo.adherence.held_out_scenes``, seed ``--seed``) are
@@ -18,7 +18,8 @@ the same picture as sampling without the term (tested bit for bit). Modes:
 * ``classifier-uncond``: the empty prompt at CFG 1 (unconditional), guided toward the color of
   the caption it stands for: the color is then the classifier's doing alone;
 * ``clip-cfg``: the caption at CFG ``--cfg``, with CLIP guidance toward the caption
-  (``--clip``: a whole-CLIP folder such as ``demo-clip``).
+  (``--clip``: a whole-CLIP folder such as ``demo-clip``);
+* ``clip-uncond``: the empty prompt at CFG 1, CLIP-guided toward the caption alone.
 
 Each picture is scored by ``nodes.demo.evaluate.score``; the target attribute is the shapes'
 color (``color_ok``) for classifier guidance and the whole caption for CLIP guidance (its
@@ -47,7 +48,13 @@ from report import machine_summary, utc_date, write_section  # noqa: E402
 
 SECTION = "## Classifier and CLIP guidance on the demo model (tests/benchmarks/bench_guidance.py)"
 ATTRIBUTES = ("color_ok", "shape_ok", "background_ok", "count_ok", "caption_ok")
-TARGET = {"classifier-cfg": "color_ok", "classifier-uncond": "color_ok", "clip-cfg": "caption_ok"}
+TARGET = {
+    "classifier-cfg": "color_ok",
+    "classifier-uncond": "color_ok",
+    "clip-cfg": "caption_ok",
+    "clip-uncond": "caption_ok",
+}
+UNCONDITIONAL = ("classifier-uncond", "clip-uncond")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -61,7 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classifier", default="demo-classifier")
     parser.add_argument("--clip", default="demo-clip")
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 10, 30, 100])
-    parser.add_argument("--clip-scales", type=float, nargs="+", default=[0, 100, 300, 1000])
+    parser.add_argument("--clip-scales", type=float, nargs="+", default=[0, 10, 30, 100])
     parser.add_argument("--modes", nargs="+", default=list(TARGET), choices=list(TARGET))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--state", type=Path, default=REPO / "build" / "bench_guidance.json")
@@ -91,7 +98,7 @@ class Bench:
             path = resolve_classifier(args.classifier, Environment.from_dirs())
             self.classifier = load_classifier(path)
         self.clip = None
-        if "clip-cfg" in args.modes:
+        if any(mode.startswith("clip") for mode in args.modes):
             from nodes.clip_model import load_clip_folder
             from nodes.loaders import resolve_checkpoint
 
@@ -117,14 +124,14 @@ class Bench:
         from nodes.vae import decode
 
         captions = [caption(scene) for scene in scenes]
-        unconditional = mode == "classifier-uncond"
+        unconditional = mode in UNCONDITIONAL
         positive = self.encode([""] * len(scenes) if unconditional else captions)
         negative = self.encode([""] * len(scenes))
         terms: tuple[Any, ...] = ()
         if mode.startswith("classifier"):
             labels = tuple(COLORS.index(scene.color) for scene in scenes)
             terms = (ClassifierTerm(self.classifier, labels, scale),)
-        elif mode == "clip-cfg":
+        else:  # CLIP guidance toward the caption, with or without it as the prompt
             text = text_features(self.clip, captions)
             terms = (CLIPTerm(self.clip, self.parts.vae.model, text, scale),)
         guider = Guider(
@@ -151,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args)
     args.state.parent.mkdir(parents=True, exist_ok=True)
     for mode in args.modes:
-        scales = args.clip_scales if mode == "clip-cfg" else args.scales
+        scales = args.clip_scales if mode.startswith("clip") else args.scales
         for scale in scales:
             for batch, start in enumerate(range(0, args.n, args.batch)):
                 key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
@@ -179,7 +186,7 @@ def table(args: argparse.Namespace, state: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode in args.modes:
-        scales = args.clip_scales if mode == "clip-cfg" else args.scales
+        scales = args.clip_scales if mode.startswith("clip") else args.scales
         baseline: list[dict[str, bool]] | None = None
         for scale in scales:
             scores: list[dict[str, bool]] = []
@@ -214,7 +221,7 @@ def sampled(args: argparse.Namespace, state: dict[str, Any]) -> float:
     """Seconds spent on the batches this table shows."""
     total = 0.0
     for mode in args.modes:
-        for scale in args.clip_scales if mode == "clip-cfg" else args.scales:
+        for scale in args.clip_scales if mode.startswith("clip") else args.scales:
             for start in range(0, args.n, args.batch):
                 key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
                 total += state.get(key, {}).get("seconds", 0.0)
@@ -237,7 +244,7 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
         f"- Settings: {args.n} held-out captions (`held_out_scenes({args.n}, {args.seed})`), "
         f"batches of {args.batch} (Denoise seed {args.seed} + batch index, the same for every "
         f"mode and scale), {args.scheduler} {args.steps} steps, CFG {args.cfg:g} with negative "
-        f"prompt \"\" (classifier-uncond: the empty prompt at CFG 1), 64x64, demo model; "
+        f"prompt \"\" (the -uncond modes: the empty prompt at CFG 1), 64x64, demo model; "
         f"classifier `{args.classifier}`; CLIP `{args.clip or '-'}`; scored by "
         f"`nodes.demo.evaluate.score`. {sampled(args, state) / 60:.1f} minutes of sampling "
         f"and scoring in all (summed over batches, which may come from resumed runs; "
@@ -245,7 +252,7 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
         "- Target: the shapes' color (`color_ok`, the class the classifier is guided toward: the "
         "caption's color) for classifier guidance; the whole caption for CLIP guidance. "
         "\"vs scale 0\": pictures whose target reading was gained / lost against the same seeds "
-        "without guidance (scale 0 is bit-identical to no term). In classifier-uncond the prompt "
+        "without guidance (scale 0 is bit-identical to no term). In the -uncond modes the prompt "
         "is empty, so its other columns compare pictures with a caption the model was not given.",
         "",
         table(args, state),
