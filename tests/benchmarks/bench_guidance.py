@@ -6,7 +6,7 @@ Run from the repository root (on demand, not in CI)::
     python tests/benchmarks/bench_guidance.py [--n 100] [--batch 25] [--steps 20]
         [--classifier demo-classifier] [--clip demo-clip] [--scales 0 10 30 100]
         [--clip-scales 0 10 30 100] [--modes classifier-cfg classifier-uncond clip-cfg clip-uncond]
-        [--threads 1] [--no-write]
+        [--threads 1] [--no-write] [--table-only]
 
 ``--n`` held-out captions (``nodes.demo.adherence.held_out_scenes``, seed ``--seed``) are
 sampled in batches of ``--batch``; batch ``k`` draws its noise from Denoise's generator seeded
@@ -73,6 +73,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--state", type=Path, default=REPO / "build" / "bench_guidance.json")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="sample nothing: make the section from the batches --state already holds",
+    )
     return parser.parse_args(argv)
 
 
@@ -263,7 +268,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(arguments)
     started = time.perf_counter()
-    state = run(args)
+    if args.table_only:
+        state = json.loads(args.state.read_text())
+    else:
+        state = run(args)
     text = section(args, state, (time.perf_counter() - started) / 60, arguments)
     print(text)
     if not args.no_write:
