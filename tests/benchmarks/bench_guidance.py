@@ -268,10 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(arguments)
     started = time.perf_counter()
-    if args.table_only:
-        state = json.loads(args.state.read_text())
-    else:
-        state = run(args)
+    state = json.loads(args.state.read_text()) if args.table_only else run(args)
     text = section(args, state, (time.perf_counter() - started) / 60, arguments)
     print(text)
     if not args.no_write:
