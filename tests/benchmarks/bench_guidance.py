@@ -245,7 +245,9 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
         SECTION, "",
         f"- Date: {utc_date()}",
         f"- Machine: {machine}",
-        f"- Command: `python tests/benchmarks/bench_guidance.py {' '.join(argv)}`",
+        f"- Command: `python tests/benchmarks/bench_guidance.py {' '.join(argv)}`"
+        + (" (the batches were sampled by earlier runs of the same script into `--state`; "
+           "without `--table-only` it samples whichever are missing)" if args.table_only else ""),
         f"- Settings: {args.n} held-out captions (`held_out_scenes({args.n}, {args.seed})`), "
         f"batches of {args.batch} (Denoise seed {args.seed} + batch index, the same for every "
         f"mode and scale), {args.scheduler} {args.steps} steps, CFG {args.cfg:g} with negative "
