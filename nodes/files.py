@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nodeflow import Environment, FileKind
+from nodes.classifier_guidance import BUILT_IN_CLASSIFIERS, CLASSIFIER_DIRS
 from nodes.controlnet import BUILT_IN_CONTROLNETS, CONTROLNET_DIRS
 from nodes.image import ASSETS
 from nodes.loaders import (
@@ -38,6 +39,9 @@ FILE_KINDS: dict[str, FileKind] = {
     "text_encoders": FileKind(_models(*TEXT_DIRS), what="text encoder"),
     "loras": FileKind(_models("loras"), BUILT_IN_LORAS, what="LoRA file", directories=False),
     "controlnet": FileKind(_models(*CONTROLNET_DIRS), BUILT_IN_CONTROLNETS, what="ControlNet"),
+    "classifiers": FileKind(
+        _models(*CLASSIFIER_DIRS), BUILT_IN_CLASSIFIERS, what="classifier", directories=False
+    ),
     "input": FileKind(lambda env: [env.input_dir, ASSETS], what="image", directories=False),
 }
 """By the ``files`` name the pack's widgets declare."""

@@ -9,6 +9,7 @@ from pydantic import Field
 from nodeflow import node
 from nodes.control import CONTROL, control_run
 from nodes.families.unet import takes_class_labels
+from nodes.gradient_guidance import with_gradient_terms
 from nodes.types import Conditioning, Guider, UNet
 
 if TYPE_CHECKING:
@@ -78,7 +79,19 @@ def predict_noise(
     decoder) has guidance applied to the noise half only; the variance comes from the positive
     pass, and reaches the scheduler only when the scheduler uses a learned variance (as in
     diffusers' Kandinsky pipeline).
+
+    The guider's gradient terms (classifier or CLIP guidance) are folded in last, into the
+    CFG-guided output (``nodes.gradient_guidance``).
     """
+    output = _cfg_output(guider, latents, timestep, scheduler, inputs)
+    if guider.terms:
+        output = with_gradient_terms(guider.terms, output, latents, timestep, scheduler)
+    return output
+
+
+def _cfg_output(
+    guider: Guider, latents: Any, timestep: Any, scheduler: Any, inputs: dict[str, Any] | None
+) -> Any:
     import torch
 
     unet = guider.unet

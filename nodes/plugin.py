@@ -11,6 +11,8 @@ from nodes import (
     attention_record,
     canny,
     caption_rank,
+    classifier_guidance,
+    clip_guidance,
     clip_nodes,
     clip_skip,
     clip_vision,
@@ -68,7 +70,7 @@ FLOW_FAMILIES = ("sd3", "sd3-no-t5", "sd35", "flux")
 
 @hookimpl
 def nodeflow_types() -> list[type]:
-    return [*SOCKET_TYPES, ControlNet, CLIP, *training.TYPES]
+    return [*SOCKET_TYPES, ControlNet, CLIP, classifier_guidance.Classifier, *training.TYPES]
 
 
 @hookimpl
@@ -88,6 +90,9 @@ def nodeflow_nodes() -> list[object]:
         schedulers.scheduler,
         ksampling.comfy_scheduler,
         guidance.cfg,
+        classifier_guidance.load_classifier_node,
+        classifier_guidance.classifier_guidance,
+        clip_guidance.clip_guidance,
         denoise.denoise,
         attention_record.record_attention,
         attention_maps.attention_maps,

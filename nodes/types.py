@@ -248,12 +248,16 @@ class Guider:
     negative: Conditioning
     scale: float = 7.5
     rescale: float = 0.0
+    terms: tuple[Any, ...] = ()
+    """Gradient guidance terms (``nodes.gradient_guidance.GradientTerm``: classifier or CLIP
+    guidance) folded into the prediction after CFG; empty for plain CFG."""
 
     @property
     def models(self) -> tuple[Any, ...]:
         """Every module sampling with this guider computes with: the denoiser and any model
-        its conditionings bring (ControlNets), so a sampler puts all of them on the device."""
-        extra: list[Any] = []
+        its conditionings or gradient terms bring (ControlNets, classifiers), so a sampler puts
+        all of them on the device."""
+        extra: list[Any] = [model for term in self.terms for model in term.models]
         for conditioning in (self.positive, self.negative):
             for control in conditioning.controls:
                 if control.net.model not in extra:
