@@ -251,7 +251,8 @@ def vae_loader(n: ComfyNode) -> list[Link | None]:
 
 
 def save_image(n: ComfyNode) -> list[Link | None]:
-    n.add("SaveImage", {"image": n.link("images"), "prefix": n.value("filename_prefix", "ComfyUI")})
+    prefix = n.value("filename_prefix", "ComfyUI")
+    n.add("SaveImage", {"image": n.link("images"), "prefix": prefix, "rounding": "truncate"})
     return []
 
 

@@ -16,7 +16,7 @@ from nodes.types import Scheduler, UNet
 
 ComfySamplerName = Literal[
     "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
-    "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "lcm",
+    "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "lcm", "uni_pc", "uni_pc_bh2",
 ]  # fmt: skip
 ComfyScheduleName = Literal[
     "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
