@@ -242,7 +242,9 @@ def vae_decode(n: ComfyNode) -> list[Link | None]:
 
 
 def vae_encode(n: ComfyNode) -> list[Link | None]:
-    main = n.add("VAEEncode", {"vae": n.link("vae"), "image": n.link("pixels")})
+    # ComfyUI encodes to the posterior's mean and draws no sample from it
+    inputs = {"vae": n.link("vae"), "image": n.link("pixels"), "posterior": "mean"}
+    main = n.add("VAEEncode", inputs)
     return [link(main, "latent")]
 
 

@@ -3,13 +3,14 @@
 Started by ``compare_comfyui.py`` with ComfyUI's Python (its own venv), never imported by
 nodeflow::
 
-    COMFY_PYTHON comfyui_runner.py --comfyui DIR --prompt P.json --models M --input I --output O
-        [--fp32-text-enc]
+    COMFY_PYTHON comfyui_runner.py --comfyui DIR --prompt A.json [--prompt B.json ...]
+        --models M --input I --output O [--fp32-text-enc]
 
-It runs the prompt through ``execution.PromptExecutor`` (the code behind ComfyUI's queue), with
-ComfyUI's command line ``--cpu`` (plus ``--fp32-text-enc`` when asked), and keeps what each
-``SaveImage`` node was given, the float images before ComfyUI turns them into 8 bits, as
-``<output>/<node id>.npy``; ComfyUI's PNGs land in ``<output>`` as ComfyUI writes them.
+It runs each prompt through one ``execution.PromptExecutor`` (the code behind ComfyUI's queue;
+its cache keeps the checkpoint loaded between prompts), with ComfyUI's command line ``--cpu``
+(plus ``--fp32-text-enc`` when asked), and keeps what each ``SaveImage`` node was given, the
+float images before ComfyUI turns them into 8 bits, as ``O/<prompt name>/<filename_prefix>.npy``;
+ComfyUI's PNGs land beside them as ComfyUI writes them.
 
 torchvision and torchaudio are stood in for by empty modules: ComfyUI imports them at start-up
 for model families (Stable Cascade, audio) this run never builds, and no CPU build matching this
@@ -86,8 +87,9 @@ class _QuietServer:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    for name in ("--comfyui", "--prompt", "--models", "--input", "--output"):
+    for name in ("--comfyui", "--models", "--input", "--output"):
         parser.add_argument(name, type=Path, required=True)
+    parser.add_argument("--prompt", type=Path, action="append", required=True)
     parser.add_argument("--fp32-text-enc", action="store_true")
     args = parser.parse_args()
 
@@ -108,8 +110,6 @@ def main() -> int:
         "checkpoints", str(args.models.resolve() / "checkpoints"), is_default=True
     )
     folder_paths.set_input_directory(str(args.input.resolve()))
-    args.output.mkdir(parents=True, exist_ok=True)
-    folder_paths.set_output_directory(str(args.output.resolve()))
 
     import numpy as np
 
@@ -124,18 +124,23 @@ def main() -> int:
         return save_images(self, images, *rest, **kw)
 
     nodes.SaveImage.save_images = keep_floats
-    prompt = json.loads(args.prompt.read_text())
-    outputs = [key for key, n in prompt.items() if n["class_type"] == "SaveImage"]
     executor = execution.PromptExecutor(
         _QuietServer(), cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
     )
-    executor.execute(prompt, "compare", {}, outputs)
-    if not executor.success:
-        print(json.dumps(executor.status_messages, default=str)[-4000:], file=sys.stderr)
-        return 1
-    for prefix, array in floats.items():
-        np.save(args.output / f"{prefix}.npy", array.astype(np.float32), allow_pickle=False)
-    print(json.dumps({"saved": sorted(floats)}))
+    for path in args.prompt:
+        out = args.output.resolve() / path.stem
+        out.mkdir(parents=True, exist_ok=True)
+        folder_paths.set_output_directory(str(out))
+        floats.clear()
+        prompt = json.loads(path.read_text())
+        outputs = [key for key, n in prompt.items() if n["class_type"] == "SaveImage"]
+        executor.execute(prompt, path.stem, {}, outputs)
+        if not executor.success:
+            print(json.dumps(executor.status_messages, default=str)[-4000:], file=sys.stderr)
+            return 1
+        for prefix, array in floats.items():
+            np.save(out / f"{prefix}.npy", array.astype(np.float32), allow_pickle=False)
+        print(json.dumps({"prompt": path.stem, "saved": sorted(floats)}), flush=True)
     return 0
 
 

@@ -142,33 +142,27 @@ def write_input(path: Path, size: int) -> None:
 # --- the two runs ----------------------------------------------------------------------------
 
 
-def run_comfyui(args: argparse.Namespace, cases: list[Case], work: Path) -> dict[str, float]:
-    """ComfyUI on every case, one process per text-encoder setting; seconds per group."""
-    seconds = {}
+def run_comfyui(args: argparse.Namespace, cases: list[Case], work: Path) -> None:
+    """ComfyUI on every case: one process per text-encoder setting, the model loaded once."""
     for fp16_text in (False, True):
         group = [case for case in cases if case.fp16_text == fp16_text]
         if not group:
             continue
-        prompts = []
+        command = [
+            str(args.comfy_python), str(ROOT / "tests" / "benchmarks" / "comfyui_runner.py"),
+            "--comfyui", str(args.comfyui), "--models", str(work / "models"),
+            "--input", str(work / "input"), "--output", str(work / "comfyui"),
+        ]  # fmt: skip
         for case in group:
-            prompt = work / "prompts" / f"{case.name}.json"
-            prompts.append(prompt)
-        for prompt in prompts:
-            start = time.perf_counter()
-            command = [
-                str(args.comfy_python), str(ROOT / "tests" / "benchmarks" / "comfyui_runner.py"),
-                "--comfyui", str(args.comfyui), "--prompt", str(prompt),
-                "--models", str(work / "models"), "--input", str(work / "input"),
-                "--output", str(work / "comfyui" / prompt.stem),
-            ]  # fmt: skip
-            if not fp16_text:
-                command.append("--fp32-text-enc")
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"ComfyUI failed on {prompt.name}:\n{done.stderr[-4000:]}")
-            seconds[prompt.stem] = time.perf_counter() - start
-            print(f"comfyui {prompt.stem}: {seconds[prompt.stem]:.0f} s", file=sys.stderr)
-    return seconds
+            command += ["--prompt", str(work / "prompts" / f"{case.name}.json")]
+        if not fp16_text:
+            command.append("--fp32-text-enc")
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"ComfyUI failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        names = ", ".join(case.name for case in group)
+        print(f"comfyui {names}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
 def run_nodeflow(cases: list[Case], work: Path) -> dict[str, float]:
@@ -182,12 +176,13 @@ def run_nodeflow(cases: list[Case], work: Path) -> dict[str, float]:
     from nodeflow.runtime import Runtime
 
     catalog = load_catalog()
+    runtime = Runtime("cpu", "fp32")  # one model manager: the checkpoint loads once
     seconds = {}
     for case in cases:
         out = work / "nodeflow" / case.name
         out.mkdir(parents=True, exist_ok=True)
         env = Environment.from_dirs(work / "models", out, work / "input")
-        executor = Executor(catalog, env=env, runtime=Runtime("cpu", "fp32"), previews=False)
+        executor = Executor(catalog, env=env, runtime=runtime, previews=False)
         imported = load_path(work / "prompts" / f"{case.name}.json", catalog.loaders)
         workflow = imported.workflow
         decode = [k for k, n in workflow.nodes.items() if n.type == "VAEDecode"]
