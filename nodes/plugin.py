@@ -39,6 +39,7 @@ from nodes import (
 )
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
+from nodes.ksampling import model_sampling
 from nodes.ksampling import recipe as ksampling
 from nodes.types import SOCKET_TYPES
 
@@ -82,6 +83,7 @@ def nodeflow_nodes() -> list[object]:
         latent.empty_latent,
         schedulers.scheduler,
         ksampling.comfy_scheduler,
+        model_sampling.flow_shift,
         guidance.cfg,
         denoise.denoise,
         attention_record.record_attention,

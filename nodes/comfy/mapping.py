@@ -13,6 +13,7 @@ from typing import Any
 
 from nodes.comfy.build import ComfyNode, Link, link
 from nodes.comfy.samplers import map_sampler
+from nodes.ksampling.flow_sigmas import flux_resolution_shift
 
 Translator = Callable[[ComfyNode], list[Link | None]]
 
@@ -65,6 +66,8 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "UNETLoader": ("unet_name", "weight_dtype"),
     "DualCLIPLoader": ("clip_name1", "clip_name2", "type", "device"),
     "FluxGuidance": ("guidance",),
+    "ModelSamplingSD3": ("shift",),
+    "ModelSamplingFlux": ("max_shift", "base_shift", "width", "height"),
     "EmptySD3LatentImage": ("width", "height", "batch_size"),
 }  # fmt: skip
 
@@ -480,6 +483,24 @@ def dual_clip_loader(n: ComfyNode) -> list[Link | None]:
     return [link(main, "text_encoder")]
 
 
+def model_sampling_sd3(n: ComfyNode) -> list[Link | None]:
+    main = n.add("FlowShift", {"unet": n.link("model"), "shift": n.value("shift", 3.0)})
+    return [link(main, "unet")]
+
+
+def model_sampling_flux(n: ComfyNode) -> list[Link | None]:
+    """ModelSamplingFlux's mu from the picture size, worked out here (its inputs are values)."""
+    defaults = (("max_shift", 1.15), ("base_shift", 0.5), ("width", 1024), ("height", 1024))
+    values = [n.value(name, default) for name, default in defaults]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        n.issue(None, "unsupported_value", "max_shift, base_shift, width, height must be numbers")
+        return [None]
+    max_shift, base_shift, width, height = values
+    shift = flux_resolution_shift(width, height, max_shift, base_shift)
+    main = n.add("FlowShift", {"unet": n.link("model"), "shift": shift})
+    return [link(main, "unet")]
+
+
 def flux_guidance(n: ComfyNode) -> list[Link | None]:
     main = n.add(
         "FluxGuidance",
@@ -538,6 +559,8 @@ TRANSLATORS: dict[str, Translator] = {
     "UNETLoader": unet_loader,
     "DualCLIPLoader": dual_clip_loader,
     "FluxGuidance": flux_guidance,
+    "ModelSamplingSD3": model_sampling_sd3,
+    "ModelSamplingFlux": model_sampling_flux,
     "EmptySD3LatentImage": lambda n: _sized_latent(n, 1024),
 }
 
@@ -549,8 +572,6 @@ NOT_YET: dict[str, str] = {
     "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
     "TripleCLIPLoader": "SD3 text encoders are not supported yet",
     "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
-    "ModelSamplingSD3": "a shift set on the model is not mapped yet (nodeflow's Scheduler shift)",
-    "ModelSamplingFlux": "a shift set on the model is not mapped yet (nodeflow's Scheduler shift)",
     "CLIPTextEncodeFlux": "separate CLIP-L and T5 texts are not expressible yet: use "
     "CLIPTextEncode and FluxGuidance",
     "VAEEncodeForInpaint": "inpainting is not supported yet",

@@ -73,8 +73,9 @@ def comfy_scheduler(
     ``int(steps * strength)`` steps.
 
     A rectified-flow model (SD3, Flux) samples as ComfyUI samples it, over its shifted flow
-    sigmas: ``shift`` is ModelSamplingSD3's shift or ModelSamplingFlux's mu (0: the model's
-    default, SD3 3.0, Flux 1.15); it is ignored for diffusion models.
+    sigmas: ``shift`` is ModelSamplingSD3's shift or ModelSamplingFlux's mu (0: the one a
+    FlowShift node set on the model, else the model's default, SD3 3.0, Flux 1.15); it is
+    ignored for diffusion models.
     """
     end = None if end_at_step >= steps else end_at_step
     return make_comfy_scheduler(
@@ -91,6 +92,7 @@ def comfy_scheduler(
 
 def _flow_sampling(unet: UNet, shift: float) -> tuple[str, float] | None:
     flow = unet.family.comfy_flow_sampling(unet)
+    shift = shift or unet.sampling_shift or 0.0
     if flow is None or not shift:
         return flow
     return flow[0], shift

@@ -216,11 +216,33 @@ def test_flux_loader_values_nodeflow_lacks_are_reported():
     assert ("10", "type", "unsupported_value") in found
 
 
-@pytest.mark.parametrize("kind", ["CLIPTextEncodeFlux", "ModelSamplingFlux", "TripleCLIPLoader"])
+@pytest.mark.parametrize("kind", ["CLIPTextEncodeFlux", "TripleCLIPLoader"])
 def test_sd3_and_flux_nodes_without_an_equivalent_stay_unmapped(kind):
     prompt = txt2img()
     prompt["20"] = {"class_type": kind, "inputs": {}}
     assert ("20", None, "unmapped_node") in issues_of(prompt)
+
+
+@pytest.mark.parametrize(
+    ("kind", "inputs", "shift"),
+    [
+        ("ModelSamplingSD3", {"shift": 2.5}, 2.5),
+        # ModelSamplingFlux: mu = base + (max - base) (patches - 256) / 3840, patches = w h / 256
+        ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 1024,
+                               "height": 1024}, 1.15),
+        ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 512,
+                               "height": 512}, 0.5 + 0.65 * 768 / 3840),
+    ],
+)  # fmt: skip
+def test_model_sampling_nodes_become_a_flow_shift_on_the_model(kind, inputs, shift):
+    prompt = txt2img()
+    prompt["20"] = {"class_type": kind, "inputs": {"model": ["4", 0], **inputs}}
+    prompt["3"]["inputs"]["model"] = ["20", 0]
+    nodes = nodes_of(prompt)
+    assert nodes["20"]["type"] == "FlowShift"
+    assert nodes["20"]["inputs"]["unet"] == {"from": "4.unet"}
+    assert nodes["20"]["inputs"]["shift"] == pytest.approx(shift)
+    assert nodes["3-sched"]["inputs"]["unet"] == {"from": "20.unet"}
 
 
 @pytest.mark.parametrize(

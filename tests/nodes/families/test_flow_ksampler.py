@@ -66,27 +66,33 @@ def flow_models(models_dir: Path) -> Path:
     return checkpoints
 
 
-def comfy_graph(checkpoint: str, shift: float, **settings: Any) -> Workflow:
-    """The shared flow graph with its schedule swapped for ComfyScheduler (euler / simple)."""
+def comfy_graph(checkpoint: str, shift: float, on_model: bool, **settings: Any) -> Workflow:
+    """The shared flow graph with its schedule swapped for ComfyScheduler (euler / simple);
+    ``on_model``: the shift set by a FlowShift node (ModelSamplingSD3) instead of the widget."""
     data = flow_graph(checkpoint, **settings).to_json()
+    unet = {"from": "model.unet"}
+    if on_model:
+        data["nodes"]["shift"] = {"type": "FlowShift", "inputs": {"unet": unet, "shift": shift}}
+        unet, shift = {"from": "shift.unet"}, 0.0
     data["nodes"]["sched"] = {
         "type": "ComfyScheduler",
-        "inputs": {"unet": {"from": "model.unet"}, "sampler_name": "euler",
-                   "scheduler": "simple", "steps": settings["steps"], "shift": shift},
+        "inputs": {"unet": unet, "sampler_name": "euler", "scheduler": "simple",
+                   "steps": settings["steps"], "shift": shift},
     }  # fmt: skip
     return Workflow.from_json(data)
 
 
 @pytest.mark.parametrize(
-    ("model", "shift", "sigmas", "scale"),
+    ("model", "shift", "on_model", "sigmas", "scale"),
     [
-        ("tiny-sd3", 0.0, sd3_simple(3.0, 4), 5.0),  # the model's own shift: ComfyUI's 3.0
-        ("tiny-sd3", 1.5, sd3_simple(1.5, 4), 5.0),  # ModelSamplingSD3's shift
-        ("tiny-flux", 0.0, flux_simple(1.15, 4), 1.0),  # Flux dev: ComfyUI's mu 1.15
+        ("tiny-sd3", 0.0, False, sd3_simple(3.0, 4), 5.0),  # the model's own: ComfyUI's 3.0
+        ("tiny-sd3", 1.5, False, sd3_simple(1.5, 4), 5.0),  # ComfyScheduler's shift widget
+        ("tiny-sd3", 1.5, True, sd3_simple(1.5, 4), 5.0),  # FlowShift (ModelSamplingSD3)
+        ("tiny-flux", 0.0, False, flux_simple(1.15, 4), 1.0),  # Flux dev: ComfyUI's mu 1.15
     ],
 )
 def test_ksampler_euler_over_flow_sigmas_equals_flow_match_euler(
-    flow_models, make_executor, model, shift, sigmas, scale
+    flow_models, make_executor, model, shift, on_model, sigmas, scale
 ):
     import diffusers
 
@@ -110,7 +116,8 @@ def test_ksampler_euler_over_flow_sigmas_equals_flow_match_euler(
         settings["negative"] = "blurry"
     else:
         settings["guidance"] = 3.5
-    result = make_executor().run(comfy_graph(model, shift, **settings), targets=["decode"])
+    workflow = comfy_graph(model, shift, on_model, **settings)
+    result = make_executor().run(workflow, targets=["decode"])
     assert result.ok, result.error and result.error.traceback
     actual = result.values["decode"]["image"].pixels.numpy()
     assert_same_pixels(actual, expected)
