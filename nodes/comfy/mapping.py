@@ -67,6 +67,7 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "DualCLIPLoader": ("clip_name1", "clip_name2", "type", "device"),
     "FluxGuidance": ("guidance",),
     "ModelSamplingSD3": ("shift",),
+    "CLIPTextEncodeFlux": ("clip_l", "t5xxl", "guidance"),
     "ModelSamplingFlux": ("max_shift", "base_shift", "width", "height"),
     "EmptySD3LatentImage": ("width", "height", "batch_size"),
 }  # fmt: skip
@@ -501,6 +502,25 @@ def model_sampling_flux(n: ComfyNode) -> list[Link | None]:
     return [link(main, "unet")]
 
 
+def clip_text_encode_flux(n: ComfyNode) -> list[Link | None]:
+    """One prompt for both of Flux's encoders, then FluxGuidance: expressible when ComfyUI's two
+    texts are the same (the usual case); different texts are refused, not merged."""
+    clip_l, t5xxl = n.value("clip_l", ""), n.value("t5xxl", "")
+    if clip_l != t5xxl and clip_l != "" and t5xxl != "":
+        n.issue(
+            "clip_l",
+            "unsupported_value",
+            "different CLIP-L and T5 texts are not expressible yet; give both the same text",
+        )
+    text = t5xxl or clip_l
+    encode = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": text}, role="text")
+    main = n.add(
+        "FluxGuidance",
+        {"conditioning": link(encode, "conditioning"), "guidance": n.value("guidance", 3.5)},
+    )
+    return [link(main, "conditioning")]
+
+
 def flux_guidance(n: ComfyNode) -> list[Link | None]:
     main = n.add(
         "FluxGuidance",
@@ -560,6 +580,7 @@ TRANSLATORS: dict[str, Translator] = {
     "DualCLIPLoader": dual_clip_loader,
     "FluxGuidance": flux_guidance,
     "ModelSamplingSD3": model_sampling_sd3,
+    "CLIPTextEncodeFlux": clip_text_encode_flux,
     "ModelSamplingFlux": model_sampling_flux,
     "EmptySD3LatentImage": lambda n: _sized_latent(n, 1024),
 }
@@ -572,8 +593,6 @@ NOT_YET: dict[str, str] = {
     "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
     "TripleCLIPLoader": "SD3 text encoders are not supported yet",
     "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
-    "CLIPTextEncodeFlux": "separate CLIP-L and T5 texts are not expressible yet: use "
-    "CLIPTextEncode and FluxGuidance",
     "VAEEncodeForInpaint": "inpainting is not supported yet",
     "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",
     "ImageUpscaleWithModel": "upscale models (ESRGAN and the like) are not supported yet",

@@ -236,6 +236,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-comfyui", action="store_true", help="reuse ComfyUI's outputs")
+    parser.add_argument("--skip-nodeflow", action="store_true", help="reuse nodeflow's outputs")
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
 
@@ -252,8 +253,15 @@ def main() -> int:
         (work / "prompts" / f"{case.name}.json").write_text(json.dumps(prompt, indent=1))
     if not args.skip_comfyui:
         run_comfyui(args, cases, work)
-    run_nodeflow(cases, work)
-    rows = [compare(case, work) for case in cases]
+    if not args.skip_nodeflow:
+        run_nodeflow(cases, work)
+    done = [
+        case
+        for case in cases
+        if all((work / side / case.name / f"{case.name}.npy").exists()
+               for side in ("comfyui", "nodeflow"))
+    ]  # fmt: skip
+    rows = [compare(case, work) for case in done]
     for row in rows:
         print(json.dumps(row))
     if args.write_benchmarks:

@@ -216,7 +216,21 @@ def test_flux_loader_values_nodeflow_lacks_are_reported():
     assert ("10", "type", "unsupported_value") in found
 
 
-@pytest.mark.parametrize("kind", ["CLIPTextEncodeFlux", "TripleCLIPLoader"])
+def test_clip_text_encode_flux_is_one_prompt_and_flux_guidance():
+    prompt = txt2img()
+    prompt["6"] = {"class_type": "CLIPTextEncodeFlux", "inputs": {
+        "clip": ["4", 1], "clip_l": "a cat", "t5xxl": "a cat", "guidance": 2.5}}  # fmt: skip
+    nodes = nodes_of(prompt)
+    assert nodes["6-text"]["type"] == "TextEncode"
+    assert nodes["6-text"]["inputs"]["text"] == "a cat"
+    assert nodes["6"]["type"] == "FluxGuidance"
+    assert nodes["6"]["inputs"] == {"conditioning": {"from": "6-text.conditioning"},
+                                    "guidance": 2.5}  # fmt: skip
+    prompt["6"]["inputs"]["t5xxl"] = "a dog"
+    assert ("6", "clip_l", "unsupported_value") in issues_of(prompt)
+
+
+@pytest.mark.parametrize("kind", ["TripleCLIPLoader"])
 def test_sd3_and_flux_nodes_without_an_equivalent_stay_unmapped(kind):
     prompt = txt2img()
     prompt["20"] = {"class_type": kind, "inputs": {}}
