@@ -238,6 +238,10 @@ def main() -> int:
     parser.add_argument("--skip-comfyui", action="store_true", help="reuse ComfyUI's outputs")
     parser.add_argument("--skip-nodeflow", action="store_true", help="reuse nodeflow's outputs")
     parser.add_argument("--write-benchmarks", action="store_true")
+    parser.add_argument(
+        "--also", type=Path, action="append", default=[],
+        help="another work folder whose results.json joins the BENCHMARKS.md table",
+    )  # fmt: skip
     args = parser.parse_args()
 
     cases = [CASES[name] for name in args.cases.split(",")]
@@ -261,10 +265,13 @@ def main() -> int:
         if all((work / side / case.name / f"{case.name}.npy").exists()
                for side in ("comfyui", "nodeflow"))
     ]  # fmt: skip
-    rows = [compare(case, work) for case in done]
+    rows = [{**compare(case, work), "size": args.size, "steps": args.steps} for case in done]
     for row in rows:
         print(json.dumps(row))
+    (work / "results.json").write_text(json.dumps(rows, indent=1))
     if args.write_benchmarks:
+        for other in args.also:
+            rows += json.loads((other.resolve() / "results.json").read_text())
         write_section(ROOT / "BENCHMARKS.md", SECTION, report(args, rows))
     return 0
 
@@ -277,19 +284,25 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         or (args.comfyui / "COMMIT").read_text().strip()
     )
     lines = [
-        f"- Date: {utc_date()}. Machine: {machine_summary()}. ComfyUI commit: {commit}.",
-        f"- Model: SD 1.5 architecture, random weights (libraries' initialisation, seed 0), "
-        f"fp16 single file; {args.size}x{args.size}, {args.steps} steps, CFG 8, seed {SEED}, "
-        "ComfyUI's default prompts. Both run fp32 on the CPU; ComfyUI with --cpu "
-        "--fp32-text-enc unless the case says fp16_text (its CPU default).",
+        SECTION,
         "",
-        "| case | float max (1/255) | float mean (1/255) | PNG max (levels) | pictures |",
-        "|---|---|---|---|---|",
+        f"- Date: {utc_date()}. Machine: {machine_summary()}. ComfyUI commit: {commit}.",
+        "- Model: SD 1.5 architecture, random weights (libraries' initialisation, seed 0), "
+        f"fp16 single file (2.1 GB); CFG 8, seed {SEED}, ComfyUI's default prompts; size and "
+        "steps per row. Both run fp32 on the CPU; ComfyUI with --cpu --fp32-text-enc unless the "
+        "case says fp16_text (its CPU default: CLIP in fp16).",
+        "- Float: max and mean |difference| of the decoded images before 8 bits, in 1/255; PNG: "
+        "the largest difference between the saved files, in levels; spread: the standard "
+        "deviation of ComfyUI's image (a picture, not a flat field), in 1/255.",
+        "",
+        "| case | size, steps | float max | float mean | PNG max | pictures | spread |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['case']} | {row['float_max_255']:.4f} | {row['float_mean_255']:.5f} "
-            f"| {row['png_max_levels']} | {row['pngs']} |"
+            f"| {row['case']} | {row['size']}, {row['steps']} | {row['float_max_255']:.4f} "
+            f"| {row['float_mean_255']:.5f} | {row['png_max_levels']} | {row['pngs']} "
+            f"| {row['spread_255']:.1f} |"
         )
     return "\n".join(lines)
 
