@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -210,7 +211,10 @@ def compare(case: Case, work: Path) -> dict[str, Any]:
     if ours.shape != theirs.shape:
         raise SystemExit(f"{case.name}: shapes differ, {ours.shape} vs {theirs.shape}")
     pngs_ours = sorted((work / "nodeflow" / case.name).glob("*.png"))
-    pngs_theirs = sorted((work / "comfyui" / case.name).glob("*.png"))
+    # ComfyUI's SaveImage keeps the output folder it was made with, and its executor reuses the
+    # node between prompts: find each case's PNGs by their name, wherever they landed
+    pattern = re.compile(rf"{re.escape(case.name)}_\d{{5}}_\.png")
+    pngs_theirs = sorted(p for p in (work / "comfyui").rglob("*.png") if pattern.fullmatch(p.name))
     png_diff = 0
     for mine, other in zip(pngs_ours, pngs_theirs, strict=True):
         a = np.asarray(Image.open(mine).convert("RGB"), dtype=np.int16)
