@@ -308,7 +308,20 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
             f"| {row['float_mean_255']:.5f} | {row['png_max_levels']} | {row['pngs']} "
             f"| {row['spread_255']:.1f} |"
         )
+    lines += ["", *NOTES]
     return "\n".join(lines)
+
+
+NOTES = [
+    "What had to match, on nodeflow's side: ComfyUI's schedules, samplers and noise "
+    "(`ComfyScheduler`: one seeded CPU randn over the batch, scaled by sqrt(1 + sigma_max^2) "
+    "from the top); SaveImage truncating to 8 bits (an imported SaveImage has "
+    "`rounding: truncate`); VAEEncode keeping the posterior's mean, so the seed's first draw is "
+    "the noise (an imported VAEEncode has `posterior: mean`); UniPC as ComfyUI runs it. A PNG "
+    "may still differ by 1 level where a float value sits on a level boundary. ComfyUI's own "
+    "default on the CPU is an fp16 text encoder (the fp16_text row); nodeflow encodes prompts "
+    "in fp32, so compare with `--fp32-text-enc`.",
+]
 
 
 if __name__ == "__main__":
