@@ -318,9 +318,10 @@ NOTES = [
     "from the top); SaveImage truncating to 8 bits (an imported SaveImage has "
     "`rounding: truncate`); VAEEncode keeping the posterior's mean, so the seed's first draw is "
     "the noise (an imported VAEEncode has `posterior: mean`); UniPC as ComfyUI runs it. A PNG "
-    "may still differ by 1 level where a float value sits on a level boundary. ComfyUI's own "
-    "default on the CPU is an fp16 text encoder (the fp16_text row); nodeflow encodes prompts "
-    "in fp32, so compare with `--fp32-text-enc`.",
+    "may still differ by 1 level where a float value sits on a level boundary. ComfyUI's CPU "
+    "default keeps the text encoder in fp16 (the fp16_text row): its image was bit-identical to "
+    "the `--fp32-text-enc` one here, because this file stores fp16 weights already; for a file "
+    "with fp32 text-encoder weights, compare with `--fp32-text-enc` (nodeflow encodes in fp32).",
 ]
 
 
