@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
@@ -17,10 +17,16 @@ WORKFLOW_CHUNK = "workflow"
 """The PNG text chunk holding the workflow JSON that made the picture."""
 
 
-def to_pil(image: Image) -> list[Any]:
+Rounding = Literal["nearest", "truncate"]
+"""How a float picture becomes 8 bits: to the nearest level, or ComfyUI's way (its SaveImage
+casts ``255 * x`` to uint8, dropping the fraction), so an imported workflow saves its PNGs."""
+
+
+def to_pil(image: Image, rounding: Rounding = "nearest") -> list[Any]:
     from PIL import Image as PILImage
 
-    array = (image.pixels.clamp(0, 1).numpy() * 255).round().astype("uint8")
+    scaled = image.pixels.clamp(0, 1).numpy() * 255
+    array = (scaled.round() if rounding == "nearest" else scaled).astype("uint8")
     return [PILImage.fromarray(picture, "RGB") for picture in array]
 
 
@@ -89,7 +95,9 @@ def _next_counter(folder: Path, stem: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def write_pngs(image: Image, folder: Path, prefix: str, workflow: Any) -> list[Path]:
+def write_pngs(
+    image: Image, folder: Path, prefix: str, workflow: Any, rounding: Rounding = "nearest"
+) -> list[Path]:
     from PIL.PngImagePlugin import PngInfo
 
     target = contained(folder, prefix)
@@ -101,7 +109,7 @@ def write_pngs(image: Image, folder: Path, prefix: str, workflow: Any) -> list[P
         info.add_text(WORKFLOW_CHUNK, json.dumps(workflow))
     counter = _next_counter(target.parent, target.name)
     written = []
-    for offset, picture in enumerate(to_pil(image)):
+    for offset, picture in enumerate(to_pil(image, rounding)):
         path = target.parent / f"{target.name}_{counter + offset:05d}.png"
         picture.save(path, pnginfo=info, compress_level=4)
         written.append(path)
@@ -123,9 +131,14 @@ def _report(paths: list[Path], folder: Path, kind: str) -> dict[str, Any]:
 
 
 @node("SaveImage", category="image", output_node=True)
-def save_image(ctx: Context, image: Image, prefix: str = "nodeflow") -> dict:
-    """Save pictures as PNG in the output dir, with the workflow embedded for the editor."""
-    paths = write_pngs(image, ctx.env.output_dir, prefix, ctx.workflow)
+def save_image(
+    ctx: Context, image: Image, prefix: str = "nodeflow", rounding: Rounding = "nearest"
+) -> dict:
+    """Save pictures as PNG in the output dir, with the workflow embedded for the editor.
+
+    ``rounding``: ``truncate`` drops the fraction of each 8-bit level as ComfyUI does, so a
+    workflow imported from ComfyUI saves the PNG bytes ComfyUI would."""
+    paths = write_pngs(image, ctx.env.output_dir, prefix, ctx.workflow, rounding)
     return _report(paths, ctx.env.output_dir, "output")
 
 

@@ -45,6 +45,7 @@ from nodes import (
 from nodes.clip_model import CLIP
 from nodes.control import ControlNet
 from nodes.files import FILE_KINDS
+from nodes.ksampling import model_sampling
 from nodes.ksampling import recipe as ksampling
 from nodes.training import nodes as training
 from nodes.types import SOCKET_TYPES
@@ -89,6 +90,7 @@ def nodeflow_nodes() -> list[object]:
         latent.empty_latent,
         schedulers.scheduler,
         ksampling.comfy_scheduler,
+        model_sampling.flow_shift,
         guidance.cfg,
         classifier_guidance.load_classifier_node,
         classifier_guidance.classifier_guidance,

@@ -42,6 +42,9 @@ class UNet(_ModelHandle):
     """Stable unCLIP only: what noises image embeddings before they become class labels
     (``nodes.unclip.NoiseAugmentor``)."""
     family: Family = field(default_factory=StableDiffusionUNet)
+    sampling_shift: float | None = None
+    """A flow model's sigma shift set on the model (``FlowShift``, ComfyUI's ModelSamplingSD3 /
+    ModelSamplingFlux); ComfyScheduler samples with it. None: the family's default."""
 
     @property
     def latent_channels(self) -> int:

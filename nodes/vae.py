@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from nodeflow import Context, node
 from nodes.types import VAE, Image, Latent
@@ -107,7 +108,14 @@ def vae_decode(ctx: Context, vae: VAE, latent: Latent) -> Image:
 
 
 @node("VAEEncode", category="latent")
-def vae_encode(ctx: Context, vae: VAE, image: Image) -> Latent:
-    """Turn pictures into latents (for img2img); Denoise samples the posterior with its seed."""
+def vae_encode(
+    ctx: Context, vae: VAE, image: Image, posterior: Literal["sample", "mean"] = "sample"
+) -> Latent:
+    """Turn pictures into latents (for img2img); Denoise samples the posterior with its seed.
+
+    ``posterior: mean`` keeps only the posterior's mean, as ComfyUI's VAEEncode does (its
+    regulariser takes the mode): then Denoise draws nothing before the noise, so a workflow
+    imported from ComfyUI gets ComfyUI's noise as well as its latent."""
     ctx.models.use(vae.model)
-    return encode(vae, image)
+    latent = encode(vae, image)
+    return replace(latent, posterior=None) if posterior == "mean" else latent

@@ -13,6 +13,7 @@ from typing import Any
 
 from nodes.comfy.build import ComfyNode, Link, link
 from nodes.comfy.samplers import map_sampler
+from nodes.ksampling.flow_sigmas import flux_resolution_shift
 
 Translator = Callable[[ComfyNode], list[Link | None]]
 
@@ -65,6 +66,9 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "UNETLoader": ("unet_name", "weight_dtype"),
     "DualCLIPLoader": ("clip_name1", "clip_name2", "type", "device"),
     "FluxGuidance": ("guidance",),
+    "ModelSamplingSD3": ("shift",),
+    "CLIPTextEncodeFlux": ("clip_l", "t5xxl", "guidance"),
+    "ModelSamplingFlux": ("max_shift", "base_shift", "width", "height"),
     "EmptySD3LatentImage": ("width", "height", "batch_size"),
 }  # fmt: skip
 
@@ -242,7 +246,9 @@ def vae_decode(n: ComfyNode) -> list[Link | None]:
 
 
 def vae_encode(n: ComfyNode) -> list[Link | None]:
-    main = n.add("VAEEncode", {"vae": n.link("vae"), "image": n.link("pixels")})
+    # ComfyUI encodes to the posterior's mean and draws no sample from it
+    inputs = {"vae": n.link("vae"), "image": n.link("pixels"), "posterior": "mean"}
+    main = n.add("VAEEncode", inputs)
     return [link(main, "latent")]
 
 
@@ -251,7 +257,8 @@ def vae_loader(n: ComfyNode) -> list[Link | None]:
 
 
 def save_image(n: ComfyNode) -> list[Link | None]:
-    n.add("SaveImage", {"image": n.link("images"), "prefix": n.value("filename_prefix", "ComfyUI")})
+    prefix = n.value("filename_prefix", "ComfyUI")
+    n.add("SaveImage", {"image": n.link("images"), "prefix": prefix, "rounding": "truncate"})
     return []
 
 
@@ -479,6 +486,43 @@ def dual_clip_loader(n: ComfyNode) -> list[Link | None]:
     return [link(main, "text_encoder")]
 
 
+def model_sampling_sd3(n: ComfyNode) -> list[Link | None]:
+    main = n.add("FlowShift", {"unet": n.link("model"), "shift": n.value("shift", 3.0)})
+    return [link(main, "unet")]
+
+
+def model_sampling_flux(n: ComfyNode) -> list[Link | None]:
+    """ModelSamplingFlux's mu from the picture size, worked out here (its inputs are values)."""
+    defaults = (("max_shift", 1.15), ("base_shift", 0.5), ("width", 1024), ("height", 1024))
+    values = [n.value(name, default) for name, default in defaults]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        n.issue(None, "unsupported_value", "max_shift, base_shift, width, height must be numbers")
+        return [None]
+    max_shift, base_shift, width, height = values
+    shift = flux_resolution_shift(width, height, max_shift, base_shift)
+    main = n.add("FlowShift", {"unet": n.link("model"), "shift": shift})
+    return [link(main, "unet")]
+
+
+def clip_text_encode_flux(n: ComfyNode) -> list[Link | None]:
+    """One prompt for both of Flux's encoders, then FluxGuidance: expressible when ComfyUI's two
+    texts are the same (the usual case); different texts are refused, not merged."""
+    clip_l, t5xxl = n.value("clip_l", ""), n.value("t5xxl", "")
+    if clip_l != t5xxl and clip_l != "" and t5xxl != "":
+        n.issue(
+            "clip_l",
+            "unsupported_value",
+            "different CLIP-L and T5 texts are not expressible yet; give both the same text",
+        )
+    text = t5xxl or clip_l
+    encode = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": text}, role="text")
+    main = n.add(
+        "FluxGuidance",
+        {"conditioning": link(encode, "conditioning"), "guidance": n.value("guidance", 3.5)},
+    )
+    return [link(main, "conditioning")]
+
+
 def flux_guidance(n: ComfyNode) -> list[Link | None]:
     main = n.add(
         "FluxGuidance",
@@ -537,6 +581,9 @@ TRANSLATORS: dict[str, Translator] = {
     "UNETLoader": unet_loader,
     "DualCLIPLoader": dual_clip_loader,
     "FluxGuidance": flux_guidance,
+    "ModelSamplingSD3": model_sampling_sd3,
+    "CLIPTextEncodeFlux": clip_text_encode_flux,
+    "ModelSamplingFlux": model_sampling_flux,
     "EmptySD3LatentImage": lambda n: _sized_latent(n, 1024),
 }
 
@@ -548,10 +595,6 @@ NOT_YET: dict[str, str] = {
     "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
     "TripleCLIPLoader": "SD3 text encoders are not supported yet",
     "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
-    "ModelSamplingSD3": "a shift set on the model is not mapped yet (nodeflow's Scheduler shift)",
-    "ModelSamplingFlux": "a shift set on the model is not mapped yet (nodeflow's Scheduler shift)",
-    "CLIPTextEncodeFlux": "separate CLIP-L and T5 texts are not expressible yet: use "
-    "CLIPTextEncode and FluxGuidance",
     "VAEEncodeForInpaint": "inpainting is not supported yet",
     "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",
     "ImageUpscaleWithModel": "upscale models (ESRGAN and the like) are not supported yet",

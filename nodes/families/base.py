@@ -43,6 +43,12 @@ class Family:
         steps, or ``None`` to let the scheduler space them itself."""
         return None
 
+    def comfy_flow_sampling(self, unet: UNet) -> tuple[str, float] | None:
+        """For a rectified-flow model: how ComfyUI's KSampler shifts its sigmas (``snr``, SD3's
+        ``ModelSamplingDiscreteFlow``, or ``exponential``, Flux's ``ModelSamplingFlux``) and
+        the shift it uses when no ModelSampling node sets one; None for diffusion models."""
+        return None
+
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
         """Refuse ``conditioning`` (named ``name`` in the message) when this model cannot use it,
         with a message that says why, rather than as a shape error deep inside the model."""

@@ -72,6 +72,16 @@ class FluxTransformer(Family):
 
         return tuple(float(s) for s in np.linspace(1.0, 1 / steps, steps))
 
+    def comfy_flow_sampling(self, unet: UNet) -> tuple[str, float] | None:
+        """ComfyUI's ModelSamplingFlux: mu 1.15 for a model with resolution-dependent shifting
+        (dev), else the config's fixed shift (schnell: 1.0)."""
+        from nodes.ksampling.flow_sigmas import FLUX_DEFAULT_SHIFT
+
+        config = unet.scheduler_config
+        if config.get("use_dynamic_shifting"):
+            return "exponential", FLUX_DEFAULT_SHIFT
+        return "exponential", float(config.get("shift", 1.0))
+
     def check_conditioning(self, unet: UNet, conditioning: Conditioning, name: str) -> None:
         check_joint_conditioning(unet, conditioning, name, "this Flux transformer")
 

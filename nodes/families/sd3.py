@@ -88,6 +88,9 @@ class SD3Transformer(Family):
             "pooled_projections": cat([c.pooled for c in conditionings], batch),
         }
 
+    def comfy_flow_sampling(self, unet: UNet) -> tuple[str, float] | None:
+        return "snr", float(unet.scheduler_config.get("shift", 3.0))  # ComfyUI's SD3: 3.0
+
     def predict(self, unet: UNet, model_input: Any, timestep: Any, inputs: dict[str, Any]) -> Any:
         rows = per_row(timestep, model_input.shape[0])
         return unet.model(hidden_states=model_input, timestep=rows, **inputs, return_dict=False)[0]

@@ -16,7 +16,7 @@ from nodes.types import Scheduler, UNet
 
 ComfySamplerName = Literal[
     "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
-    "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "lcm",
+    "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "lcm", "uni_pc", "uni_pc_bh2",
 ]  # fmt: skip
 ComfyScheduleName = Literal[
     "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
@@ -34,8 +34,12 @@ def make_comfy_scheduler(
     end_at_step: int | None = None,
     return_with_leftover_noise: bool = False,
     add_noise: bool = True,
+    flow: tuple[str, float] | None = None,
 ) -> Scheduler:
+    """``flow``: (shift kind, shift) for a rectified-flow model, None for a diffusion model."""
     config = {key: model_config[key] for key in MODEL_KEYS if key in model_config}
+    if flow is not None:
+        config = {"prediction_type": "flow", "flow_shift": flow[0], "shift": flow[1]}
     config.update(
         sampler=sampler_name,
         schedule=scheduler,
@@ -58,6 +62,7 @@ def comfy_scheduler(
     end_at_step: Annotated[int, Field(ge=0, le=10000)] = 10000,
     return_with_leftover_noise: bool = False,
     add_noise: bool = True,
+    shift: Annotated[float, Field(ge=0, le=100)] = 0.0,
 ) -> Scheduler:
     """ComfyUI's KSampler sampling (k-diffusion samplers over ComfyUI's sigma schedules), so a
     seed gives ComfyUI's picture; the Scheduler node offers diffusers' schedulers instead.
@@ -66,15 +71,12 @@ def comfy_scheduler(
     ``return_with_leftover_noise`` is on; ``add_noise`` off continues such a latent without new
     noise (use it with Denoise's strength below 1). Denoise's strength runs the last
     ``int(steps * strength)`` steps.
-    """
-    from nodes.flow_schedulers import is_flow
 
-    if is_flow(unet.scheduler_config):
-        raise ValueError(
-            "ComfyScheduler runs ComfyUI's samplers for diffusion models (noise or v prediction); "
-            "this model is a rectified-flow one (SD3, Flux): use Scheduler, whose euler, heun and "
-            "dpmpp_2m are the flow-matching forms"
-        )
+    A rectified-flow model (SD3, Flux) samples as ComfyUI samples it, over its shifted flow
+    sigmas: ``shift`` is ModelSamplingSD3's shift or ModelSamplingFlux's mu (0: the one a
+    FlowShift node set on the model, else the model's default, SD3 3.0, Flux 1.15); it is
+    ignored for diffusion models.
+    """
     end = None if end_at_step >= steps else end_at_step
     return make_comfy_scheduler(
         unet.scheduler_config,
@@ -84,4 +86,13 @@ def comfy_scheduler(
         end_at_step=end,
         return_with_leftover_noise=return_with_leftover_noise,
         add_noise=add_noise,
+        flow=_flow_sampling(unet, shift),
     )
+
+
+def _flow_sampling(unet: UNet, shift: float) -> tuple[str, float] | None:
+    flow = unet.family.comfy_flow_sampling(unet)
+    shift = shift or unet.sampling_shift or 0.0
+    if flow is None or not shift:
+        return flow
+    return flow[0], shift

@@ -11,6 +11,10 @@ calls ComfyUI's way:
   for v-prediction models) into the denoised prediction the solver consumes;
 - first noise is scaled by ``sqrt(1 + sigma^2)`` when sampling starts at the model's largest
   sigma (ComfyUI's "max denoise"), by ``sigma`` otherwise;
+- a rectified-flow model (``prediction_type: flow``; SD3, Flux) is ComfyUI's CONST sampling:
+  sigmas from ``FlowSigmas`` (``flow_shift`` kind, ``shift``), the model input unscaled, the
+  denoised prediction ``x - velocity x sigma``, noising ``sigma x noise + (1 - sigma) x latent``,
+  and the timesteps diffusers' flow schedulers give (sigma x 1000), which the families expect;
 - the solver's own noise comes from the run's seed (``generator.initial_seed()``), as
   ComfyUI seeds it, never from the state the initial noise left the generator in.
 """
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from nodes.ksampling.flow_sigmas import FlowSigmas
 from nodes.ksampling.noise import SamplerNoise
 from nodes.ksampling.schedules import ksampler_sigmas
 from nodes.ksampling.sigmas import DiscreteSigmas
@@ -40,9 +45,10 @@ class KSamplerScheduler:
     """One run of a ComfyUI sampler over a ComfyUI schedule (state: make one per run).
 
     Config keys: ``sampler``, ``schedule``, ``prediction_type``, the model's beta settings
-    (``beta_schedule``, ``beta_start``, ``beta_end``, ``num_train_timesteps``), and
-    KSamplerAdvanced's ``end_at_step`` (None: the end), ``full_denoise`` (set the last sigma to 0
-    after cutting at ``end_at_step``) and ``add_noise``.
+    (``beta_schedule``, ``beta_start``, ``beta_end``, ``num_train_timesteps``; a flow model:
+    ``flow_shift`` and ``shift`` instead), and KSamplerAdvanced's ``end_at_step`` (None: the
+    end), ``full_denoise`` (set the last sigma to 0 after cutting at ``end_at_step``) and
+    ``add_noise``.
     """
 
     def __init__(self, **config: Any) -> None:
@@ -50,11 +56,16 @@ class KSamplerScheduler:
         if config["sampler"] not in SOLVERS:
             raise ValueError(f"unknown sampler {config['sampler']!r}")
         prediction = config.get("prediction_type", "epsilon")
-        if prediction not in ("epsilon", "v_prediction"):
+        if prediction not in ("epsilon", "v_prediction", "flow"):
             raise ValueError(
-                f"ComfyUI's samplers take epsilon or v models here, not {prediction!r}"
+                f"ComfyUI's samplers take epsilon, v or flow models here, not {prediction!r}"
             )
-        self.table = DiscreteSigmas.from_config(config)
+        self.flow = prediction == "flow"
+        self.table: Any = (
+            FlowSigmas.make(config["flow_shift"], float(config["shift"]))
+            if self.flow
+            else DiscreteSigmas.from_config(config)
+        )
         self.order = 1
         self.sigmas: Any = None
         self.timesteps: Any = None
@@ -100,7 +111,10 @@ class KSamplerScheduler:
         if len(inner) != 1:
             raise ValueError(f"sampler {self.config.sampler!r} takes uneven steps here")
         self.order = inner.pop()
-        timesteps = [self.table.timestep(sigma) for sigma in self._evaluations]
+        if self.flow:
+            timesteps = [sigma * 1000 for sigma in self._evaluations]
+        else:
+            timesteps = [self.table.timestep(sigma) for sigma in self._evaluations]
         self.timesteps = torch.stack(timesteps) if timesteps else torch.zeros(0)
         self.timesteps = self.timesteps.to(device) if device is not None else self.timesteps
         self._index, self._program = 0, None
@@ -116,13 +130,18 @@ class KSamplerScheduler:
         if not getattr(self.config, "add_noise", True):
             return 0.0
         first = self.sigmas[0]
+        if self.flow:
+            return first
         return (1.0 + first**2) ** 0.5 if self._max_denoise() else first
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
-        """``original + noise x init_noise_sigma`` (ComfyUI's noise scaling)."""
+        """``original + noise x init_noise_sigma`` (ComfyUI's noise scaling; a flow model's
+        ``sigma x noise + (1 - sigma) x original``)."""
         if not getattr(self.config, "add_noise", True):
             return original_samples
         scale = self.init_noise_sigma.to(original_samples.device, original_samples.dtype)
+        if self.flow:
+            return scale * noise + (1.0 - scale) * original_samples
         return noise * scale + original_samples
 
     # -- stepping ---------------------------------------------------------------------------
@@ -133,10 +152,14 @@ class KSamplerScheduler:
         return self._evaluations[self._index]
 
     def scale_model_input(self, sample: Any, timestep: Any = None) -> Any:
+        if self.flow:
+            return sample
         sigma = self._sigma().to(sample.device, sample.dtype)
         return sample / (sigma**2 + 1) ** 0.5
 
     def _denoised(self, model_output: Any, sample: Any, sigma: Any) -> Any:
+        if self.flow:
+            return sample - model_output * sigma
         if self.config.prediction_type == "v_prediction":
             return sample / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1) ** 0.5
         return sample - model_output * sigma

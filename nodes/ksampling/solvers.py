@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from nodes.ksampling.noise import SamplerNoise, SilentNoise
+from nodes.ksampling.unipc import uni_pc, uni_pc_bh2
 
 Program = Generator[tuple[Any, Any, int], Any, Any]
 Solver = Callable[[Any, Any, SamplerNoise], Program]
@@ -274,6 +275,8 @@ SOLVERS: dict[str, Solver] = {
     "dpmpp_3m_sde": dpmpp_3m_sde,
     "ddim": euler,  # ComfyUI's "ddim" is Euler (DDIM's deterministic update in sigma terms)
     "lcm": lcm,
+    "uni_pc": uni_pc,
+    "uni_pc_bh2": uni_pc_bh2,
 }
 """ComfyUI's sampler names and their programs."""
 

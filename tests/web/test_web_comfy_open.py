@@ -153,11 +153,11 @@ def test_a_comfyui_ui_file_opens_with_its_layout_and_warnings(page, shot, tmp_pa
     shot("ui-file-opened")
     assert not notices(page), notices(page)
 
-    # hires fix with uni_pc (ComfyScheduler lacks it) as its second sampler: it runs on diffusers'
+    # hires fix with ddpm (ComfyScheduler lacks it) as its second sampler: it runs on diffusers'
     # nearest scheduler, and says so
     graph = json.loads(fixture_bytes("hires_fix_ui.json"))
     second = next(entry for entry in graph["nodes"] if entry["id"] == 11)
-    second["widgets_values"][4:6] = ["uni_pc", "normal"]  # sampler_name, scheduler
+    second["widgets_values"][4:6] = ["ddpm", "normal"]  # sampler_name, scheduler
     (tmp_path / "hires_fix_ui.json").write_text(json.dumps(graph))
     clear_canvas(page)
     open_with_button(page, tmp_path / "hires_fix_ui.json")
@@ -167,7 +167,7 @@ def test_a_comfyui_ui_file_opens_with_its_layout_and_warnings(page, shot, tmp_pa
     shot("hires-fix-warning")
     (warning,) = notices(page)
     assert "hires_fix_ui.json (ComfyUI)" in warning and "node 11" in warning, warning
-    assert "'uni_pc' with 'normal' runs as diffusers' nearest" in warning, warning
+    assert "'ddpm' with 'normal' runs as diffusers' nearest" in warning, warning
     assert page.locator("[data-testid=group]").count() == 1  # its group came along
 
 

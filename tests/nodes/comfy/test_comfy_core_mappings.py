@@ -216,11 +216,47 @@ def test_flux_loader_values_nodeflow_lacks_are_reported():
     assert ("10", "type", "unsupported_value") in found
 
 
-@pytest.mark.parametrize("kind", ["CLIPTextEncodeFlux", "ModelSamplingFlux", "TripleCLIPLoader"])
+def test_clip_text_encode_flux_is_one_prompt_and_flux_guidance():
+    prompt = txt2img()
+    prompt["6"] = {"class_type": "CLIPTextEncodeFlux", "inputs": {
+        "clip": ["4", 1], "clip_l": "a cat", "t5xxl": "a cat", "guidance": 2.5}}  # fmt: skip
+    nodes = nodes_of(prompt)
+    assert nodes["6-text"]["type"] == "TextEncode"
+    assert nodes["6-text"]["inputs"]["text"] == "a cat"
+    assert nodes["6"]["type"] == "FluxGuidance"
+    assert nodes["6"]["inputs"] == {"conditioning": {"from": "6-text.conditioning"},
+                                    "guidance": 2.5}  # fmt: skip
+    prompt["6"]["inputs"]["t5xxl"] = "a dog"
+    assert ("6", "clip_l", "unsupported_value") in issues_of(prompt)
+
+
+@pytest.mark.parametrize("kind", ["TripleCLIPLoader"])
 def test_sd3_and_flux_nodes_without_an_equivalent_stay_unmapped(kind):
     prompt = txt2img()
     prompt["20"] = {"class_type": kind, "inputs": {}}
     assert ("20", None, "unmapped_node") in issues_of(prompt)
+
+
+@pytest.mark.parametrize(
+    ("kind", "inputs", "shift"),
+    [
+        ("ModelSamplingSD3", {"shift": 2.5}, 2.5),
+        # ModelSamplingFlux: mu = base + (max - base) (patches - 256) / 3840, patches = w h / 256
+        ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 1024,
+                               "height": 1024}, 1.15),
+        ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 512,
+                               "height": 512}, 0.5 + 0.65 * 768 / 3840),
+    ],
+)  # fmt: skip
+def test_model_sampling_nodes_become_a_flow_shift_on_the_model(kind, inputs, shift):
+    prompt = txt2img()
+    prompt["20"] = {"class_type": kind, "inputs": {"model": ["4", 0], **inputs}}
+    prompt["3"]["inputs"]["model"] = ["20", 0]
+    nodes = nodes_of(prompt)
+    assert nodes["20"]["type"] == "FlowShift"
+    assert nodes["20"]["inputs"]["unet"] == {"from": "4.unet"}
+    assert nodes["20"]["inputs"]["shift"] == pytest.approx(shift)
+    assert nodes["3-sched"]["inputs"]["unet"] == {"from": "20.unet"}
 
 
 @pytest.mark.parametrize(
@@ -272,9 +308,8 @@ def test_a_flux_workflow_of_separate_files_imports_and_runs(models_dir, tmp_path
     """ComfyUI's Flux dev layout (UNETLoader in fp8, DualCLIPLoader, VAELoader, FluxGuidance,
     EmptySD3LatentImage, KSampler at cfg 1) on a tiny Flux written out as its four files.
 
-    KSampler's ComfyScheduler has no flow-matching models yet, so that run fails by name; with
-    the imported schedule swapped for nodeflow's Scheduler (Flux's flow-matching Euler) the
-    mapped loaders, FluxGuidance and latent run."""
+    KSampler's ComfyScheduler samples the flow model as ComfyUI does (its flow sigmas, Flux's
+    default shift), so the imported file runs as it is."""
     from nodes.tiny_flow import make_tiny_flux
     from nodes.tiny_flow_single import (
         write_flux_ae_file,
@@ -293,29 +328,19 @@ def test_a_flux_workflow_of_separate_files_imports_and_runs(models_dir, tmp_path
         folder, text / "clip_l.safetensors", text / "t5xxl_fp16.safetensors"
     )
     prompt = flux_prompt()
-    prompt["3"]["inputs"].update(cfg=1.0, scheduler="simple")
+    prompt["3"]["inputs"].update(cfg=1.0, scheduler="simple", steps=3)
     prompt["5"]["inputs"].update(height=64, batch_size=1)
     path = tmp_path / "flux_api.json"
     path.write_text(json.dumps(prompt))
     argv = ["--device", "cpu", "--quiet", "--output-dir", str(tmp_path / "o")]
     argv += ["--models-dir", str(root)]
-    capsys.readouterr()
-    assert main(["run", str(path), *argv]) == 1
-    # KSampler becomes ComfyScheduler, which refuses a flow model by name (the gap, said clearly)
-    error = capsys.readouterr().err
-    assert "rectified-flow" in error and "use Scheduler" in error, error
-
     native = tmp_path / "flux.json"
     assert main(["import-comfy", str(path), "-o", str(native)]) == 0
     workflow = json.loads(native.read_text())
     assert workflow["nodes"]["4"]["inputs"]["dtype"] == "fp8_e4m3fn"
-    workflow["nodes"]["3-sched"] = {
-        "type": "Scheduler",
-        "inputs": {"unet": {"from": "4.unet"}, "name": "euler", "steps": 3},
-    }
-    native.write_text(json.dumps(workflow))
+    assert workflow["nodes"]["3-sched"]["type"] == "ComfyScheduler"
     capsys.readouterr()
-    code = main(["run", str(native), *argv])
+    code = main(["run", str(path), *argv])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1, printed

@@ -80,7 +80,7 @@ def test_ksampler_advanced_maps_its_steps_window_and_noise_switches():
 def test_ksampler_advanced_limits_with_a_diffusers_fallback_sampler():
     prompt = template("sdxl_api")
     prompt["10"]["inputs"].update(
-        sampler_name="uni_pc", end_at_step=2, return_with_leftover_noise="enable"
+        sampler_name="ddpm", end_at_step=2, return_with_leftover_noise="enable"
     )
     assert ("10", "end_at_step", "unsupported_value") in issues_of(prompt)
 
@@ -97,8 +97,11 @@ COMFY = "ComfyScheduler"
         ("euler", "beta", COMFY, {"sampler_name": "euler", "scheduler": "beta"}, False, None),
         ("dpmpp_2m_sde_gpu", "karras", COMFY,
          {"sampler_name": "dpmpp_2m_sde", "scheduler": "karras"}, True, None),
-        ("uni_pc", "simple", "Scheduler", {"name": "unipc"}, True, None),
-        ("uni_pc", "karras", "Scheduler", {"name": "unipc", "karras": True}, True, None),
+        ("uni_pc", "simple", COMFY, {"sampler_name": "uni_pc", "scheduler": "simple"}, False, None),
+        ("uni_pc_bh2", "karras", COMFY, {"sampler_name": "uni_pc_bh2", "scheduler": "karras"},
+         False, None),
+        ("ddpm", "normal", "Scheduler", {"name": "ddpm"}, True, None),
+        ("ddpm", "karras", "Scheduler", {"name": "ddpm"}, False, "scheduler"),
         ("dpm_fast", "normal", "Scheduler", {}, False, "sampler_name"),
         ("euler", "kl_optimal", "Scheduler", {"name": "euler"}, False, "scheduler"),
     ],
