@@ -51,7 +51,7 @@ from pydantic import Field
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
 from nodes.flux_layout import FluxModule, flux_linear_modules, is_flux_name
-from nodes.loaders import DEMO_LORA, demo_lora
+from nodes.loaders import BUILT_IN_LORAS, demo_lora
 from nodes.lora_fuse import FUSE_BYTES, fuse, fuse_cost, unfuse
 from nodes.paths import contained
 from nodes.types import TextEncoder, UNet
@@ -607,15 +607,15 @@ Strength = Annotated[float, Field(ge=-10, le=10)]
 
 
 def resolve_lora_path(name: str, env: Environment) -> Path:
-    """A LoRA file under the models dir's loras/ (or an absolute path); ``demo-style`` is the
-    built-in LoRA for the demo model when loras/ has no file by that name."""
+    """A LoRA file under the models dir's loras/ (or an absolute path); ``demo-style`` and
+    ``demo-lcm`` are the built-in LoRAs for the demo model when loras/ has no file by that name."""
     folders = env.model_dirs("loras")
     for folder in folders:
         path = contained(folder, name)
         if path.is_file():
             return path
-    if name == DEMO_LORA:
-        return demo_lora()
+    if name in BUILT_IN_LORAS:
+        return demo_lora(name)
     searched = " or ".join(str(folder) for folder in folders)
     raise FileNotFoundError(f"no LoRA file {name!r} (looked in {searched})")
 

@@ -2,9 +2,9 @@
 
 A hook (``nodes.lora._hook``) costs every call of its layer two extra matmuls, a multiply, an
 add, a cast and ``nn.Module.__call__``'s slow path. With few steps on small latents that
-overhead is most of what a LoRA costs: on the demo U-Net with the 70-layer ``demo-lcm`` LoRA a
-hooked pass took 18% longer than a plain one, on the CPU at one thread (``build``-time
-measurement, BENCHMARKS.md "Few-step sampling"). Fused, a pass costs what a plain one costs.
+overhead is most of what a LoRA costs: with the 70-layer ``demo-lcm`` LoRA a hooked demo U-Net
+pass took 18% longer than a plain one, and a whole 4-step picture 10% longer than fused (CPU, one
+thread; BENCHMARKS.md, "Few-step sampling"). Fused, a pass costs what a plain one costs.
 
 Fusing computes ``W + scaling * up @ down`` (every LoRA on the layer, in patch order) once per
 patched block into a new tensor and points that one layer instance's ``forward`` at it. The
