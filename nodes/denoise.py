@@ -20,6 +20,7 @@ from nodes.guidance import predict_noise, unet_inputs
 from nodes.lora import patched
 from nodes.noise_mask import keep_unmasked
 from nodes.noising import noised
+from nodes.placement import model_device, model_dtype
 from nodes.preview import latent_preview
 from nodes.types import AttentionStore, Guider, Latent, Scheduler
 from nodes.unclip import with_class_labels
@@ -89,7 +90,7 @@ def _initial_latents(
     from diffusers.utils.torch_utils import randn_tensor
 
     unet = guider.unet
-    device, dtype = unet.model.device, unet.model.dtype
+    device, dtype = model_device(unet.model), model_dtype(unet.model)
     if strength < 1.0 and len(timesteps) == 0:
         raise ValueError(f"strength {strength} leaves no steps to run; raise strength or steps")
     keeps = strength < 1.0 or latent.noise_mask is not None
@@ -145,7 +146,7 @@ def sample(
     import torch
 
     scheduler = scheduler_recipe.create()
-    device = guider.unet.model.device
+    device = model_device(guider.unet.model)
     generator = torch.Generator("cpu").manual_seed(seed)
     latent_size = _latent_size(latent, guider)
     timesteps = _timesteps(scheduler, scheduler_recipe, latent_size, strength, device)

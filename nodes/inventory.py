@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nodeflow import Environment
 from nodes.files import FILE_KINDS
-from nodes.loaders import BUILT_IN, BUILT_IN_CHECKPOINTS, BUILT_IN_LORAS, DEMO_LORA, demo_lora
+from nodes.loaders import BUILT_IN, BUILT_IN_CHECKPOINTS, BUILT_IN_LORAS, demo_lora
 from nodes.paths import MODEL_KINDS
 from nodes.single_file import PICKLE_SUFFIXES, SAFE_SUFFIXES, CheckpointFile, detect
 
@@ -108,7 +108,7 @@ def built_in_models(models_dir: Path) -> list[ModelEntry]:
     """The built-in names a workflow can use, and what each is. A name the models dir has a file
     for is left out: that file is what the name loads (it is listed with the files)."""
     env = Environment.from_dirs(models_dir)
-    shipped = {**BUILT_IN, DEMO_LORA: demo_lora()}
+    shipped = {**BUILT_IN, **{name: demo_lora(name) for name in BUILT_IN_LORAS}}
     entries = []
     for kind, names in (("checkpoints", BUILT_IN_CHECKPOINTS), ("loras", BUILT_IN_LORAS)):
         for name, what in names.items():

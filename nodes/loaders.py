@@ -183,12 +183,19 @@ def _demo_maker(name: str) -> Callable[[Path], Path]:
 
 
 DEMO_LORA = "demo-style"
-BUILT_IN_LORAS = {DEMO_LORA: f"{TRAINED}'s style LoRA: outlined shapes (shipped)"}
+DEMO_LCM_LORA = "demo-lcm"
+BUILT_IN_LORAS = {
+    DEMO_LORA: f"{TRAINED}'s style LoRA: outlined shapes (shipped)",
+    DEMO_LCM_LORA: f"{TRAINED}'s LCM-LoRA: 4 steps of the lcm scheduler at guidance 1 (shipped)",
+}
 
 
-def demo_lora() -> Path:
-    """The built-in style LoRA for the demo model (kohya layout, outlined shapes), shipped."""
-    return SHIPPED / f"{DEMO_LORA}.safetensors"
+def demo_lora(name: str = DEMO_LORA) -> Path:
+    """A built-in LoRA for the demo model, shipped in kohya layout: ``demo-style`` (outlined
+    shapes) or ``demo-lcm`` (latent consistency distilled, ``nodes/demo/train_lcm.py``)."""
+    if name not in BUILT_IN_LORAS:
+        raise ValueError(f"{name!r} is not a built-in LoRA ({', '.join(BUILT_IN_LORAS)})")
+    return SHIPPED / f"{name}.safetensors"
 
 
 def quiet_hub_libraries() -> None:

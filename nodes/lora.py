@@ -1,12 +1,14 @@
-"""LoRA: low-rank weight deltas applied at run time by forward hooks, never merged into weights.
+"""LoRA: low-rank weight deltas applied at run time, never merged into the model's weights.
 
 A LoRA adds ``up(down(x)) * (strength * alpha / rank)`` to the output of each module it targets.
 Merging that into the base weights would be faster per step, but it would modify weights the
 model manager shares between every node and run, and unmerging in floating point does not give
-back the same bits. With hooks, the base parameters are never touched: a run without a LoRA after
-a run with one is bit-identical to a run before it, and switching LoRAs or strengths costs nothing.
+back the same bits. Instead, for the duration of a node, linear layers compute with a fused copy
+of their weight (``nodes.lora_fuse``, up to a memory cap) and other layers get forward hooks; the
+base parameters are never touched: a run without a LoRA after a run with one is bit-identical to
+a run before it, and switching LoRAs or strengths costs nothing.
 
-The delta is computed as PEFT's ``LoraLayer`` computes it (``peft/tuners/lora/layer.py``:
+The hooks' delta is computed as PEFT's ``LoraLayer`` computes it (``peft/tuners/lora/layer.py``:
 ``Linear.forward`` and ``_ConvNd.forward`` do ``result = result + lora_B(lora_A(x)) * scaling``
 with ``x`` cast to the LoRA weights' dtype, which are the base layer's dtype, and
 ``scaling = weight * lora_alpha / r`` from ``set_scale``), so pictures match diffusers, whose
@@ -49,7 +51,8 @@ from pydantic import Field
 from nodeflow import Context, Environment, Widget, node
 from nodeflow.runtime.models import file_identity
 from nodes.flux_layout import FluxModule, flux_linear_modules, is_flux_name
-from nodes.loaders import DEMO_LORA, demo_lora
+from nodes.loaders import BUILT_IN_LORAS, demo_lora
+from nodes.lora_fuse import FUSE_BYTES, fuse, fuse_cost, unfuse
 from nodes.paths import contained
 from nodes.types import TextEncoder, UNet
 
@@ -542,6 +545,19 @@ def patched(
         yield
 
 
+def _submodule(model: Any, name: str) -> Any:
+    """``model.get_submodule(name)`` or None, walking ``_modules`` directly: a diffusers model's
+    ``__getattr__`` looks in its config first, which made finding a 70-layer LoRA's modules
+    cost a few milliseconds per sampling run."""
+    module = model
+    for part in name.split("."):
+        children = getattr(module, "_modules", None)
+        module = None if children is None else children.get(part)
+        if module is None:
+            return None
+    return module
+
+
 @contextmanager
 def _lora_hooks(model: Any, patches: Sequence[Any], target: Target) -> Iterator[None]:
     active = [p for p in patches if p.strength != 0 and p.weights]
@@ -554,22 +570,29 @@ def _lora_hooks(model: Any, patches: Sequence[Any], target: Target) -> Iterator[
         for name, weights in patch.weights.items():
             module = modules.get(name)
             if module is None:
-                try:
-                    module = modules[name] = model.get_submodule(name)
-                except AttributeError as exc:
-                    raise ValueError(f"{patch.source}: {target} has no module {name!r}") from exc
+                module = modules[name] = _submodule(model, name)
+                if module is None:
+                    raise ValueError(f"{patch.source}: {target} has no module {name!r}")
             weight = module.weight
             down, up = weights.on(weight.device, weight.dtype, weight.ndim)
             per_module.setdefault(name, []).append((down, up, weights.scaling(patch.strength)))
-    handles = []
+    handles, fused, room = [], [], FUSE_BYTES
     try:
         for name, pairs in per_module.items():
             module = modules[name]
+            cost = fuse_cost(module)
+            if cost is not None and cost <= room:  # no per-call work (nodes.lora_fuse)
+                fuse(module, pairs)
+                fused.append(module)
+                room -= cost
+                continue
             handles.append(module.register_forward_hook(_hook(module, pairs), with_kwargs=True))
         yield
     finally:
         for handle in handles:
             handle.remove()
+        for module in fused:
+            unfuse(module)
 
 
 # --- the node --------------------------------------------------------------------------------
@@ -584,15 +607,15 @@ Strength = Annotated[float, Field(ge=-10, le=10)]
 
 
 def resolve_lora_path(name: str, env: Environment) -> Path:
-    """A LoRA file under the models dir's loras/ (or an absolute path); ``demo-style`` is the
-    built-in LoRA for the demo model when loras/ has no file by that name."""
+    """A LoRA file under the models dir's loras/ (or an absolute path); ``demo-style`` and
+    ``demo-lcm`` are the built-in LoRAs for the demo model when loras/ has no file by that name."""
     folders = env.model_dirs("loras")
     for folder in folders:
         path = contained(folder, name)
         if path.is_file():
             return path
-    if name == DEMO_LORA:
-        return demo_lora()
+    if name in BUILT_IN_LORAS:
+        return demo_lora(name)
     searched = " or ".join(str(folder) for folder in folders)
     raise FileNotFoundError(f"no LoRA file {name!r} (looked in {searched})")
 

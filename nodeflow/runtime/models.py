@@ -284,7 +284,8 @@ class ModelManager:
             called: dict[int, tuple[torch.nn.Module, _Entry]] = {}
             for module in modules:
                 entry = self._entry(module)
-                entry.nbytes = module_nbytes(module)  # a LoRA or a dtype change alters it
+                if budget is not None:  # a dtype change alters it; only a budget needs it now
+                    entry.nbytes = module_nbytes(module)
                 self._entries.move_to_end(id(module))
                 called[id(module)] = (module, entry)
             if budget is not None:
@@ -306,9 +307,16 @@ class ModelManager:
             ]
 
     def resident_bytes(self) -> int:
-        """Bytes of the tracked modules on the compute device, as last measured."""
+        """Bytes of the tracked modules on the compute device, measured now.
+
+        Without a budget ``use`` does not re-measure (walking every tensor of a model on each
+        node call cost several percent of a few-step picture), so a report measures here."""
         with self._lock:
             self._purge()
+            for entry in self._entries.values():
+                module = entry.ref()
+                if entry.on_device and module is not None:
+                    entry.nbytes = module_nbytes(module)
             return sum(e.nbytes for e in self._entries.values() if e.on_device)
 
     def _make_room(self, budget: int, called: dict[int, tuple[Any, _Entry]]) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ from torch import nn
 from nodes.demo.train_demo import Batcher, choose_device, load_base, noise_scheduler
 from nodes.demo.train_lora import LoraPair, kohya_state
 
-__all__ = ["boundary_scalings", "ddim_solver_timesteps", "main"]
+__all__ = ["boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main"]
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 """The linear layers the LoRA adapts (the LCM-LoRA scripts' attention and feed-forward set)."""
@@ -167,6 +168,16 @@ def distillation_loss(
     return (((prediction.float() - target.float()) ** 2 + huber**2).sqrt() - huber).mean()
 
 
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    """The rate for ``step`` (0-based): ``--lr`` throughout, or cosine-decayed to ``--lr-final``
+    at ``--steps``, so a constant-rate run's last LoRA is not its noisiest. A function of the step
+    alone, so a resumed run takes the rates an uninterrupted one would have."""
+    if args.lr_final is None:
+        return args.lr
+    progress = min(1.0, step / max(1, args.steps))
+    return args.lr_final + (args.lr - args.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the demo model folder (teacher)")
@@ -176,6 +187,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=8.0)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr-final", type=float, default=None,
+        help="cosine-decay the rate from --lr to this at --steps (default: constant --lr)",
+    )  # fmt: skip
     parser.add_argument("--ema", type=float, default=0.95, help="EMA decay of the target")
     parser.add_argument("--ddim-steps", type=int, default=50, help="the DDIM solver's grid")
     parser.add_argument("--guidance-min", type=float, default=5.0)
@@ -281,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         loss = distillation_loss(
             models.unet, lora, latents, context, empty, alphas, solver, args, generator
         )
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lora.online.parameters(), 1.0)

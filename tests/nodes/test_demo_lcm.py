@@ -5,6 +5,7 @@ writes is a LoRA that ``LoadLoRA`` fits onto the demo model."""
 from __future__ import annotations
 
 import importlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,14 @@ def test_the_distilled_lora_fits_the_demo_model(train_lcm, tmp_path):
     unet = load_base(demo_model(), torch.device("cpu")).unet
     resolved = resolve_lora(lora, {"unet": unet})
     assert len(resolved["unet"]) == len(lora.entries) > 0
+
+
+def test_the_rate_decays_from_lr_to_lr_final_by_the_last_step(train_lcm):
+    args = train_lcm.parse_args(["--base", "b", "--out", "o", "--steps", "100",
+                                 "--lr", "1e-3", "--lr-final", "1e-4"])  # fmt: skip
+    rates = [train_lcm.learning_rate(step, args) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[100] == pytest.approx(1e-4)
+    assert rates[50] == pytest.approx(5.5e-4)  # the cosine's midpoint
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    constant = train_lcm.parse_args(["--base", "b", "--out", "o", "--lr", "2e-3"])
+    assert {train_lcm.learning_rate(step, constant) for step in (0, 10, 3000)} == {2e-3}

@@ -14,6 +14,7 @@ from nodes.loaders import (
     BUILT_IN,
     BUILT_IN_CHECKPOINTS,
     BUILT_IN_LORAS,
+    DEMO_LCM_LORA,
     DEMO_LORA,
     DEMOS,
     TEXT_DIRS,
@@ -63,9 +64,9 @@ def test_every_files_kind_the_pack_declares_is_registered():
 
 def test_the_built_in_names_are_all_described():
     assert set(BUILT_IN_CHECKPOINTS) == set(BUILT_IN) | set(DEMOS)
-    assert set(BUILT_IN_LORAS) == {DEMO_LORA}
+    assert set(BUILT_IN_LORAS) == {DEMO_LORA, DEMO_LCM_LORA}
     for name, what in {**BUILT_IN_CHECKPOINTS, **BUILT_IN_LORAS}.items():
-        trained = name in BUILT_IN or name == DEMO_LORA
+        trained = name in BUILT_IN or name in BUILT_IN_LORAS
         assert what.startswith("trained demo model" if trained else "random tiny test model")
 
 
@@ -75,7 +76,8 @@ def test_validation_accepts_exactly_what_the_node_would_load(kind, env):
     resolver agree on each (the built-in names that would be made are not tried: no building)."""
     names = [p.name for folder in FILE_KINDS[kind].folders(env) if folder.is_dir()
              for p in folder.iterdir()]  # fmt: skip
-    names += ["nowhere.safetensors", "red-circle.png", DEMO_LORA, "demo", "demo.safetensors"]
+    names += ["nowhere.safetensors", "red-circle.png", DEMO_LORA, DEMO_LCM_LORA]
+    names += ["demo", "demo.safetensors"]
     names += [str(env.input_dir / "mine.png")]  # an absolute path
     for name in names:
         found = FILE_KINDS[kind].find(name, env)

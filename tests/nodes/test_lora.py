@@ -173,7 +173,7 @@ def test_lora_on_then_off_gives_the_base_pixels_and_leaves_the_weights_alone(mak
     after = _state(unet, encoder)
     assert [(n, i) for n, _, i in after] == [(n, i) for n, _, i in before]  # not reassigned
     assert all(torch.equal(a, b) for (_, a, _), (_, b, _) in zip(before, after, strict=True))
-    assert not any(m._forward_hooks for m in (*unet.modules(), *encoder.modules()))
+    assert not any(_applied(m) for m in (*unet.modules(), *encoder.modules()))
 
 
 def test_a_lora_for_another_architecture_fails_naming_the_file(make_executor, models_dir):
@@ -402,20 +402,25 @@ def test_files_that_are_not_readable_loras_are_refused(tmp_path, pipe):
         resolve_lora(parse_lora_state(misfit, None, "misfit.safetensors"), {"unet": pipe.unet})
 
 
+def _applied(module: torch.nn.Module) -> bool:
+    """Whether a LoRA acts on ``module``: a forward hook, or a fused forward (nodes.lora_fuse)."""
+    return bool(module._forward_hooks) or "forward" in vars(module)
+
+
 def test_hooks_are_removed_on_exceptions_and_the_weights_cast_once(pipe, loras):
     resolved = _resolve(loras["kohya"], pipe)
     patch = LoraPatch("unet", resolved["unet"], 1.0, "kohya")
     module = pipe.unet.get_submodule("mid_block.attentions.0.proj_in")
     with pytest.raises(RuntimeError, match="inside"), patched(pipe.unet, [patch], "unet"):
-        assert len(module._forward_hooks) == 1
+        assert _applied(module)
         raise RuntimeError("inside")
-    assert not any(m._forward_hooks for m in pipe.unet.modules())
+    assert not any(_applied(m) for m in pipe.unet.modules())
     weights = resolved["unet"]["mid_block.attentions.0.proj_in"]
     first = weights.on(torch.device("cpu"), torch.float64, 4)
     assert first[0].dtype == torch.float64
     assert weights.on(torch.device("cpu"), torch.float64, 4)[0] is first[0]
     with patched(pipe.unet, [patch], "text_encoder"):  # aimed at another model: nothing
-        assert not module._forward_hooks
+        assert not _applied(module)
 
 
 def test_convolution_loras_with_kernels_and_strides_equal_diffusers(tmp_path, tiny_path, pipe):

@@ -26,6 +26,7 @@ PICTURE_SIZES = {"consistency.json": (32, 32), "ddpm_pixels.json": (32, 32)}
         "image_variation.json",
         "embed_blend.json",
         "lcm.json",
+        "lcm_tiny.json",
         "consistency.json",
         "ddpm_pixels.json",
         "inpaint.json",

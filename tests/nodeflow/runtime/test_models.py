@@ -62,6 +62,27 @@ def test_module_nbytes_counts_parameters_buffers_and_shared_storage_once():
     assert module_nbytes(nn.Linear(16, 16).half()) == SIZE // 2
 
 
+def test_resident_bytes_follow_a_dtype_change_without_a_budget(abc):
+    a, b, _ = abc
+    models = manager(None)
+    models.use(a, b)
+    assert models.resident_bytes() == 2 * SIZE
+    a.half()  # use() no longer re-measures without a budget; the report still must be right
+    models.use(a)
+    assert models.resident_bytes() == SIZE + SIZE // 2
+
+
+def test_a_budget_sees_a_dtype_change_at_the_next_use(abc):
+    a, b, c = abc
+    models = manager(2 * SIZE)
+    models.use(a, b)
+    a.half(), b.half(), c.half()
+    models.use(a)
+    models.use(b)
+    models.use(c)  # three halves fit in two fp32 modules' budget only if use re-measured
+    assert models.offloads == 0 and models.resident() == [a, b, c]
+
+
 def test_least_recently_used_module_is_offloaded_to_fit_the_budget(abc):
     a, b, c = abc
     models = manager(BUDGET)

@@ -1,0 +1,54 @@
+"""The shipped ``demo-lcm`` LoRA in CI: 4 steps of the ``lcm`` scheduler at guidance 1 on fixed
+held-out captions keep a floor, and beat the base demo model's own 4 Euler steps.
+
+Rendered through ``nodes.demo.adherence`` (the graph ``tests/benchmarks/bench_few_step.py``
+measures) and the name users' workflows use, ``LoadLoRA path: "demo-lcm"``, so a regression in
+the LoRA file, its loading or fusing, the ``lcm`` scheduler or the one-pass guidance path lowers
+the score here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodes.demo.adherence import DEFAULT_CFG, AdherenceRunner, held_out_scenes, summarize
+from nodes.loaders import DEMO_LCM_LORA
+
+CI_CAPTIONS = 16
+CI_SEED = 0
+STEPS = 4
+FLOORS = {"caption_ok": 3 / 16, "color_ok": 12 / 16, "background_ok": 14 / 16}
+"""The shipped LoRA scores 5/16 whole captions, 14/16 shape color and 16/16 background on these
+captions (the base model in 4 Euler steps: 2/16, 11/16, 13/16): two captions of margin each."""
+LEAD = 1 / 16
+"""demo-lcm leads the base's 4 steps by 3 whole captions here; the test asks for one."""
+
+
+def _summary(runner: AdherenceRunner, cfg: float, strength: float | None) -> dict[str, Any]:
+    scenes = held_out_scenes(CI_CAPTIONS, seed=CI_SEED)
+    try:
+        samples = runner.run(scenes, cfg=cfg, seed=CI_SEED, strength=strength)
+    finally:
+        runner.close()
+    summary = summarize(samples)
+    summary["failed"] = [s.caption for s in samples if not s.result["caption_ok"]]
+    return summary
+
+
+def test_demo_lcm_in_4_steps_keeps_its_floor_and_beats_the_base_in_4() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    fast = _summary(
+        AdherenceRunner("demo", lora=DEMO_LCM_LORA, steps=STEPS, scheduler="lcm"), 1.0, 1.0
+    )
+    for check, floor in FLOORS.items():
+        assert fast[check] >= floor, (
+            f"demo-lcm, lcm {STEPS} steps at guidance 1: {check} {fast[check]:.0%} is below the "
+            f"{floor:.0%} floor on {CI_CAPTIONS} held-out captions; failed: {fast['failed']}"
+        )
+    base = _summary(AdherenceRunner("demo", steps=STEPS, scheduler="euler"), DEFAULT_CFG, None)
+    assert fast["caption_ok"] >= base["caption_ok"] + LEAD, (
+        f"demo-lcm in {STEPS} steps: {fast['caption_ok']:.0%} whole captions, the base demo "
+        f"model in {STEPS} Euler steps at CFG {DEFAULT_CFG}: {base['caption_ok']:.0%}"
+    )
