@@ -4,7 +4,7 @@
 Run from the repository root (on demand, not in CI)::
 
     python tests/benchmarks/bench_flow_vs_ddpm.py [--n 200] [--steps 4 8 20]
-        [--unet demo] [--unet-cfg 7.5] [--flow demo-sd3] [--flow-cfg 5] [--flow-shift 1]
+        [--unet demo] [--unet-cfg 7.5] [--flow demo-sd3] [--flow-cfg 7] [--flow-shift 0]
         [--seed 0] [--threads 1] [--device cpu] [--no-write]
 
 Both models go through the same standard txt2img graph (``nodes.demo.adherence``: LoadCheckpoint,
@@ -47,7 +47,7 @@ COLUMNS = (
     ("size_ok", "size"),
     ("position_ok", "position"),
 )
-COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "vae")
+COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 
 
 def percent(value: float | None) -> str:
@@ -107,8 +107,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--unet", default="demo", help="the DDPM model (LoadCheckpoint path)")
     parser.add_argument("--unet-cfg", type=float, default=7.5)
     parser.add_argument("--flow", default="demo-sd3", help="the rectified-flow model")
-    parser.add_argument("--flow-cfg", type=float, default=5.0)
-    parser.add_argument("--flow-shift", type=float, default=1.0, help="0: the model's own (3)")
+    parser.add_argument("--flow-cfg", type=float, default=7.0)
+    parser.add_argument("--flow-shift", type=float, default=0.0, help="0: the model's own (3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -162,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for name, (model, cfg, shift) in models.items():
         folder, counts = sizes[name]
-        shift_text = f", shift {shift:g}" if shift else ""
+        own = ", shift: the model's own (SD3's 3.0)" if name.startswith("rectified") else ""
+        shift_text = f", shift {shift:g}" if shift else own
         where = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
         lines.append(
             f"- {name}: `{model}` ({where}), CFG {cfg:g}{shift_text}; parameters {describe(counts)}"
