@@ -458,8 +458,8 @@ rectified flow can be compared with the DDPM-trained U-Net demo on the same data
   encoders fp16, VAE fp32; {megabytes:.1f} MB for the folder.
 - Objective: rectified flow (x_t = (1 - t) x0 + t noise, velocity target noise - x0), t
   logit-normal (m = 0, s = 1), as in the SD3 paper; captions dropped to "" 10% of the time so
-  classifier-free guidance works. Ships with SD3's flow-matching Euler scheduler config (shift 3.0);
-  at this size a shift of {eval_shift} samples well (see the quick check).
+  classifier-free guidance works. Ships with SD3's flow-matching Euler scheduler config (shift 3.0),
+  which it is sampled with.
 - Data: generated on the fly, seed {seed}; (shape, color, background) triples with
   ``nodes.demo.dataset.is_held_out`` never appear in training.
 - Training: {vae_steps} autoencoder steps (batch {vae_batch}), then {steps} flow steps at batch
@@ -500,8 +500,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--eval-samples", type=int, default=32, help="held-out check; 0 skips")
-    parser.add_argument("--eval-cfg", type=float, default=5.0)
-    parser.add_argument("--eval-shift", type=float, default=1.0)
+    parser.add_argument("--eval-cfg", type=float, default=7.0)
+    parser.add_argument("--eval-shift", type=float, default=3.0)
     parser.add_argument("--eval-steps", type=int, default=20)
     parser.add_argument("--micro", action="store_true", help="the micro test architecture")
     parser.add_argument("--fp32", action="store_true", help="save everything in fp32")
