@@ -57,10 +57,16 @@ DEMO_SD3 = "demo-sd3"
 DEMO_FLUX = "demo-flux"
 DEMO_FILE = "demo.safetensors"
 DEMO_CLIP = "demo-clip"
+DEMO_SD3_FILE = "demo-sd3.safetensors"
 SHIPPED = Path(__file__).resolve().parent / "demo" / "model"
 """The trained demo model and its style LoRA, package data (``nodes/demo/model/README.md`` is
 the model card)."""
-BUILT_IN = {DEMO: SHIPPED / "demo-sd", DEMO_FILE: SHIPPED / "demo-sd.safetensors"}
+BUILT_IN = {
+    DEMO: SHIPPED / "demo-sd",
+    DEMO_FILE: SHIPPED / "demo-sd.safetensors",
+    DEMO_SD3: SHIPPED / "demo-sd3",
+    DEMO_SD3_FILE: SHIPPED / "demo-sd3.safetensors",
+}
 """Checkpoint names that resolve to shipped files when the models dir has none by that name."""
 BUILT_IN[DEMO_CLIP] = SHIPPED / DEMO_CLIP  # a whole CLIP of the demo scenes (nodes.clip_model)
 DEMOS = {
@@ -73,7 +79,6 @@ DEMOS = {
     DEMO_LCM: "tiny-lcm-1",
     DEMO_DDPM: "tiny-ddpm-1",
     DEMO_CONSISTENCY: "tiny-consistency-1",
-    DEMO_SD3: "tiny-sd3-1",
     DEMO_FLUX: "tiny-flux-1",
 }
 """Built-in model names and the folder (in nodeflow's home) each is made in; bump the folder name
@@ -95,7 +100,9 @@ BUILT_IN_CHECKPOINTS = {
         f"{RANDOM}: pixel-space class-conditional consistency model, 32x32, for LoadPixelModel "
         "(made on first use)"
     ),
-    DEMO_SD3: f"{RANDOM}: SD3 with T5 (made on first use; pictures are noise)",
+    DEMO_SD3: f"{TRAINED}: SD3 architecture (rectified-flow MM-DiT, no T5), 64x64 shape scenes "
+    "(diffusers folder, shipped)",
+    DEMO_SD3_FILE: f"{TRAINED} demo-sd3, as one original-layout single file (shipped)",
     DEMO_FLUX: f"{RANDOM}: Flux.1 dev (made on first use; pictures are noise)",
     DEMO_CLIP: f"{TRAINED}: a CLIP of the demo scenes, image and text towers, for LoadCLIP and"
     " LoadCLIPVision (transformers folder, shipped)",
@@ -171,7 +178,6 @@ def _demo_maker(name: str) -> Callable[[Path], Path]:
         DEMO_LCM: tiny_lcm.make_tiny_lcm,
         DEMO_DDPM: tiny_pixel.make_tiny_ddpm,
         DEMO_CONSISTENCY: tiny_pixel.make_tiny_consistency,
-        DEMO_SD3: tiny_flow.make_tiny_sd3,
         DEMO_FLUX: tiny_flow.make_tiny_flux,
         DEMO_SDXL: tiny.make_tiny_sdxl,
         DEMO_KANDINSKY_PRIOR: tiny_unclip.make_tiny_kandinsky_prior,

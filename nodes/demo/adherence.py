@@ -92,6 +92,7 @@ def adherence_workflow(
     batch_size: int = 1,
     lora: str | None = None,
     strength: float = 1.0,
+    shift: float = 0.0,
 ) -> Workflow:
     """The standard txt2img graph for one caption (target node ``decode``), LoRA optional.
 
@@ -115,7 +116,8 @@ def adherence_workflow(
     pos = b.add("TextEncode", id="pos", text_encoder=text_encoder, text=prompt)
     neg = b.add("TextEncode", id="neg", text_encoder=text_encoder, text="")
     add_sampling(b, unet, checkpoint.vae, pos.conditioning, neg.conditioning, cfg=cfg,
-                 steps=steps, seed=seed, batch_size=batch_size, scheduler=scheduler)  # fmt: skip
+                 steps=steps, seed=seed, batch_size=batch_size, scheduler=scheduler,
+                 shift=shift)  # fmt: skip
     return b.build()
 
 
@@ -131,10 +133,13 @@ def add_sampling(
     seed: int,
     batch_size: int = 1,
     scheduler: str = "euler",
+    shift: float = 0.0,
 ) -> None:
     """The demo's sampling tail, shared by every measured graph so their settings cannot drift:
-    Scheduler, CFG, a picture-sized EmptyLatent, Denoise and VAEDecode (id ``decode``)."""
-    sched = b.add("Scheduler", id="sched", unet=unet, name=scheduler, steps=steps)
+    Scheduler, CFG, a picture-sized EmptyLatent, Denoise and VAEDecode (id ``decode``).
+    ``shift`` (rectified-flow models only) replaces the model's own timestep shift when not 0."""
+    shifted = {"shift": shift} if shift else {}
+    sched = b.add("Scheduler", id="sched", unet=unet, name=scheduler, steps=steps, **shifted)
     guider = b.add(
         "CFG", id="cfg", unet=unet, positive=positive, negative=negative, scale=cfg
     )  # fmt: skip
@@ -178,6 +183,8 @@ class AdherenceRunner:
     scheduler: str = DEFAULT_SCHEDULER
     device: str = "cpu"
     models_dir: Path | None = None
+    shift: float = 0.0
+    """The Scheduler's ``shift`` for a rectified-flow model (0: the model's own)."""
     seconds: float = 0.0
     """Wall time spent in workflow runs so far."""
     pictures: int = 0
@@ -234,6 +241,7 @@ class AdherenceRunner:
             batch_size=batch_size,
             lora=self.lora,
             strength=strength,
+            shift=self.shift,
         )
         started = time.perf_counter()
         result = self.executor().run(workflow, targets=["decode"])
