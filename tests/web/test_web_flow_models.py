@@ -1,6 +1,7 @@
 """SD3 and Flux in the editor: their examples load from the examples list, their new widgets
 (Scheduler's ``shift``, TextEncode's ``max_sequence_length``, FluxGuidance's ``guidance``) render
-and edit like any other, and the runs finish with a picture (the trained toy demo-sd3, and a random tiny Flux: noise)."""
+and edit like any other, and the runs finish with a picture (the trained toy demo-sd3; a random
+tiny Flux: noise)."""
 
 from __future__ import annotations
 
