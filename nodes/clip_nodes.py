@@ -55,8 +55,8 @@ class TextEmbedOutput(NamedTuple):
     text_embeds: ImageEmbeds
 
 
-@node("CLIPTextEmbed", category="conditioning")
-def clip_text_embed(
+@node("CLIPTextFeatures", category="conditioning")
+def clip_text_features(
     ctx: Context, clip: CLIP, text: Annotated[str, Widget(multiline=True)] = ""
 ) -> TextEmbedOutput:
     """A prompt's projected CLIP text embedding (what ``get_text_features`` returns), in the

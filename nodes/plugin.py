@@ -128,7 +128,7 @@ def nodeflow_nodes() -> list[object]:
         embeds.blend_embeds,
         text_diff.text_diff,
         clip_nodes.load_clip,
-        clip_nodes.clip_text_embed,
+        clip_nodes.clip_text_features,
         caption_rank.rank_captions,
         unclip.unclip_conditioning,
         controlnet.load_controlnet,

@@ -232,7 +232,7 @@ def _encode_graph(picture: str, text: str) -> Any:
     image = b.add("LoadImage", id="load", path=picture)
     b.add("CLIPVisionEncode", id="encode", clip_vision=vision.clip_vision, image=image.image)
     clip = b.add("LoadCLIP", id="clip", path=DEMO_CLIP)
-    b.add("CLIPTextEmbed", id="text", clip=clip.clip, text=text)
+    b.add("CLIPTextFeatures", id="text", clip=clip.clip, text=text)
     return b.build()
 
 

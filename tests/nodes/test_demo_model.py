@@ -25,7 +25,11 @@ from nodes.lora import resolve_lora_path
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "nodes" / "demo" / "model" / "demo-sd"
-MAX_TOTAL_MB = 50
+MAX_MODEL_MB = 40
+"""Each shipped model (its folder and its single file, sharing the model's stem) stays under this:
+issue 22's budget for the U-Net demo, and the package carries several such models."""
+MAX_TOTAL_MB = 100
+"""All of ``nodes/demo/model/`` together: what every install of the package carries."""
 
 
 @pytest.fixture
@@ -55,7 +59,13 @@ def _dtypes(path: Path) -> set[str]:
 def test_shipped_files_are_small_safetensors_with_a_model_card() -> None:
     files = [p for p in SHIPPED.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files) / 1e6
-    assert total < MAX_TOTAL_MB, f"the shipped demo model is {total:.1f} MB"
+    assert total < MAX_TOTAL_MB, f"the shipped demo models are {total:.1f} MB"
+    per_model: dict[str, float] = {}
+    for p in files:
+        stem = p.relative_to(SHIPPED).parts[0].split(".")[0]
+        per_model[stem] = per_model.get(stem, 0.0) + p.stat().st_size / 1e6
+    too_big = {stem: round(mb, 1) for stem, mb in per_model.items() if mb >= MAX_MODEL_MB}
+    assert not too_big, f"shipped models over {MAX_MODEL_MB} MB: {too_big}"
     weights = {p.suffix for p in files if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl")}
     assert not weights, f"pickled weights shipped: {weights}"
     assert _dtypes(FOLDER / "unet" / "diffusion_pytorch_model.safetensors") == {"F16"}

@@ -138,4 +138,4 @@ def test_model_lists_offer_the_built_in_names_on_an_empty_models_folder(
     checkpoints, loras = asyncio.run(scenario())
     assert {"demo", "demo.safetensors", "demo-sdxl"} <= set(checkpoints["models"])
     assert "trained" in checkpoints["built_in"]["demo"]
-    assert loras["models"] == ["mine.safetensors", "demo-style"]
+    assert loras["models"] == ["mine.safetensors", "demo-style", "demo-lcm"]

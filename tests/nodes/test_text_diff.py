@@ -101,8 +101,8 @@ def test_a_width_mismatch_in_a_run_fails_at_the_node(make_executor):
     encoded = b.add("CLIPVisionEncode", id="encode", clip_vision=vision.clip_vision,
                     image=picture.image)  # fmt: skip
     clip = b.add("LoadCLIP", id="clip", path="demo-clip")
-    source = b.add("CLIPTextEmbed", id="source", clip=clip.clip, text="a red circle")
-    target = b.add("CLIPTextEmbed", id="target", clip=clip.clip, text="a green circle")
+    source = b.add("CLIPTextFeatures", id="source", clip=clip.clip, text="a red circle")
+    target = b.add("CLIPTextFeatures", id="target", clip=clip.clip, text="a green circle")
     b.add("TextDiff", id="diff", image_embeds=encoded.image_embeds,
           text_source=source.text_embeds, text_target=target.text_embeds)  # fmt: skip
     result = make_executor().run(b.build(), targets=["diff"])
