@@ -20,9 +20,13 @@ from torch import nn
 
 __all__ = [
     "load_run_state",
+    "module_tensors",
+    "optimizer_state_tensors",
     "optimizer_tensors",
     "python_rng_state",
+    "restore_module",
     "restore_optimizer",
+    "restore_optimizer_state",
     "restore_python_rng",
     "save_run_state",
 ]
@@ -59,6 +63,36 @@ def restore_optimizer(
             "exp_avg": tensors[f"adam.{index}.exp_avg"].to(param.device),
             "exp_avg_sq": tensors[f"adam.{index}.exp_avg_sq"].to(param.device),
         }
+
+
+def optimizer_state_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str = "optimizer"
+) -> dict[str, torch.Tensor]:
+    """Every entry of ``optimizer.state_dict()["state"]`` (moments and step counts alike, for any
+    torch optimizer) as ``prefix.<parameter index>.<name>`` tensors. The parameter groups are
+    not saved: a resumed run makes its optimizer the same way and sets its rate by the step."""
+    return {
+        f"{prefix}.{index}.{name}": torch.as_tensor(value).detach().cpu().contiguous()
+        for index, values in optimizer.state_dict()["state"].items()
+        for name, value in values.items()
+    }
+
+
+def restore_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    prefix: str = "optimizer",
+    param_groups: list[dict[str, Any]] | None = None,
+) -> None:
+    """Put back what ``optimizer_state_tensors`` took out, into an optimizer made like the saved
+    one (``param_groups``: saved groups to restore too; default the optimizer's own)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    groups = optimizer.state_dict()["param_groups"] if param_groups is None else param_groups
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:

@@ -33,6 +33,12 @@ import numpy as np
 import torch
 
 from nodes.demo.dataset import COLORS, render, sample_scene
+from nodes.demo.run_state import (
+    module_tensors,
+    optimizer_state_tensors,
+    restore_module,
+    restore_optimizer_state,
+)
 from nodes.latent_classifier import ClassifierConfig, LatentClassifier, save_classifier
 
 __all__ = ["encode_batch", "main", "scene_batch"]
@@ -75,10 +81,7 @@ def _save_state(path: Path, model: LatentClassifier, optimizer: Any, step: int) 
     """Weights, AdamW moments and the step in one safetensors file (atomically replaced)."""
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).contiguous()
+    tensors = {**module_tensors("model", model), **optimizer_state_tensors(optimizer)}
     temporary = path.with_suffix(".tmp")
     save_file(tensors, str(temporary), metadata={"step": str(step)})
     temporary.replace(path)
@@ -91,15 +94,8 @@ def _load_state(path: Path, model: LatentClassifier, optimizer: Any) -> int:
     with safe_open(str(path), framework="pt") as handle:
         step = int((handle.metadata() or {})["step"])
     tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    saved = optimizer.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    saved["state"] = state
-    optimizer.load_state_dict(saved)
+    restore_module("model", model, tensors)
+    restore_optimizer_state(optimizer, tensors)
     return step
 
 

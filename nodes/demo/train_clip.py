@@ -50,6 +50,14 @@ from nodes.clip_vocab import (
     write_clip_tokenizer,
 )
 from nodes.demo.dataset import IMAGE_SIZE, Scene, caption, render, sample_scene
+from nodes.demo.run_state import (
+    module_tensors,
+    optimizer_state_tensors,
+    python_rng_state,
+    restore_module,
+    restore_optimizer_state,
+    restore_python_rng,
+)
 from nodes.demo.variants import random_variant, variants
 
 __all__ = [
@@ -290,19 +298,15 @@ def save_state(
     """Write the run's whole state atomically enough for a crash: tensors, then the JSON that
     names the step (read last, so a half-written state is never resumed)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {**module_tensors("model", model), **optimizer_state_tensors(optimizer)}
     optimizer_state = optimizer.state_dict()
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     save_file(tensors, folder / "state.tmp.safetensors")
     (folder / "state.tmp.safetensors").replace(folder / "state.safetensors")
     groups = [{k: v for k, v in group.items()} for group in optimizer_state["param_groups"]]
-    rng_version, rng_internal, rng_gauss = batches.rng.getstate()
     meta = {
         "step": step,
         "param_groups": groups,
-        "rng": [rng_version, list(rng_internal), rng_gauss],
+        "rng": python_rng_state(batches.rng),
         **extra,
     }
     (folder / "state.tmp.json").write_text(json.dumps(meta))
@@ -315,15 +319,9 @@ def load_state(
     """Restore what ``save_state`` wrote into fresh objects of the same shapes; returns its JSON."""
     meta = json.loads((folder / "state.json").read_text())
     tensors = load_file(folder / "state.safetensors")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    version, internal, gauss = meta["rng"]
-    batches.rng.setstate((version, tuple(internal), gauss))
+    restore_module("model", model, tensors)
+    restore_optimizer_state(optimizer, tensors, param_groups=meta["param_groups"])
+    restore_python_rng(batches.rng, meta["rng"])
     return meta
 
 
