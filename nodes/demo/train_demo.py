@@ -375,7 +375,7 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _write_json(path: Path, content: dict[str, Any]) -> None:
+def write_json(path: Path, content: dict[str, Any]) -> None:
     path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -394,7 +394,7 @@ def save_diffusers_folder(models: DemoModels, out: Path, *, half: bool = True) -
     write_clip_tokenizer(out / "tokenizer")
     config = family_config("sd1", "scheduler")
     getattr(diffusers, config["_class_name"]).from_config(config).save_pretrained(out / "scheduler")
-    _write_json(
+    write_json(
         out / "model_index.json",
         {
             "_class_name": "StableDiffusionPipeline",
@@ -494,11 +494,14 @@ tokenizer files are CLIP's (MIT, see ``nodes/assets/clip/LICENSE-open_clip``).
 """
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="the diffusers folder to write")
-    parser.add_argument("--steps", type=int, default=5000, help="diffusion (U-Net) steps")
-    parser.add_argument("--vae-steps", type=int, default=600, help="autoencoder steps first")
+def add_training_arguments(
+    parser: argparse.ArgumentParser, *, steps: int, steps_help: str, vae_steps: int, threads: int
+) -> None:
+    """The arguments every demo trainer with an autoencoder stage takes (``train_demo``,
+    ``train_sd3``): one spelling and one set of defaults for batch, rates, warm-up, EMA, seed
+    and device, so their model cards' commands read alike."""
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--vae-steps", type=int, default=vae_steps, help="autoencoder steps first")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--vae-batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -510,15 +513,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay; 0 disables")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--eval-samples", type=int, default=32, help="held-out check; 0 skips")
-    parser.add_argument("--eval-cfg", type=float, default=4.0)
     parser.add_argument("--micro", action="store_true", help="the micro test architecture")
+    parser.add_argument("--fp32", action="store_true", help="save everything in fp32")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="the diffusers folder to write")
+    add_training_arguments(
+        parser, steps=5000, steps_help="diffusion (U-Net) steps", vae_steps=600, threads=2
+    )
+    parser.add_argument("--eval-cfg", type=float, default=4.0)
     parser.add_argument(
         "--resume", type=Path, help="continue a saved run's U-Net and text encoder (VAE kept)"
     )
-    parser.add_argument("--fp32", action="store_true", help="save everything in fp32")
     return parser.parse_args(argv)
 
 
@@ -645,7 +656,7 @@ def _train_diffusion(
     }
     if previous is not None:
         summary["resumed_from"] = previous
-    _write_json(args.out / "training_summary.json", summary)
+    write_json(args.out / "training_summary.json", summary)
     command = _command(summary["args"])
     if previous is not None:  # the first run, then this one
         command = _command(previous["args"]) + "\n" + command
@@ -684,9 +695,10 @@ def _train_diffusion(
     return summary
 
 
-def _command(args: dict[str, str]) -> str:
-    """The command line that reproduces a run, from its summary's ``args``."""
-    words = ["python -m nodes.demo.train_demo"]
+def reproducing_command(module: str, args: dict[str, str]) -> str:
+    """The command line that reproduces a run of ``python -m module``, from its summary's
+    ``args`` (flags as argparse spells them; booleans as bare flags)."""
+    words = [f"python -m {module}"]
     for key, value in args.items():
         flag = "--" + key.replace("_", "-")
         if value == "True":
@@ -694,6 +706,10 @@ def _command(args: dict[str, str]) -> str:
         elif value not in ("False", "None"):
             words.append(f"{flag} {value}")
     return " ".join(words)
+
+
+def _command(args: dict[str, str]) -> str:
+    return reproducing_command("nodes.demo.train_demo", args)
 
 
 if __name__ == "__main__":

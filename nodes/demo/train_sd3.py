@@ -68,10 +68,13 @@ from nodes.demo.train_demo import (
     EMA,
     Batcher,
     adamw,
+    add_training_arguments,
     choose_device,
     lr_factor,
     parameter_count,
+    reproducing_command,
     vae_step,
+    write_json,
 )
 from nodes.single_file import family_config
 
@@ -315,10 +318,6 @@ def reconstruction_accuracy(vae: AutoencoderKL, count: int, seed: int) -> dict[s
     return {k: sum(bool(r[k]) for r in results) / len(results) for k in ACCURACY_KEYS}
 
 
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def save_sd3_folder(models: SD3Models, out: Path, *, half: bool = True) -> dict[str, int]:
     """Write a diffusers ``StableDiffusion3Pipeline`` folder as ``nodes.tiny_flow`` lays one out,
     without T5. Transformer and text encoders in fp16 (``half``), the VAE in fp32 (it is small,
@@ -337,7 +336,7 @@ def save_sd3_folder(models: SD3Models, out: Path, *, half: bool = True) -> dict[
     write_clip_tokenizer(out / "tokenizer_2", pad_token="!")
     config = family_config("sd3", "scheduler")
     getattr(diffusers, config["_class_name"]).from_config(config).save_pretrained(out / "scheduler")
-    _write_json(
+    write_json(
         out / "model_index.json",
         {
             "_class_name": "StableDiffusion3Pipeline",
@@ -483,28 +482,13 @@ tokenizer files are CLIP's (MIT, see ``nodes/assets/clip/LICENSE-open_clip``).
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if any)")
-    parser.add_argument("--steps", type=int, default=4000, help="flow (transformer) steps")
-    parser.add_argument("--vae-steps", type=int, default=1000, help="autoencoder steps first")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--vae-batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--vae-lr", type=float, default=1e-3)
-    parser.add_argument("--vae-warmup", type=int, default=50)
-    parser.add_argument("--kl-weight", type=float, default=1e-4)
-    parser.add_argument("--weight-decay", type=float, default=1e-2)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay; 0 disables")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_training_arguments(
+        parser, steps=4000, steps_help="flow (transformer) steps", vae_steps=1000, threads=1
+    )
     parser.add_argument("--save-every", type=int, default=200)
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--eval-samples", type=int, default=32, help="held-out check; 0 skips")
     parser.add_argument("--eval-cfg", type=float, default=7.0)
     parser.add_argument("--eval-shift", type=float, default=3.0)
     parser.add_argument("--eval-steps", type=int, default=20)
-    parser.add_argument("--micro", action="store_true", help="the micro test architecture")
-    parser.add_argument("--fp32", action="store_true", help="save everything in fp32")
     parser.add_argument(
         "--stop-at",
         type=int,
@@ -721,7 +705,7 @@ def finish(run: Run) -> dict[str, Any]:
         "args": {k: str(v) for k, v in vars(args).items()},
         "sizes": asdict(sizes),
     }
-    _write_json(folder / "training_summary.json", summary)
+    write_json(folder / "training_summary.json", summary)
     latent = 64 // sizes.vae_factor
     (folder / "README.md").write_text(
         MODEL_CARD.format(
@@ -740,24 +724,12 @@ def finish(run: Run) -> dict[str, Any]:
             eval_count=args.eval_samples, eval_steps=args.eval_steps, eval_cfg=args.eval_cfg,
             eval_shift=args.eval_shift,
             adherence=json.dumps(adherence) if adherence else "not run",
-            command=_command(summary["args"]),
+            command=reproducing_command("nodes.demo.train_sd3", summary["args"]),
         ),
         encoding="utf-8",
     )  # fmt: skip
     _log(json.dumps(parameters) + " " + json.dumps(files))
     return summary
-
-
-def _command(args: dict[str, str]) -> str:
-    """The command line that reproduces a run, from its summary's ``args``."""
-    words = ["python -m nodes.demo.train_sd3"]
-    for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
-        if value == "True":
-            words.append(flag)
-        elif value not in ("False", "None"):
-            words.append(f"{flag} {value}")
-    return " ".join(words)
 
 
 if __name__ == "__main__":
