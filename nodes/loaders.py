@@ -624,18 +624,20 @@ def _load_vae(location: Path, dtype: Any, family: str, allow_pickle: bool) -> VA
     "LoadTextEncoder",
     category="loaders",
     fingerprint=_identity(TEXT_DIRS),
-    aliases=("CLIPLoader", "DualCLIPLoader"),
+    aliases=("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader"),
 )
 def load_text_encoder(
     ctx: Context,
     path: Annotated[str, Widget(files="text_encoders")],
     path_2: Annotated[str, Widget(files="text_encoders")] = "",
+    path_3: Annotated[str, Widget(files="text_encoders")] = "",
     dtype: CheckpointDtype = "auto",
 ) -> TextEncoder:
     """Load a CLIP text encoder, or SDXL's pair (``path``: CLIP ViT-L, ``path_2``: OpenCLIP
     bigG), or Flux's (CLIP-L and T5-XXL, in either order: ComfyUI's DualCLIPLoader with
-    ``clip_l`` and ``t5xxl``), from diffusers folders or single files (transformers or OpenCLIP
-    layout).
+    ``clip_l`` and ``t5xxl``), or SD3's three (``path``: CLIP-L, ``path_2``: CLIP-G,
+    ``path_3``: T5-XXL: ComfyUI's TripleCLIPLoader), from diffusers folders or single files
+    (transformers or OpenCLIP layout).
 
     A file has no tokenizer or activation recorded: the shipped CLIP tokenizer is used, and
     OpenCLIP models (OpenCLIP layout, or 1024/1280 wide) use GELU where CLIP ViT-L uses
@@ -643,14 +645,22 @@ def load_text_encoder(
     """
     first = resolve_model(path, ctx.env, *TEXT_DIRS)
     second = resolve_model(path_2, ctx.env, *TEXT_DIRS) if path_2 else None
+    third = resolve_model(path_3, ctx.env, *TEXT_DIRS) if path_3 else None
+    if third is not None and second is None:
+        raise ValueError(
+            "path_3 (SD3's T5-XXL) needs path_2 (CLIP-G) too: SD3 takes CLIP-L, CLIP-G and T5"
+        )
     fp8 = dtype == FP8
     torch_dtype = ctx.runtime.dtype("auto" if fp8 else dtype)
-    identities = (file_identity(first), second and file_identity(second))
+    identities = tuple(p and file_identity(p) for p in (first, second, third))
     key = ("text_encoder", identities, str(torch_dtype), fp8)
     allow_pickle = ctx.env.allow_pickle
 
     def load() -> TextEncoder:
-        encoders = _load_text_encoders(first, second, torch_dtype, allow_pickle)
+        if third is not None and second is not None:
+            encoders = _load_sd3_text_encoders(first, second, third, torch_dtype, allow_pickle)
+        else:
+            encoders = _load_text_encoders(first, second, torch_dtype, allow_pickle)
         return _stored_fp8(encoders, *encoders.models) if fp8 else encoders
 
     return load_once(ctx, key, first.name, load)
@@ -699,6 +709,24 @@ def _load_flux_text_encoders(clip: Path, t5: Path, dtype: Any, allow_pickle: boo
         prompt_format=FluxPrompt(),
         source=f"{clip} + {t5}",
     )
+
+
+def _load_sd3_text_encoders(
+    clip_l: Path, clip_g: Path, t5: Path, dtype: Any, allow_pickle: bool
+) -> TextEncoder:
+    """SD3's three encoders; only the third may be T5, so a swapped order is named, not loaded
+    as something else."""
+    from nodes.sd3_single_file import load_sd3_text_encoders
+
+    for location, name in ((clip_l, "path"), (clip_g, "path_2")):
+        if _is_t5(location, allow_pickle):
+            raise ValueError(
+                f"{name} {location.name} is a T5 encoder; SD3's order is path: CLIP-L, "
+                "path_2: CLIP-G, path_3: T5-XXL"
+            )
+    if not _is_t5(t5, allow_pickle):
+        raise ValueError(f"path_3 {t5.name} is not a T5 encoder; SD3's third encoder is T5-XXL")
+    return load_sd3_text_encoders(clip_l, clip_g, t5, dtype, allow_pickle)
 
 
 def _load_text_encoders(

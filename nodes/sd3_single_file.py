@@ -171,3 +171,67 @@ def load_sd3_transformer(path: Path, dtype: Any, allow_pickle: bool = False) -> 
     vae = stored.get("vae")
     scale = 2 ** (len(vae["block_out_channels"]) - 1) if vae and "block_out_channels" in vae else 8
     return sd3_unet(model, path, scale)
+
+
+def _sd3_clip(location: Path, part: str, dtype: Any, allow_pickle: bool) -> Any:
+    """One of SD3's CLIP encoders (``part``: ``text_encoder`` for CLIP-L, ``text_encoder_2`` for
+    CLIP-G) with its projection, from a transformers folder or a file as ComfyUI's
+    ``text_encoders/`` holds them (transformers or OpenCLIP names). A file without a projection
+    (CLIP-L as released) gets the identity, since SD3 takes CLIP-L's pooled output as it is."""
+    import torch
+
+    from nodes.single_file import detect, openclip_text_state
+
+    folder = location if (location / "config.json").is_file() else location / part
+    if (folder / "config.json").is_file():
+        cls = hf.transformers().CLIPTextModelWithProjection
+        model = cls.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        return model.eval().requires_grad_(False)
+    file = CheckpointFile(location, allow_pickle=allow_pickle)
+    found = detect(file)
+    if found.kind != "text_encoder":
+        raise ValueError(f"{location.name} is no CLIP text encoder ({found.describe()})")
+    if found.layout == "openclip":
+        state = openclip_text_state(file.read("", dtype), drop_last_layer=False)
+    else:
+        state = hf_text_state(file.read("", dtype))
+    if "text_projection.weight" not in state:
+        width = int(state["text_model.embeddings.token_embedding.weight"].shape[1])
+        state["text_projection.weight"] = torch.eye(width, dtype=dtype)
+    stored = stored_architecture(file).get(part)
+    model = build_text_encoder(state, family_config("sd3", part), projection=True, stored=stored)
+    return model.eval().requires_grad_(False)
+
+
+def load_sd3_text_encoders(
+    clip_l: Path, clip_g: Path, t5: Path, dtype: Any, allow_pickle: bool = False
+) -> Any:
+    """SD3's three text encoders from three files or folders (ComfyUI's TripleCLIPLoader:
+    ``clip_l``, ``clip_g``, ``t5xxl``), as the ``TextEncoder`` an SD3 checkpoint carries: CLIP-L
+    and CLIP-G with projections and the shipped CLIP tokenizers (CLIP-G pads with ``!``, as
+    SD3's ``tokenizer_2``), T5 with the shipped T5 tokenizer, encoded by ``SD3Prompt``."""
+    from nodes.flow_text import SD3Prompt
+    from nodes.loaders import _load_t5
+    from nodes.t5 import t5_tokenizer
+    from nodes.types import TextEncoder
+
+    model_l = _sd3_clip(clip_l, "text_encoder", dtype, allow_pickle)
+    model_g = _sd3_clip(clip_g, "text_encoder_2", dtype, allow_pickle)
+    model_3 = _load_t5(t5, dtype, allow_pickle)
+    width_l, width_g = int(model_l.config.hidden_size), int(model_g.config.hidden_size)
+    joint_width = int(model_3.config.d_model)
+    if width_l + width_g > joint_width:
+        raise ValueError(
+            f"{clip_l.name} ({width_l} wide) and {clip_g.name} ({width_g} wide) together are "
+            f"wider than {t5.name} ({joint_width}); SD3 takes CLIP-L, CLIP-G and T5-XXL"
+        )
+    return TextEncoder(
+        clip_tokenizer(EOS_TOKEN),
+        model_l,
+        tokenizer_2=clip_tokenizer("!"),
+        model_2=model_g,
+        tokenizer_3=t5_tokenizer(),
+        model_3=model_3,
+        prompt_format=SD3Prompt(joint_width=joint_width),
+        source=f"{clip_l} + {clip_g} + {t5}",
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "write_flux_text_encoder_files",
     "write_flux_transformer_file",
     "write_sd3_single_file",
+    "write_sd3_text_encoder_files",
 ]
 
 
@@ -118,3 +119,30 @@ def write_flux_text_encoder_files(
         out.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
     return clip_out, t5_out
+
+
+def write_sd3_text_encoder_files(
+    folder: str | Path, clip_l_out: str | Path, clip_g_out: str | Path, t5_out: str | Path
+) -> tuple[Path, Path, Path]:
+    """Write the SD3 folder ``folder``'s text encoders as ComfyUI's ``clip_l.safetensors``,
+    ``clip_g.safetensors`` (transformers names under ``text_model.``, CLIP-L without its
+    identity projection, as released) and ``t5xxl_fp16.safetensors`` (transformers names).
+    Each file's config rides along as ``nodeflow.architecture`` metadata: a tiny model's heads
+    and T5 attention distance are not in its shapes."""
+    from nodes.single_file import ARCHITECTURE_KEY, hf_text_state
+
+    folder = Path(folder)
+    outs = (Path(clip_l_out), Path(clip_g_out), Path(t5_out))
+    for part, out in zip(("text_encoder", "text_encoder_2", "text_encoder_3"), outs, strict=True):
+        state = _load_state(folder / part)
+        if part == "text_encoder_3":  # transformers saves the tied input embedding once
+            state.setdefault("encoder.embed_tokens.weight", state["shared.weight"].clone())
+        else:
+            state = hf_text_state(state)
+        if part == "text_encoder":
+            state.pop("text_projection.weight")
+        architecture = json.dumps({part: _config(folder / part)}, sort_keys=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"format": "pt", ARCHITECTURE_KEY: architecture}
+        save_file({k: v.contiguous() for k, v in state.items()}, out, metadata=metadata)
+    return outs

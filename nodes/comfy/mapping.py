@@ -65,6 +65,8 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "ImageCompositeMasked": ("x", "y", "resize_source"),
     "UNETLoader": ("unet_name", "weight_dtype"),
     "DualCLIPLoader": ("clip_name1", "clip_name2", "type", "device"),
+    "TripleCLIPLoader": ("clip_name1", "clip_name2", "clip_name3"),
+    "CLIPTextEncodeSD3": ("clip_l", "clip_g", "t5xxl", "empty_padding"),
     "FluxGuidance": ("guidance",),
     "ModelSamplingSD3": ("shift",),
     "CLIPTextEncodeFlux": ("clip_l", "t5xxl", "guidance"),
@@ -486,6 +488,43 @@ def dual_clip_loader(n: ComfyNode) -> list[Link | None]:
     return [link(main, "text_encoder")]
 
 
+def triple_clip_loader(n: ComfyNode) -> list[Link | None]:
+    """SD3's CLIP-L, CLIP-G and T5-XXL files, in ComfyUI's order (clip_name1..3)."""
+    inputs = {"path": n.value("clip_name1"), "path_2": n.value("clip_name2")}
+    main = n.add("LoadTextEncoder", inputs | {"path_3": n.value("clip_name3")})
+    return [link(main, "text_encoder")]
+
+
+def clip_text_encode_sd3(n: ComfyNode) -> list[Link | None]:
+    """One prompt for SD3's three encoders: expressible when ComfyUI's three texts agree.
+
+    Different texts per encoder are refused, not merged. ``empty_padding`` only matters for an
+    empty text: ComfyUI's "none" gives that encoder no tokens at all (its part of the
+    conditioning is zeros), while "empty_prompt" encodes "" as diffusers does, which is what
+    TextEncode does; so "none" with an empty text is refused."""
+    texts = {name: n.value(name, "") for name in ("clip_l", "clip_g", "t5xxl")}
+    if len(set(map(repr, texts.values()))) > 1:
+        n.issue(
+            "clip_l",
+            "unsupported_value",
+            "clip_l, clip_g and t5xxl differ; different texts per SD3 encoder are not "
+            "expressible yet: give all three the same text",
+        )
+    padding = n.value("empty_padding", "none")
+    if padding not in ("none", "empty_prompt"):
+        n.issue("empty_padding", "unsupported_value", f"{padding!r}: none or empty_prompt")
+    empty = [name for name, text in texts.items() if text == ""]
+    if padding == "none" and empty:
+        n.issue(
+            "empty_padding",
+            "unsupported_value",
+            f"'none' with an empty {', '.join(empty)} zeroes that encoder's part in ComfyUI, "
+            "which is not expressible here; choose empty_prompt to encode the empty text",
+        )
+    encode = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": texts["t5xxl"]})
+    return [link(encode, "conditioning")]
+
+
 def model_sampling_sd3(n: ComfyNode) -> list[Link | None]:
     main = n.add("FlowShift", {"unet": n.link("model"), "shift": n.value("shift", 3.0)})
     return [link(main, "unet")]
@@ -580,6 +619,8 @@ TRANSLATORS: dict[str, Translator] = {
     "ImageCompositeMasked": image_composite_masked,
     "UNETLoader": unet_loader,
     "DualCLIPLoader": dual_clip_loader,
+    "TripleCLIPLoader": triple_clip_loader,
+    "CLIPTextEncodeSD3": clip_text_encode_sd3,
     "FluxGuidance": flux_guidance,
     "ModelSamplingSD3": model_sampling_sd3,
     "CLIPTextEncodeFlux": clip_text_encode_flux,
@@ -593,7 +634,6 @@ NOT_YET: dict[str, str] = {
     "ConditioningSetArea": "area conditioning is not expressible yet",
     "CLIPTextEncodeSDXLRefiner": "the SDXL refiner is not supported yet",
     "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
-    "TripleCLIPLoader": "SD3 text encoders are not supported yet",
     "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
     "VAEEncodeForInpaint": "inpainting is not supported yet",
     "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",

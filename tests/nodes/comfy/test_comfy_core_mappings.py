@@ -230,7 +230,7 @@ def test_clip_text_encode_flux_is_one_prompt_and_flux_guidance():
     assert ("6", "clip_l", "unsupported_value") in issues_of(prompt)
 
 
-@pytest.mark.parametrize("kind", ["TripleCLIPLoader"])
+@pytest.mark.parametrize("kind", ["ConditioningZeroOut"])
 def test_sd3_and_flux_nodes_without_an_equivalent_stay_unmapped(kind):
     prompt = txt2img()
     prompt["20"] = {"class_type": kind, "inputs": {}}

@@ -53,7 +53,9 @@ def flow_graph(
     dtype: str = "auto",
     image: str | None = None,
     strength: float = 1.0,
+    text_encoders: dict[str, str] | None = None,
 ) -> Workflow:
+    """``text_encoders``: LoadTextEncoder's paths, whose encoders replace the checkpoint's."""
     b = WorkflowBuilder()
     model = loaded = b.add("LoadCheckpoint", id="model", path=checkpoint, dtype=dtype)
     if lora is not None:
@@ -61,7 +63,10 @@ def flow_graph(
             "LoadLoRA", id="lora", unet=model.unet, text_encoder=model.text_encoder, path=lora,
             strength_unet=lora_strength,
         )  # fmt: skip
-    encode = {"text_encoder": model.text_encoder, "max_sequence_length": max_sequence_length}
+    text_encoder = model.text_encoder
+    if text_encoders is not None:
+        text_encoder = b.add("LoadTextEncoder", id="text", **text_encoders).text_encoder
+    encode = {"text_encoder": text_encoder, "max_sequence_length": max_sequence_length}
     pos = b.add("TextEncode", id="pos", text=prompt, **encode)
     neg = b.add("TextEncode", id="neg", text=negative, **encode)
     if guidance is not None:
