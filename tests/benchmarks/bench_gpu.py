@@ -264,42 +264,71 @@ def finite(*arrays: Any) -> bool:
 
 
 def gib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / GIB:.2f} GiB"
+    """Bytes for people: GiB from one GiB up, MiB below (the tiny models' budgets)."""
+    if n is None:
+        return "n/a"
+    return f"{n / GIB:.2f} GiB" if abs(n) >= GIB else f"{n / 2**20:.1f} MiB"
 
 
 # --- the checks ------------------------------------------------------------------------------
 
 
 def check_parity(bench: Bench, pipe: Any, reference: Picture, tolerance: float) -> Check:
-    """diffusers' pictures (float image, then latents) against nodeflow's ``reference``."""
+    """diffusers' pictures (float image, then latents) against nodeflow's ``reference``.
+
+    Where nodeflow decodes in fp32 (``force_upcast``) and the pipeline in half precision,
+    diffusers' latents are also decoded in fp32, so the report tells the loop's difference
+    from the decoder's precision."""
     image = bench.diffusers(pipe, "np")
-    latents = _np(bench.diffusers(pipe, "latent"))
+    latents = bench.diffusers(pipe, "latent")
     upcast = bool(getattr(pipe.vae.config, "force_upcast", False))
-    upcast = upcast and bench.dtype != bench.torch.float32
-    return parity_verdict(reference, Picture(image, latents), tolerance, upcast)
+    upcast = upcast and bench.dtype == bench.torch.float16  # as nodes.vae decides
+    same_decoder = decode_fp32(pipe, latents) if upcast else None
+    return parity_verdict(reference, Picture(image, _np(latents)), tolerance, same_decoder)
 
 
-def parity_verdict(nodeflow: Picture, diffusers: Picture, tolerance: float, upcast: bool) -> Check:
-    """Pass when both pictures are finite and their float images within ``tolerance``."""
-    data = {
+def decode_fp32(pipe: Any, latents: Any) -> Any:
+    """diffusers' latents decoded as the pipeline decodes them, but by its VAE in fp32."""
+    import torch
+
+    vae = pipe.vae
+    torch.nn.Module.to(vae, torch.float32)  # not diffusers' .to, which warns about casting
+    try:
+        with torch.inference_mode():
+            image = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)[0]
+        return pipe.image_processor.postprocess(image, output_type="np")
+    finally:
+        torch.nn.Module.to(vae, latents.dtype)
+
+
+def parity_verdict(
+    nodeflow: Picture, diffusers: Picture, tolerance: float, same_decoder: Any = None
+) -> Check:
+    """Pass when both pictures are finite and their float images within ``tolerance``.
+
+    ``same_decoder``: diffusers' latents decoded in fp32, as nodeflow decodes them; its
+    difference is reported, and the verdict stays on the pipeline's own picture."""
+    data: dict[str, Any] = {
         "max_abs_diff_image": max_diff(nodeflow.image, diffusers.image),
         "max_abs_diff_latents": max_diff(nodeflow.latents, diffusers.latents),
         "tolerance": tolerance,
         "finite": finite(nodeflow.image, diffusers.image, nodeflow.latents, diffusers.latents),
-        "nodeflow_decodes_in_fp32": upcast,
+        "nodeflow_decodes_in_fp32": same_decoder is not None,
     }
     ok = data["finite"] and data["max_abs_diff_image"] <= tolerance  # False for NaN
     summary = (
         f"max abs diff image {data['max_abs_diff_image']:.2e} (tolerance {tolerance:g}), "
         f"latents {data['max_abs_diff_latents']:.2e}"
-        + ("" if data["finite"] else "; NOT FINITE (NaN or inf)")
-        + (
-            "; nodeflow decodes in fp32 (VAE force_upcast), diffusers' "
-            "StableDiffusionPipeline in the run's dtype"
-            if upcast
-            else ""
-        )
     )
+    if not data["finite"]:
+        summary += "; NOT FINITE (NaN or inf)"
+    if same_decoder is not None:
+        data["max_abs_diff_image_fp32_decoder"] = max_diff(nodeflow.image, same_decoder)
+        summary += (
+            "; nodeflow decodes in fp32 (the VAE's force_upcast), diffusers' "
+            "StableDiffusionPipeline in fp16: with diffusers' latents decoded in fp32 too, "
+            f"{data['max_abs_diff_image_fp32_decoder']:.2e}"
+        )
     return Check("pass" if ok else "fail", summary, data)
 
 
@@ -430,6 +459,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md/json")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", *TOLERANCES),
+        default="auto",
+        help="auto: fp16 on cuda, fp32 on the cpu (fp16 there dry-runs the half-precision path)",
+    )
     parser.add_argument("--size", type=int, help="picture side (default 512; --tiny 64)")
     parser.add_argument("--steps", type=int, help="denoising steps (default 20; --tiny 4)")
     parser.add_argument("--repeats", type=int, help="timed runs per side (default 5; --tiny 3)")
@@ -459,8 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
-    dtype = torch.float16 if cuda else torch.float32
-    dtype_name = "fp16" if cuda else "fp32"
+    dtype_name = args.dtype if args.dtype != "auto" else "fp16" if cuda else "fp32"
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
     report = Report(
         args.out,
         {
@@ -478,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             else "real-size SD 1.5 (860M U-Net, CLIP-L, SD VAE), random weights, fp16 files",
         },
     )
-    names = ("(a) fp16 parity" if cuda else "(a) parity", "(b) VRAM budget", "(c) speed")
+    names = (f"(a) {dtype_name} parity", "(b) VRAM budget", "(c) speed")
     if cuda and not torch.cuda.is_available():
         for name in names:
             report.add(name, Check("skip", "skipped: --device cuda, but CUDA is not available"))

@@ -37,7 +37,7 @@ def test_the_tiny_dry_run_passes_every_check_and_reports_the_gpu_only_part_as_sk
     checks = report["checks"]
     assert [c["status"] for c in checks.values()] == ["pass", "pass", "pass"], checks
 
-    parity = checks["(a) parity"]["data"]
+    parity = checks["(a) fp32 parity"]["data"]
     assert parity["tolerance"] == 1e-4
     assert parity["finite"] and parity["max_abs_diff_image"] <= 1e-4
 
@@ -59,13 +59,19 @@ def test_parity_fails_beyond_the_tolerance_and_on_nan() -> None:
 
     def verdict(other: np.ndarray) -> str:
         picture = bench_gpu.Picture(other, latents)
-        return bench_gpu.parity_verdict(same, picture, 1e-4, upcast=False).status
+        return bench_gpu.parity_verdict(same, picture, 1e-4).status
 
     assert verdict(image + 5e-5) == "pass"
     assert verdict(image + 2e-4) == "fail"
     broken = image.copy()
     broken[0, 0, 0, 0] = np.nan
     assert verdict(broken) == "fail"
+
+    # the fp32-decoder figure is a diagnosis beside the verdict, not a second chance
+    picture = bench_gpu.Picture(image + 2e-4, latents)
+    check = bench_gpu.parity_verdict(same, picture, 1e-4, same_decoder=image)
+    assert check.status == "fail"
+    assert check.data["max_abs_diff_image_fp32_decoder"] == 0.0
 
 
 def test_the_offload_check_fails_without_offloads_or_on_other_pixels() -> None:
