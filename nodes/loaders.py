@@ -69,6 +69,7 @@ BUILT_IN = {
 }
 """Checkpoint names that resolve to shipped files when the models dir has none by that name."""
 BUILT_IN[DEMO_CLIP] = SHIPPED / DEMO_CLIP  # a whole CLIP of the demo scenes (nodes.clip_model)
+BUILT_IN["demo-clip-noised"] = SHIPPED / "demo-clip-noised"  # noise-aware (nodes.noised_clip)
 DEMOS = {
     DEMO_SDXL: "tiny-sdxl-1",
     DEMO_KANDINSKY_PRIOR: "tiny-kandinsky-prior-1",
