@@ -107,6 +107,8 @@ BUILT_IN_CHECKPOINTS = {
     DEMO_FLUX: f"{RANDOM}: Flux.1 dev (made on first use; pictures are noise)",
     DEMO_CLIP: f"{TRAINED}: a CLIP of the demo scenes, image and text towers, for LoadCLIP and"
     " LoadCLIPVision (transformers folder, shipped)",
+    "demo-clip-noised": f"{TRAINED}: a noise-aware CLIP of the demo model's noisy latents, for "
+    "CLIPGuidance without decoding (nodes.noised_clip, shipped)",
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""

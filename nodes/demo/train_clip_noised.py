@@ -232,15 +232,14 @@ def _state(tower: NoisedImageTower, logit_scale: torch.Tensor, optimizer: Any) -
 def write_folder(
     out: Path, clip: Path, tower: NoisedImageTower, logit_scale: torch.Tensor, extra: dict
 ) -> int:
-    """The shipped folder: the text tower as ``demo-clip`` ships it (fp16, with the CLIP
-    tokenizer), the image tower beside it. Returns the folder's weight bytes."""
+    """The shipped folder: the text tower as ``demo-clip`` ships it (fp16), the image tower
+    beside it. No tokenizer files: the loader falls back to the real CLIP tokenizer nodeflow
+    ships (``nodes.clip_vocab``, the one both towers were trained with), which saves 1.5 MB of
+    the package's model budget. Returns the folder's weight bytes."""
     from transformers import CLIPTextModelWithProjection
-
-    from nodes.clip_vocab import write_clip_tokenizer
 
     text = CLIPTextModelWithProjection.from_pretrained(clip, local_files_only=True)
     text.half().save_pretrained(out)
-    write_clip_tokenizer(out)
     size = save_image_tower(tower, logit_scale, out / IMAGE_TOWER, extra)
     return size + (out / "model.safetensors").stat().st_size
 

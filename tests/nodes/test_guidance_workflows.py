@@ -39,7 +39,8 @@ def test_the_classifier_guidance_workflow_draws_the_guided_color(tmp_path, capsy
 
 
 def test_the_clip_guidance_workflow_runs_as_shipped_and_its_guidance_acts(tmp_path, capsys):
-    """On demo-clip; at scale 0 the same seed gives another picture (the term is not inert)."""
+    """On demo-clip-noised (no VAE: it reads the noisy latents); at scale 0 the same seed gives
+    another picture (the term is not inert)."""
     import numpy as np
 
     path = run("clip_guidance.json", tmp_path, capsys, "sched.steps=4")
