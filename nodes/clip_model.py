@@ -47,6 +47,12 @@ class CLIP(_ModelHandle):
     source: str = ""
 
     @property
+    def noise_aware(self) -> bool:
+        """Whether its image tower reads a denoiser's noisy latents and timestep (GLIDE's noised
+        CLIP, ``nodes.noised_clip``) rather than pictures: the model says so itself."""
+        return bool(getattr(self.model, "noise_aware", False))
+
+    @property
     def image_size(self) -> int:
         return int(self.model.config.vision_config.image_size)
 
@@ -59,9 +65,16 @@ class CLIP(_ModelHandle):
 def load_clip_folder(location: str | Path, dtype: Any = None) -> CLIP:
     """A transformers ``CLIPModel`` folder (``config.json`` of ``model_type: clip``, weights,
     ``preprocessor_config.json``; tokenizer files optional, the shipped CLIP tokenizer otherwise),
-    loaded offline, in eval mode, with gradients off for its weights."""
+    loaded offline, in eval mode, with gradients off for its weights. A noised-CLIP folder (a
+    text tower beside ``image_tower.safetensors``, ``nodes.noised_clip``) loads too, as a CLIP
+    whose ``noise_aware`` is true and which has no picture preprocessing."""
+    from nodes.noised_clip import is_noised_clip_folder, load_noised_clip
+
     transformers = hf.transformers()
     location = Path(location)
+    if is_noised_clip_folder(location):  # a text tower beside a noisy-latent image tower
+        model = load_noised_clip(location, dtype)
+        return CLIP(model, _tokenizer(location), None, source=str(location))
     config_file = location / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{location} holds no CLIP model (no config.json)")
@@ -77,12 +90,16 @@ def load_clip_folder(location: str | Path, dtype: Any = None) -> CLIP:
     if dtype is not None:
         kwargs["dtype"] = dtype
     model = transformers.CLIPModel.from_pretrained(location, **kwargs)
-    if (location / "vocab.json").is_file() and (location / "merges.txt").is_file():
-        tokenizer = transformers.CLIPTokenizer.from_pretrained(location, local_files_only=True)
-    else:
-        tokenizer = clip_tokenizer()
     processor = transformers.CLIPImageProcessor.from_pretrained(location, local_files_only=True)
-    return CLIP(model.eval().requires_grad_(False), tokenizer, processor, source=str(location))
+    model = model.eval().requires_grad_(False)
+    return CLIP(model, _tokenizer(location), processor, source=str(location))
+
+
+def _tokenizer(location: Path) -> Any:
+    """The folder's own CLIP tokenizer files, or the shipped CLIP tokenizer."""
+    if (location / "vocab.json").is_file() and (location / "merges.txt").is_file():
+        return hf.transformers().CLIPTokenizer.from_pretrained(location, local_files_only=True)
+    return clip_tokenizer()
 
 
 def preprocess(clip: CLIP, pixels: Any) -> Any:
@@ -116,6 +133,11 @@ def image_features(clip: CLIP, pixels: Any, *, normalize: bool = False) -> Any:
     ``pixels`` (call inside ``torch.no_grad()`` when none are wanted)."""
     import torch
 
+    if clip.noise_aware:
+        raise ValueError(
+            f"{Path(clip.source).name or 'this CLIP'} is noise-aware: its image tower reads a "
+            "denoiser's noisy latents (for CLIPGuidance), not pictures"
+        )
     features = clip.model.get_image_features(pixel_values=preprocess(clip, pixels)).pooler_output
     return torch.nn.functional.normalize(features, dim=-1) if normalize else features
 

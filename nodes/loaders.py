@@ -69,6 +69,7 @@ BUILT_IN = {
 }
 """Checkpoint names that resolve to shipped files when the models dir has none by that name."""
 BUILT_IN[DEMO_CLIP] = SHIPPED / DEMO_CLIP  # a whole CLIP of the demo scenes (nodes.clip_model)
+BUILT_IN["demo-clip-noised"] = SHIPPED / "demo-clip-noised"  # noise-aware (nodes.noised_clip)
 DEMOS = {
     DEMO_SDXL: "tiny-sdxl-1",
     DEMO_KANDINSKY_PRIOR: "tiny-kandinsky-prior-1",
@@ -106,6 +107,8 @@ BUILT_IN_CHECKPOINTS = {
     DEMO_FLUX: f"{RANDOM}: Flux.1 dev (made on first use; pictures are noise)",
     DEMO_CLIP: f"{TRAINED}: a CLIP of the demo scenes, image and text towers, for LoadCLIP and"
     " LoadCLIPVision (transformers folder, shipped)",
+    "demo-clip-noised": f"{TRAINED}: a noise-aware CLIP of the demo model's noisy latents, for "
+    "CLIPGuidance without decoding (nodes.noised_clip, shipped)",
 }
 """Every built-in checkpoint name and what it is, for listings and validation messages: whether
 it is the trained demo model (its pictures show the prompt) or a random tiny test model (noise)."""

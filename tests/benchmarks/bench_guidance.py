@@ -5,7 +5,10 @@ Run from the repository root (on demand, not in CI)::
 
     python tests/benchmarks/bench_guidance.py [--n 100] [--batch 25] [--steps 20]
         [--classifier demo-classifier] [--clip demo-clip] [--scales 0 10 30 100]
-        [--clip-scales 0 10 30 100] [--modes classifier-cfg classifier-uncond clip-cfg clip-uncond]
+        [--clip-scales 0 10 30 100] [--noised-clip demo-clip-noised]
+        [--noised-clip-scales 0 30 100 300]
+        [--modes classifier-cfg classifier-uncond clip-cfg clip-uncond noised-clip-cfg
+                 noised-clip-uncond]
         [--threads 1] [--no-write] [--table-only]
 
 ``--n`` held-out captions (``nodes.demo.adherence.held_out_scenes``, seed ``--seed``) are
@@ -19,7 +22,9 @@ the same picture as sampling without the term (tested bit for bit). Modes:
   the caption it stands for: the color is then the classifier's doing alone;
 * ``clip-cfg``: the caption at CFG ``--cfg``, with CLIP guidance toward the caption
   (``--clip``: a whole-CLIP folder such as ``demo-clip``);
-* ``clip-uncond``: the empty prompt at CFG 1, CLIP-guided toward the caption alone.
+* ``clip-uncond``: the empty prompt at CFG 1, CLIP-guided toward the caption alone;
+* ``noised-clip-cfg`` / ``noised-clip-uncond``: the same two with a noise-aware CLIP
+  (``--noised-clip``, GLIDE's noised CLIP: ``demo-clip-noised`` reads the noisy latents).
 
 Each picture is scored by ``nodes.demo.evaluate.score``; the target attribute is the shapes'
 color (``color_ok``) for classifier guidance and the whole caption for CLIP guidance (its
@@ -47,14 +52,21 @@ sys.path.insert(0, str(REPO))
 from report import machine_summary, utc_date, write_section  # noqa: E402
 
 SECTION = "## Classifier and CLIP guidance on the demo model (tests/benchmarks/bench_guidance.py)"
+NOISED_SECTION = (
+    "## Noise-aware CLIP guidance (GLIDE's noised CLIP) on the demo model "
+    "(tests/benchmarks/bench_guidance.py)"
+)
+"""A run of the noised-CLIP modes alone writes its own section, leaving the other one's."""
 ATTRIBUTES = ("color_ok", "shape_ok", "background_ok", "count_ok", "caption_ok")
 TARGET = {
     "classifier-cfg": "color_ok",
     "classifier-uncond": "color_ok",
     "clip-cfg": "caption_ok",
     "clip-uncond": "caption_ok",
+    "noised-clip-cfg": "caption_ok",
+    "noised-clip-uncond": "caption_ok",
 }
-UNCONDITIONAL = ("classifier-uncond", "clip-uncond")
+UNCONDITIONAL = ("classifier-uncond", "clip-uncond", "noised-clip-uncond")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -69,6 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip", default="demo-clip")
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 10, 30, 100])
     parser.add_argument("--clip-scales", type=float, nargs="+", default=[0, 10, 30, 100])
+    parser.add_argument("--noised-clip", default="demo-clip-noised")
+    parser.add_argument("--noised-clip-scales", type=float, nargs="+", default=[0, 30, 100, 300])
     parser.add_argument("--modes", nargs="+", default=list(TARGET), choices=list(TARGET))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--state", type=Path, default=REPO / "build" / "bench_guidance.json")
@@ -108,6 +122,13 @@ class Bench:
             from nodes.loaders import resolve_checkpoint
 
             self.clip = load_clip_folder(resolve_checkpoint(args.clip, Environment.from_dirs()))
+        self.noised_clip = None
+        if any(mode.startswith("noised-clip") for mode in args.modes):
+            from nodes.clip_model import load_clip_folder
+            from nodes.loaders import resolve_checkpoint
+
+            location = resolve_checkpoint(args.noised_clip, Environment.from_dirs())
+            self.noised_clip = load_clip_folder(location)
 
     def encode(self, texts: list[str]) -> Any:
         import torch
@@ -121,7 +142,7 @@ class Bench:
     def pictures(self, mode: str, scale: float, scenes: list[Any], batch: int) -> Any:
 
         from nodes.classifier_guidance import ClassifierTerm
-        from nodes.clip_guidance import CLIPTerm
+        from nodes.clip_guidance import CLIPTerm, NoisedCLIPTerm
         from nodes.clip_model import text_features
         from nodes.demo.dataset import COLORS, caption
         from nodes.denoise import sample
@@ -136,6 +157,9 @@ class Bench:
         if mode.startswith("classifier"):
             labels = tuple(COLORS.index(scene.color) for scene in scenes)
             terms = (ClassifierTerm(self.classifier, labels, scale),)
+        elif mode.startswith("noised-clip"):  # reads the noisy latents: no decode
+            text = text_features(self.noised_clip, captions)
+            terms = (NoisedCLIPTerm(self.noised_clip, text, scale),)
         else:  # CLIP guidance toward the caption, with or without it as the prompt
             text = text_features(self.clip, captions)
             terms = (CLIPTerm(self.clip, self.parts.vae.model, text, scale),)
@@ -151,6 +175,12 @@ class Bench:
         return decode(self.parts.vae, Latent(latents, 64, 64, len(scenes))).pixels
 
 
+def scales_of(args: argparse.Namespace, mode: str) -> list[float]:
+    if mode.startswith("noised-clip"):
+        return args.noised_clip_scales
+    return args.clip_scales if mode.startswith("clip") else args.scales
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -163,8 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args)
     args.state.parent.mkdir(parents=True, exist_ok=True)
     for mode in args.modes:
-        scales = args.clip_scales if mode.startswith("clip") else args.scales
-        for scale in scales:
+        for scale in scales_of(args, mode):
             for batch, start in enumerate(range(0, args.n, args.batch)):
                 key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
                 if key in state:
@@ -191,7 +220,7 @@ def table(args: argparse.Namespace, state: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode in args.modes:
-        scales = args.clip_scales if mode.startswith("clip") else args.scales
+        scales = scales_of(args, mode)
         baseline: list[dict[str, bool]] | None = None
         for scale in scales:
             scores: list[dict[str, bool]] = []
@@ -226,7 +255,7 @@ def sampled(args: argparse.Namespace, state: dict[str, Any]) -> float:
     """Seconds spent on the batches this table shows."""
     total = 0.0
     for mode in args.modes:
-        for scale in args.clip_scales if mode.startswith("clip") else args.scales:
+        for scale in scales_of(args, mode):
             for start in range(0, args.n, args.batch):
                 key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
                 total += state.get(key, {}).get("seconds", 0.0)
@@ -242,7 +271,7 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
         f"diffusers {diffusers.__version__}",
     )  # fmt: skip
     return "\n".join([
-        SECTION, "",
+        section_title(args), "",
         f"- Date: {utc_date()}",
         f"- Machine: {machine}",
         f"- Command: `python tests/benchmarks/bench_guidance.py {' '.join(argv)}`"
@@ -252,7 +281,8 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
         f"batches of {args.batch} (Denoise seed {args.seed} + batch index, the same for every "
         f"mode and scale), {args.scheduler} {args.steps} steps, CFG {args.cfg:g} with negative "
         f"prompt \"\" (the -uncond modes: the empty prompt at CFG 1), 64x64, demo model; "
-        f"classifier `{args.classifier}`; CLIP `{args.clip or '-'}`; scored by "
+        f"classifier `{args.classifier}`; CLIP `{args.clip or '-'}`; noise-aware CLIP "
+        f"`{args.noised_clip}`; scored by "
         f"`nodes.demo.evaluate.score`. {sampled(args, state) / 60:.1f} minutes of sampling "
         f"and scoring in all (summed over batches, which may come from resumed runs; "
         f"{minutes:.1f} in this one).",
@@ -266,6 +296,11 @@ def section(args: argparse.Namespace, state: dict[str, Any], minutes: float, arg
     ])  # fmt: skip
 
 
+def section_title(args: argparse.Namespace) -> str:
+    noised = all(mode.startswith("noised-clip") for mode in args.modes)
+    return NOISED_SECTION if noised else SECTION
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(arguments)
@@ -274,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = section(args, state, (time.perf_counter() - started) / 60, arguments)
     print(text)
     if not args.no_write:
-        write_section(REPO / "BENCHMARKS.md", SECTION, text)
+        write_section(REPO / "BENCHMARKS.md", section_title(args), text)
 
 
 if __name__ == "__main__":
