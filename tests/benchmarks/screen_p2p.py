@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from report import machine_summary, utc_date, write_section  # noqa: E402
 
-from nodes.demo.adherence import DEFAULT_CFG, DEFAULT_STEPS  # noqa: E402
+from nodes.demo.adherence import DEFAULT_CFG, DEFAULT_SCHEDULER, DEFAULT_STEPS  # noqa: E402
 from nodes.demo.dataset import caption  # noqa: E402
 from nodes.demo.editing import EditRunner, Pair, box_iou, edit_pairs, iou  # noqa: E402
 from nodes.demo.evaluate import foreground_mask, score  # noqa: E402
@@ -74,13 +74,36 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "CFG 10": {"cfg": 10.0},
     "self 0.2, word 0.2, 15 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 15},
     "30 steps": {"steps": 30},
+    "plain, ddim": {"plain": True, "scheduler": "ddim"},
+    "ddim": {"scheduler": "ddim"},
+    "self 0.2, word 0.2, ddim": {"self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim"},
+    "self 0.2, word 0.2, dpmpp_2m": {
+        "self_steps": 0.2, "word_window": 0.2, "scheduler": "dpmpp_2m",
+    },
+    "self 0.2, word 0.2, unipc": {"self_steps": 0.2, "word_window": 0.2, "scheduler": "unipc"},
+    "self 0.2, word 0": {"self_steps": 0.2, "word_window": 0.0},
+    "self 0.3, word 0.1": {"self_steps": 0.3, "word_window": 0.1},
+    "self 0.3, word 0.2": {"self_steps": 0.3, "word_window": 0.2},
+    "self 0.2, word 0.3": {"self_steps": 0.2, "word_window": 0.3},
+    "self 0.4, word 0.2": {"self_steps": 0.4, "word_window": 0.2},
+    "self 0.2, word 0.1, 30 steps": {"self_steps": 0.2, "word_window": 0.1, "steps": 30},
+    "self 0.15, word 0.15, 30 steps": {"self_steps": 0.15, "word_window": 0.15, "steps": 30},
+    "self 0.2, word 0, ddim": {"self_steps": 0.2, "word_window": 0.0, "scheduler": "ddim"},
+    "self 0.2, word 0.3, ddim": {"self_steps": 0.2, "word_window": 0.3, "scheduler": "ddim"},
+    "self 0.2, word 0.2, ddim, blend": {
+        "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "blend": True,
+    },
+    "self 0.2, word 0.2, ddim, 50 steps": {
+        "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "steps": 50,
+    },
 }  # fmt: skip
 """Name -> setting. Keys beside PromptToPrompt's own widgets (cross_steps, self_steps,
 blend_threshold, blend_start): ``word_window`` (the edited word's ``word_cross_steps``),
 ``later_words_window`` (that window for the edited word and every later word of the caption not
 already before it: CLIP's causal encoder carries the word into them), ``blend`` (``blend_words``:
 the source's and the edit's changed word), ``reweight_edit`` (``reweight`` on the edited word),
-``cfg``, ``steps``, and ``plain`` (no controller: both captions drawn separately)."""
+``cfg``, ``steps``, ``scheduler`` (the Scheduler node's sampler, euler unless named), and
+``plain`` (no controller: both captions drawn separately)."""
 
 
 def node_options(setting: dict[str, Any], pair: Pair) -> dict[str, Any]:
@@ -184,6 +207,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.results is None:
         args.results = REPO / "build" / f"screen_p2p_{args.kind}_{args.seed}.jsonl"
+    args.results = args.results.resolve()
     return args
 
 
@@ -199,11 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = edit_pairs(args.kind, args.n, args.seed)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["variant"], r["index"]) for r in load_results(args.results)}
-    runners: dict[int, EditRunner] = {}
+    runners: dict[tuple[int, str], EditRunner] = {}
     for name in args.variants:
         setting = VARIANTS[name]
         steps = setting.get("steps", DEFAULT_STEPS)
-        runner = runners.setdefault(steps, EditRunner(args.model, steps=steps))
+        scheduler = setting.get("scheduler", DEFAULT_SCHEDULER)
+        if (steps, scheduler) not in runners:
+            runners[steps, scheduler] = EditRunner(args.model, steps=steps, scheduler=scheduler)
+        runner = runners[steps, scheduler]
         for index, pair in enumerate(pairs):
             if (name, index) in done:
                 continue
