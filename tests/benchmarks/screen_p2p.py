@@ -47,11 +47,13 @@ from nodes.demo.editing import EditRunner, Pair, box_iou, edit_pairs, iou  # noq
 from nodes.demo.evaluate import foreground_mask, score  # noqa: E402
 
 SECTION = (
-    "## Prompt-to-prompt settings, {kind} edits of draw seed {seed} "
+    "## Prompt-to-prompt settings, {kind} edits of draw seed {seed}, {n} pairs "
     "(tests/benchmarks/screen_p2p.py)"
 )
-"""One section per kind and draw: the screen (seed 7) and the confirmation on the benchmark's own
-pairs (seed 0, the same pictures as ``bench_p2p.py`` draws) stand side by side."""
+"""One section per kind, draw and pair count: the screen (seed 7, 40 pairs), the same draw
+widened to 100 pairs for the leaders, and the confirmation on the benchmark's own pairs (seed 0,
+the same pictures as ``bench_p2p.py`` draws) stand side by side. A draw's first 40 pairs are the
+first 40 of its 100, so one results file per kind and draw serves every count."""
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"plain": True},
@@ -93,6 +95,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "self 0.2, word 0.2, ddim, blend": {
         "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "blend": True,
     },
+    "self 0.2, word 0.2, 12 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 12},
+    "self 0.2, word 0.2, 10 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 10},
     "self 0.2, word 0.2, ddim, 50 steps": {
         "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "steps": 50,
     },
@@ -242,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner.close()
     minutes = (time.perf_counter() - started) / 60
     results = [r for r in load_results(args.results) if r["index"] < args.n]
-    section = SECTION.format(kind=args.kind, seed=args.seed)
+    section = SECTION.format(kind=args.kind, seed=args.seed, n=args.n)
     machine = machine_summary(f"torch threads {args.threads}", f"torch {torch.__version__}")
     text = "\n".join(
         [
@@ -253,11 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"- Command: `{command.strip()}` ({minutes:.1f} minutes this call; pairs already "
             f"in `{args.results.relative_to(REPO)}` were kept)",
             f"- {args.n} held-out {args.kind} edits of draw seed {args.seed}, PromptToPrompt "
-            'replace, euler, negative ""; unnamed settings '
+            'replace, negative ""; unnamed settings '
             f"are the node's defaults (cross 0.8, self 0.4), CFG {DEFAULT_CFG:g}, "
-            f'{DEFAULT_STEPS} steps. "word": the edited word\'s own cross-attention window '
+            f"{DEFAULT_STEPS} steps, {DEFAULT_SCHEDULER}. "
+            '"word": the edited word\'s own cross-attention window '
             '(`word_cross_steps`); "blend": `blend_words` on the changed words; '
-            '"reweight": `reweight` on the edited word; "plain": no controller.',
+            '"reweight": `reweight` on the edited word; "ddim", "dpmpp_2m", "unipc": the '
+            'Scheduler\'s sampler; "plain": no controller (the same seed).',
             "",
             table(results, pairs, args.variants),
             "",
