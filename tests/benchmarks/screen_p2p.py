@@ -96,10 +96,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "blend": True,
     },
     "self 0.2, word 0.2, 12 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 12},
-    "self 0.2, word 0.2, 10 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 10},
-    "self 0.2, word 0.2, ddim, 50 steps": {
-        "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "steps": 50,
-    },
 }  # fmt: skip
 """Name -> setting. Keys beside PromptToPrompt's own widgets (cross_steps, self_steps,
 blend_threshold, blend_start): ``word_window`` (the edited word's ``word_cross_steps``),
