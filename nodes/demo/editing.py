@@ -32,6 +32,7 @@ from nodeflow.builder import WorkflowBuilder
 from nodeflow.workflow import Workflow
 from nodes.demo.adherence import (
     DEFAULT_CFG,
+    DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     AdherenceRunner,
     add_sampling,
@@ -101,10 +102,12 @@ def edit_workflow(
     blend_start: float = 0.2,
     cfg: float = DEFAULT_CFG,
     steps: int = DEFAULT_STEPS,
+    scheduler: str = DEFAULT_SCHEDULER,
     seed: int = 0,
 ) -> Workflow:
     """The edit graph (target ``decode``, a batch [source, edit]): LoadCheckpoint,
-    PromptToPrompt, TextEncode(""), Scheduler, CFG, EmptyLatent (batch 1), Denoise, VAEDecode."""
+    PromptToPrompt, TextEncode(""), Scheduler (``scheduler``: its sampler), CFG, EmptyLatent
+    (batch 1), Denoise, VAEDecode."""
     b = WorkflowBuilder()
     checkpoint = b.add("LoadCheckpoint", id="model", path=model)
     p2p = b.add(
@@ -125,7 +128,7 @@ def edit_workflow(
     )
     neg = b.add("TextEncode", id="neg", text_encoder=checkpoint.text_encoder, text="")
     add_sampling(b, p2p.unet, checkpoint.vae, p2p.conditioning, neg.conditioning, cfg=cfg,
-                 steps=steps, seed=seed)  # fmt: skip
+                 steps=steps, seed=seed, scheduler=scheduler)  # fmt: skip
     return b.build()
 
 
@@ -157,7 +160,13 @@ class EditRunner(AdherenceRunner):
     def pair(self, source: str, edit: str, *, seed: int = 0, **options: Any) -> np.ndarray:
         """The pictures [source, edit] of one prompt-to-prompt pair, floats [2, 64, 64, 3]."""
         workflow = edit_workflow(
-            source, edit, model=self.model, steps=self.steps, seed=seed, **options
+            source,
+            edit,
+            model=self.model,
+            steps=self.steps,
+            scheduler=self.scheduler,
+            seed=seed,
+            **options,
         )
         values = self._run(workflow, ["decode"])
         return values["decode"]["image"].pixels.float().cpu().numpy()

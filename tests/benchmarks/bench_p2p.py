@@ -6,7 +6,7 @@ Run from the repository root (on demand, not in CI; the CI floor is
     python tests/benchmarks/bench_p2p.py [--n 100] [--reweight-n 20] [--steps 20] [--seed 0]
         [--threads 1] [--no-write] [--kinds color shape] [--localisation-n N]
         [--cross-steps 0.8] [--self-steps 0.4] [--word-window F] [--blend] [--blend-start 0.2]
-        [--word-window-kinds shape] [--shape-variants]
+        [--word-window-kinds shape] [--shape-variants] [--scheduler euler]
 
 * Edit fidelity: ``--n`` held-out captions with only the colour word changed and ``--n`` with
   only the shape word changed (``editing.edit_pairs``), each drawn as a PromptToPrompt replace pair
@@ -15,8 +15,9 @@ Run from the repository root (on demand, not in CI; the CI floor is
   shape masks overlap (IoU, median), and so do their bounding boxes (box IoU, median). Baseline:
   both captions drawn separately with the same seed. ``--word-window`` gives the edited word its
   own cross-attention window and ``--blend`` a local blend on the changed word, for the edit
-  kinds in ``--word-window-kinds``. ``--shape-variants`` runs the shape edits again under each
-  of ``SHAPE_VARIANTS`` and tabulates them.
+  kinds in ``--word-window-kinds``. ``--scheduler`` draws every pair and its baseline with
+  another of the Scheduler node's samplers (the paper's is ddim). ``--shape-variants`` runs the
+  shape edits again under each of ``SHAPE_VARIANTS`` and tabulates them.
 * Reweighting: ``--reweight-n`` captions, factors 0, 0.5, 1, 2, 4 on the colour word (colour
   coverage, saturation) and on the size word (shape area).
 * Localisation: the mean share of the shape word's map inside the drawn shapes, over ``--n``
@@ -45,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from report import machine_summary, utc_date, write_section  # noqa: E402
 
-from nodes.demo.adherence import DEFAULT_STEPS, held_out_scenes  # noqa: E402
+from nodes.demo.adherence import DEFAULT_SCHEDULER, DEFAULT_STEPS, held_out_scenes  # noqa: E402
 from nodes.demo.dataset import caption  # noqa: E402
 from nodes.demo.editing import (  # noqa: E402
     EditRunner,
@@ -244,6 +245,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run the shape edits under each of SHAPE_VARIANTS",
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, help="the Scheduler's sampler")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
@@ -263,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    runner = EditRunner(args.model, steps=args.steps)
+    runner = EditRunner(args.model, steps=args.steps, scheduler=args.scheduler)
     by_kind = {kind: fidelity(runner, kind, args.n, args.seed, args) for kind in args.kinds}
     variants = []
     if args.shape_variants:
@@ -292,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Date: {utc_date()}",
         f"- Machine: {machine}",
         f"- Command: `{command.strip()}`",
-        f'- Settings: model `{args.model}`, euler {args.steps} steps, CFG 7.5, negative "", '
+        f"- Settings: model `{args.model}`, {args.scheduler} {args.steps} steps, CFG 7.5, "
+        'negative "", '
         f"{settings_text(args)}; held-out captions, Denoise seed {args.seed} + pair index. "
         f"{minutes:.1f} minutes in all.",
         "",

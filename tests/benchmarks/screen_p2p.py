@@ -41,17 +41,19 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from report import machine_summary, utc_date, write_section  # noqa: E402
 
-from nodes.demo.adherence import DEFAULT_CFG, DEFAULT_STEPS  # noqa: E402
+from nodes.demo.adherence import DEFAULT_CFG, DEFAULT_SCHEDULER, DEFAULT_STEPS  # noqa: E402
 from nodes.demo.dataset import caption  # noqa: E402
 from nodes.demo.editing import EditRunner, Pair, box_iou, edit_pairs, iou  # noqa: E402
 from nodes.demo.evaluate import foreground_mask, score  # noqa: E402
 
 SECTION = (
-    "## Prompt-to-prompt settings, {kind} edits of draw seed {seed} "
+    "## Prompt-to-prompt settings, {kind} edits of draw seed {seed}, {n} pairs "
     "(tests/benchmarks/screen_p2p.py)"
 )
-"""One section per kind and draw: the screen (seed 7) and the confirmation on the benchmark's own
-pairs (seed 0, the same pictures as ``bench_p2p.py`` draws) stand side by side."""
+"""One section per kind, draw and pair count: the screen (seed 7, 40 pairs), the same draw
+widened to 100 pairs for the leaders, and the confirmation on the benchmark's own pairs (seed 0,
+the same pictures as ``bench_p2p.py`` draws) stand side by side. A draw's first 40 pairs are the
+first 40 of its 100, so one results file per kind and draw serves every count."""
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"plain": True},
@@ -74,13 +76,34 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "CFG 10": {"cfg": 10.0},
     "self 0.2, word 0.2, 15 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 15},
     "30 steps": {"steps": 30},
+    "plain, ddim": {"plain": True, "scheduler": "ddim"},
+    "ddim": {"scheduler": "ddim"},
+    "self 0.2, word 0.2, ddim": {"self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim"},
+    "self 0.2, word 0.2, dpmpp_2m": {
+        "self_steps": 0.2, "word_window": 0.2, "scheduler": "dpmpp_2m",
+    },
+    "self 0.2, word 0.2, unipc": {"self_steps": 0.2, "word_window": 0.2, "scheduler": "unipc"},
+    "self 0.2, word 0": {"self_steps": 0.2, "word_window": 0.0},
+    "self 0.3, word 0.1": {"self_steps": 0.3, "word_window": 0.1},
+    "self 0.3, word 0.2": {"self_steps": 0.3, "word_window": 0.2},
+    "self 0.2, word 0.3": {"self_steps": 0.2, "word_window": 0.3},
+    "self 0.4, word 0.2": {"self_steps": 0.4, "word_window": 0.2},
+    "self 0.2, word 0.1, 30 steps": {"self_steps": 0.2, "word_window": 0.1, "steps": 30},
+    "self 0.15, word 0.15, 30 steps": {"self_steps": 0.15, "word_window": 0.15, "steps": 30},
+    "self 0.2, word 0, ddim": {"self_steps": 0.2, "word_window": 0.0, "scheduler": "ddim"},
+    "self 0.2, word 0.3, ddim": {"self_steps": 0.2, "word_window": 0.3, "scheduler": "ddim"},
+    "self 0.2, word 0.2, ddim, blend": {
+        "self_steps": 0.2, "word_window": 0.2, "scheduler": "ddim", "blend": True,
+    },
+    "self 0.2, word 0.2, 12 steps": {"self_steps": 0.2, "word_window": 0.2, "steps": 12},
 }  # fmt: skip
 """Name -> setting. Keys beside PromptToPrompt's own widgets (cross_steps, self_steps,
 blend_threshold, blend_start): ``word_window`` (the edited word's ``word_cross_steps``),
 ``later_words_window`` (that window for the edited word and every later word of the caption not
 already before it: CLIP's causal encoder carries the word into them), ``blend`` (``blend_words``:
 the source's and the edit's changed word), ``reweight_edit`` (``reweight`` on the edited word),
-``cfg``, ``steps``, and ``plain`` (no controller: both captions drawn separately)."""
+``cfg``, ``steps``, ``scheduler`` (the Scheduler node's sampler, euler unless named), and
+``plain`` (no controller: both captions drawn separately)."""
 
 
 def node_options(setting: dict[str, Any], pair: Pair) -> dict[str, Any]:
@@ -184,6 +207,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.results is None:
         args.results = REPO / "build" / f"screen_p2p_{args.kind}_{args.seed}.jsonl"
+    args.results = args.results.resolve()
     return args
 
 
@@ -199,11 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = edit_pairs(args.kind, args.n, args.seed)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["variant"], r["index"]) for r in load_results(args.results)}
-    runners: dict[int, EditRunner] = {}
+    runners: dict[tuple[int, str], EditRunner] = {}
     for name in args.variants:
         setting = VARIANTS[name]
         steps = setting.get("steps", DEFAULT_STEPS)
-        runner = runners.setdefault(steps, EditRunner(args.model, steps=steps))
+        scheduler = setting.get("scheduler", DEFAULT_SCHEDULER)
+        if (steps, scheduler) not in runners:
+            runners[steps, scheduler] = EditRunner(args.model, steps=steps, scheduler=scheduler)
+        runner = runners[steps, scheduler]
         for index, pair in enumerate(pairs):
             if (name, index) in done:
                 continue
@@ -215,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner.close()
     minutes = (time.perf_counter() - started) / 60
     results = [r for r in load_results(args.results) if r["index"] < args.n]
-    section = SECTION.format(kind=args.kind, seed=args.seed)
+    section = SECTION.format(kind=args.kind, seed=args.seed, n=args.n)
     machine = machine_summary(f"torch threads {args.threads}", f"torch {torch.__version__}")
     text = "\n".join(
         [
@@ -226,11 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"- Command: `{command.strip()}` ({minutes:.1f} minutes this call; pairs already "
             f"in `{args.results.relative_to(REPO)}` were kept)",
             f"- {args.n} held-out {args.kind} edits of draw seed {args.seed}, PromptToPrompt "
-            'replace, euler, negative ""; unnamed settings '
+            'replace, negative ""; unnamed settings '
             f"are the node's defaults (cross 0.8, self 0.4), CFG {DEFAULT_CFG:g}, "
-            f'{DEFAULT_STEPS} steps. "word": the edited word\'s own cross-attention window '
+            f"{DEFAULT_STEPS} steps, {DEFAULT_SCHEDULER}. "
+            '"word": the edited word\'s own cross-attention window '
             '(`word_cross_steps`); "blend": `blend_words` on the changed words; '
-            '"reweight": `reweight` on the edited word; "plain": no controller.',
+            '"reweight": `reweight` on the edited word; "ddim", "dpmpp_2m", "unipc": the '
+            'Scheduler\'s sampler; "plain": no controller (the same seed).',
             "",
             table(results, pairs, args.variants),
             "",

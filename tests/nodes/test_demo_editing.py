@@ -90,3 +90,14 @@ def test_the_edit_graph_hands_every_prompt_to_prompt_setting_to_the_node() -> No
         if spec["kind"] == "widget"
     }
     assert widgets - {"source", "edit"} <= set(settings), widgets
+
+
+def test_the_edit_graph_samples_with_the_sampler_it_is_given() -> None:
+    """A screen's "ddim" setting must reach the Scheduler node; dropped, it would be measured
+    as euler under ddim's name."""
+    from nodes.demo.editing import edit_workflow
+
+    default = edit_workflow("a red circle", "a green circle", model="demo")
+    ddim = edit_workflow("a red circle", "a green circle", model="demo", scheduler="ddim")
+    assert default.nodes["sched"].inputs["name"] == "euler"
+    assert ddim.nodes["sched"].inputs["name"] == "ddim"
