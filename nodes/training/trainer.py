@@ -20,6 +20,7 @@ v) prediction under the model's own noise schedule, with Min-SNR-gamma weighting
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -294,6 +295,8 @@ class Training:
         timesteps = torch.randint(0, total, (len(keys),), generator=generator).to(device)
         noisy = self._noise.add_noise(latents, noise, timesteps)
         conditioning = self._conditioning(captions, device)
+        if conditioning.embeds.dtype != dtype:  # a float32 U-Net copy beside a half encoder
+            conditioning = dataclasses.replace(conditioning, embeds=conditioning.embeds.to(dtype))
         guider = Guider(unet, conditioning, conditioning, 1.0)
         inputs = unet.family.model_inputs(guider, [conditioning], noisy.to(dtype))
         with patched(model, unet.patches, "unet"):

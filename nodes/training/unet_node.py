@@ -91,6 +91,8 @@ def train_unet(
         save_every=save_every, preview_every=preview_every, preview_text=preview_prompts,
         preview_steps=preview_steps, resume=resume,
     )  # fmt: skip
-    trained = training.trained.copy_model.to(unet.model.dtype).eval().requires_grad_(False)
+    trained = training.trained.copy_model.eval().requires_grad_(False)
+    if trained.dtype != unet.model.dtype:  # trained in float32; computed as the input was
+        trained = trained.to(unet.model.dtype)
     result = dataclasses.replace(unet, model=trained, source=str(checkpoint.file))
     return TrainUNetOutputs(result, grid)
