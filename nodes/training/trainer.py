@@ -60,6 +60,8 @@ class TrainSettings:
     seed: int = 0
     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     te_targets: tuple[str, ...] = ()
+    full_text_encoder: bool = False
+    """TrainUNet only: the text encoder's every weight is trained too (on a copy)."""
     """Text-encoder modules given LoRA pairs too (none: the text encoder stays as it is)."""
     prior_loss_weight: float = 1.0
     """DreamBooth's lambda: the weight of the prior pictures' loss (when there is a prior)."""
@@ -115,6 +117,8 @@ class Checkpoint:
 
     file: Path
     state_dir: Path
+    text_encoder_file: Path | None = None
+    """Where a fully trained text encoder goes (TrainUNet with ``train_text_encoder``)."""
 
 
 @dataclass
@@ -214,6 +218,10 @@ class Training:
         made = json.dumps({"step": self.step, **self._resume_key()}, sort_keys=True)
         trained = self.trained
         atomic_save_tensors(trained.file_tensors(), self.checkpoint.file, **trained.metadata(made))
+        extra = trained.text_encoder_file()
+        if extra is not None and self.checkpoint.text_encoder_file is not None:
+            tensors, metadata = extra
+            atomic_save_tensors(tensors, self.checkpoint.text_encoder_file, **metadata)
         state = self.optimizer.state_dict()
         save_state(
             self.checkpoint.state_dir,
@@ -245,10 +253,10 @@ class Training:
         caption once, copied out of inference mode so autograd may save it; a trained one
         encodes the batch with gradients every step."""
         if self.trained.text_encoder_trained:
-            return encode_trainable(self.text_encoder, captions, device)
+            return encode_trainable(self.trained.text_encoder, captions, device)
         for text in captions:
             if text not in self._captions:
-                made = encode_text(self.text_encoder, text, device)
+                made = encode_text(self.trained.text_encoder, text, device)
                 self._captions[text] = Conditioning(
                     embeds=made.embeds.clone(),
                     pooled=None if made.pooled is None else made.pooled.clone(),
@@ -329,7 +337,8 @@ class Training:
         if not due or not self.prompts or self.step in self.preview_steps:
             return
         with torch.no_grad():
-            row = sample_prompts(self.trained.unet, self.text_encoder, self.vae, self.prompts,
+            trained = self.trained
+            row = sample_prompts(trained.unet, trained.text_encoder, self.vae, self.prompts,
                                  self.dataset.size, self.preview_seed,
                                  self.sampling_steps)  # fmt: skip
         self.preview_steps.append(self.step)

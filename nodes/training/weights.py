@@ -34,6 +34,8 @@ class Trained(Protocol):
 
     unet: UNet
     """The U-Net value to call while training (the input one, or one holding the copy)."""
+    text_encoder: TextEncoder
+    """Likewise the text encoder (its LoRA pairs ride on hooks; a full copy is its model)."""
     text_encoder_trained: bool
     """Whether the text encoder changes, so prompts must be encoded with gradients each step."""
 
@@ -53,6 +55,9 @@ class Trained(Protocol):
     def metadata(self, made: str) -> dict[str, str]:
         """That file's metadata (``made``: how it was trained, as JSON). One key only:
         safetensors writes several in a random order, and equal runs must give equal bytes."""
+
+    def text_encoder_file(self) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """A fully trained text encoder's file (tensors, metadata), if there is one."""
 
 
 def _te_key(name: str) -> str:
@@ -129,55 +134,99 @@ class LoraTrained:
     def metadata(self, made: str) -> dict[str, str]:
         return {"nodeflow_training": made}
 
+    def text_encoder_file(self) -> None:
+        return None  # its pairs are in the LoRA file
+
 
 def _unet_config(model: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
 
 
+def _trainable_copy(model: Any) -> Any:
+    """A deep copy in float32 (AdamW steps in half precision stall), every weight trainable."""
+    copied = copy.deepcopy(model)
+    if copied.dtype != torch.float32:
+        copied = copied.to(torch.float32)
+    return copied.requires_grad_(True)
+
+
+def _cpu_tensors(model: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32).contiguous()
+            for k, v in model.state_dict().items()}  # fmt: skip
+
+
 @dataclass
 class FullTrained:
-    """A float32 copy of the U-Net, every parameter trained; the input model is not touched."""
+    """A float32 copy of the U-Net (and of the text encoder when ``text_encoder_too``), every
+    parameter trained; the input models are not touched."""
 
     unet: UNet
+    text_encoder: TextEncoder
     architecture: dict[str, Any]
-    """The ``nodeflow.architecture`` value the saved file carries (U-Net and VAE configs)."""
+    """The ``nodeflow.architecture`` value the saved U-Net file carries (U-Net and VAE)."""
+    text_encoder_too: bool = False
     copy_model: Any = field(init=False)
+    text_copy: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        source = self.unet.model
-        self.copy_model = copy.deepcopy(source).to(torch.float32)
-        self.copy_model.requires_grad_(True)
+        self.copy_model = _trainable_copy(self.unet.model)
         self.unet = dataclasses.replace(self.unet, model=self.copy_model)
+        if self.text_encoder_too:
+            encoder = self.text_encoder
+            if encoder.model is None or encoder.model_2 is not None or encoder.prompt_format:
+                raise ValueError(
+                    "train_text_encoder: trains one CLIP text encoder (SD 1.x/2.x); "
+                    f"{encoder.source or 'this model'} has another kind"
+                )
+            self.text_copy = _trainable_copy(encoder.model)
+            self.text_encoder = dataclasses.replace(encoder, model=self.text_copy)
 
-    text_encoder_trained = False
+    @property
+    def text_encoder_trained(self) -> bool:
+        return self.text_copy is not None
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.copy_model.parameters())
+        found = list(self.copy_model.parameters())
+        return found + ([] if self.text_copy is None else list(self.text_copy.parameters()))
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        self.copy_model.train()
-        try:
-            yield
-        finally:
-            self.copy_model.eval()
+        yield  # the copies are the models called; nothing to attach
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"unet.{k}": v for k, v in self.copy_model.state_dict().items()}
+        found = {f"unet.{k}": v for k, v in self.copy_model.state_dict().items()}
+        if self.text_copy is not None:
+            found |= {f"te.{k}": v for k, v in self.text_copy.state_dict().items()}
+        return found
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        state = {k.removeprefix("unet."): v for k, v in tensors.items() if k.startswith("unet.")}
-        self.copy_model.load_state_dict(state, strict=True)
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+        self.copy_model.load_state_dict(part("unet."), strict=True)
+        if self.text_copy is not None:
+            self.text_copy.load_state_dict(part("te."), strict=True)
 
     def file_tensors(self) -> dict[str, torch.Tensor]:
-        state = self.copy_model.state_dict()
-        return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+        return _cpu_tensors(self.copy_model)
 
     def metadata(self, made: str) -> dict[str, str]:
         """Only the architecture (LoadUNet needs it); how it was made is in the state folder."""
         from nodes.single_file import ARCHITECTURE_KEY
 
         return {ARCHITECTURE_KEY: json.dumps(self.architecture, sort_keys=True)}
+
+    def text_encoder_file(self) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """The text encoder in transformers layout (``text_model.`` keys, as SD files have it)
+        with its config as ``nodeflow.architecture``: a file LoadTextEncoder reads."""
+        from nodes.single_file import ARCHITECTURE_KEY, hf_text_state
+
+        if self.text_copy is None:
+            return None
+        config = {k: v for k, v in self.text_copy.config.to_dict().items()
+                  if not k.startswith("_")}  # fmt: skip
+        architecture = json.dumps({"text_encoder": config}, sort_keys=True)
+        return hf_text_state(_cpu_tensors(self.text_copy)), {ARCHITECTURE_KEY: architecture}
 
 
 def unet_architecture(unet: UNet, vae_config: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,31 @@ def test_the_trained_unet_renders_downstream_as_the_saved_file_loaded_with_loadu
     assert (tmp_path / "models/unet/t.state/state.json").is_file()
 
 
+def test_the_text_encoder_trained_too_is_saved_where_loadtextencoder_reads_it(
+    executor_for: Callable[..., Executor], dataset_folder: str, tmp_path: Path
+) -> None:
+    executor = executor_for()
+    graph = training_graph(dataset_folder, node="TrainUNet", render=True,
+                           train_text_encoder=True)  # fmt: skip
+    result = run_ok(executor, graph, targets=["trained_decode", "train", "model"])
+    trained = result.values["trained_decode"]["image"].pixels
+    base_encoder = result.values["model"]["text_encoder"].model
+    assert result.values["train"]["text_encoder"].model is not base_encoder
+    assert (tmp_path / "models/text_encoders/t.safetensors").is_file()
+
+    b = WorkflowBuilder()
+    model = b.add("LoadCheckpoint", id="model", path="tiny")
+    unet = b.add("LoadUNet", id="unet", path="t.safetensors")
+    encoder = b.add("LoadTextEncoder", id="encoder", path="t.safetensors")
+    add_render(b, unet.unet, encoder.text_encoder, model.vae, "loaded")
+    add_render(b, unet.unet, model.text_encoder, model.vae, "base_text")
+    values = run_ok(executor, b.build(), targets=["loaded_decode", "base_text_decode"]).values
+    loaded = values["loaded_decode"]["image"].pixels
+    assert_same_pixels(loaded.numpy(), trained.numpy())  # two loads of the same weights
+    # the trained encoder matters: the trained U-Net with the base encoder draws otherwise
+    assert (values["base_text_decode"]["image"].pixels - trained).abs().max() > 1e-3
+
+
 def test_full_fine_tuning_leaves_the_shared_base_model_untouched(
     executor_for: Callable[..., Executor], dataset_folder: str
 ) -> None:
@@ -56,8 +81,11 @@ def test_full_fine_tuning_leaves_the_shared_base_model_untouched(
     unet = run_ok(executor, b.build(), targets=["model"]).values["model"]["unet"].model
     weights = {k: v.clone() for k, v in unet.state_dict().items()}
     flags = [p.requires_grad for p in unet.parameters()]
-    graph = training_graph(dataset_folder, node="TrainUNet", render=True)
+    encoder = run_ok(executor, b.build(), targets=["model"]).values["model"]["text_encoder"]
+    text_weights = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    graph = training_graph(dataset_folder, node="TrainUNet", render=True, train_text_encoder=True)
     trained = run_ok(executor, graph, targets=["train", "trained_decode"]).values["train"]["unet"]
+    assert all(torch.equal(v, encoder.model.state_dict()[k]) for k, v in text_weights.items())
     assert trained.model is not unet
     assert all(torch.equal(v, unet.state_dict()[k]) for k, v in weights.items())
     assert [p.requires_grad for p in unet.parameters()] == flags

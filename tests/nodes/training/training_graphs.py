@@ -39,8 +39,7 @@ def training_graph(
     trained = b.add(node, id="train", unet=model.unet, text_encoder=model.text_encoder,
                     vae=model.vae, dataset=dataset, **settings)  # fmt: skip
     if render:
-        text_encoder = trained.text_encoder if node == "TrainLoRA" else model.text_encoder
-        add_render(b, trained.unet, text_encoder, model.vae, "trained")
+        add_render(b, trained.unet, trained.text_encoder, model.vae, "trained")
     return b.build()
 
 
