@@ -5,6 +5,8 @@ beside it, ``<name>.state/``), then hands downstream the U-Net and text encoder 
 file applied by ``nodes.lora.apply_lora``, the function LoadLoRA uses: a trained LoRA and the
 same LoRA loaded later are one thing. Loss and learning rate ride on the progress events;
 previews of fixed prompts go out as the node's previews and come back as a labelled grid.
+``TrainUNet`` (``nodes.training.unet_node``, full fine-tuning) and ``CaptionTemplate``
+(``nodes.training.captions``, DreamBooth's rare token) are registered here with them.
 """
 
 from __future__ import annotations
