@@ -115,7 +115,8 @@ def train_lora(
     ``save_every`` steps and at the end; the outputs carry it applied exactly as LoadLoRA
     applies that file. With ``class_prompts`` (one a line) it is DreamBooth with prior
     preservation: ``class_images`` pictures of those prompts, drawn once by the base model
-    (cached under models/training_priors/), are trained on beside the dataset, their loss
+    (euler, ``preview_steps`` steps; cached under models/training_priors/), are trained on
+    beside the dataset (as many a step as ``batch_size``), their loss
     weighted by ``prior_loss_weight``. With ``resume`` a run continues from <name>.state when
     its settings match (a constant schedule can be extended). Every ``preview_every`` steps the
     preview prompts (one a line; empty: four of the dataset's captions) are sampled from a fixed

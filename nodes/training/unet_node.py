@@ -71,9 +71,9 @@ def train_unet(
     ``train_text_encoder`` the CLIP text encoder is fully trained too, saved to
     models/text_encoders/<name>.safetensors (LoadTextEncoder reads it). With
     ``class_prompts`` (one a line) it is DreamBooth with prior preservation: ``class_images``
-    pictures of them, drawn once by the base model and cached, are trained on beside the
-    dataset, their loss weighted by ``prior_loss_weight``. Resuming, previews and the grid are
-    TrainLoRA's."""
+    pictures of them, drawn once by the base model (euler, ``preview_steps`` steps) and
+    cached, are trained on beside the dataset, their loss weighted by ``prior_loss_weight``.
+    Resuming, previews and the grid are TrainLoRA's."""
     from nodes.training.node_run import checkpoint_paths, class_prior, run_training
     from nodes.training.trainer import TrainSettings
     from nodes.training.weights import FullTrained, unet_architecture
