@@ -76,3 +76,21 @@ def test_text_encoder_modules_that_match_nothing_are_refused_naming_the_input(
     assert result.status == "failed" and result.error.node == "train"
     assert "text_encoder_modules" in result.error.message
     assert "text encoder" in result.error.message
+
+
+def test_text_encoder_lora_training_leaves_the_shared_encoder_untouched(
+    executor_for: Callable[..., Executor], dataset_folder: str
+) -> None:
+    executor = executor_for()
+    b = WorkflowBuilder()
+    b.add("LoadCheckpoint", id="model", path="tiny")
+    encoder = run_ok(executor, b.build(), targets=["model"]).values["model"]["text_encoder"]
+    weights = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    flags = [p.requires_grad for p in encoder.model.parameters()]
+    before = encoder.model(torch.tensor([[49406, 320, 49407]])).last_hidden_state
+    _train(executor, dataset_folder, steps=2)
+    assert all(torch.equal(v, encoder.model.state_dict()[k]) for k, v in weights.items())
+    assert [p.requires_grad for p in encoder.model.parameters()] == flags
+    assert all(p.grad is None for p in encoder.model.parameters())
+    after = encoder.model(torch.tensor([[49406, 320, 49407]])).last_hidden_state
+    assert torch.equal(before, after)  # no hook left behind
