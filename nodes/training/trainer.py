@@ -81,11 +81,19 @@ class TrainSettings:
 
     def resume_key(self, base: str, data: str, prior: str) -> dict[str, Any]:
         """The settings a state must have been made with to be continued. A constant schedule
-        does not depend on the total, so a run can be extended; a cosine one does."""
+        does not depend on the total, so a run can be extended; a cosine one does. Settings
+        that change nothing are left out (a plain U-Net LoRA's key is what it was before
+        text-encoder pairs, full fine-tuning and priors existed, so its states still resume)."""
         key = asdict(self) | {"base": base, "dataset": data, "targets": list(self.targets),
                               "te_targets": list(self.te_targets), "prior": prior}  # fmt: skip
         if self.schedule == "constant":
             key.pop("steps")
+        unused = {"kind": "lora", "te_targets": [], "full_text_encoder": False, "prior": ""}
+        for name, value in unused.items():
+            if key[name] == value:
+                key.pop(name)
+        if not prior:
+            key.pop("prior_loss_weight")
         return key
 
 
