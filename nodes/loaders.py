@@ -783,5 +783,7 @@ def _load_one_text_encoder(
         "sdxl" if second else ("sd2" if openclip else "sd1"),
         "text_encoder_2" if second else "text_encoder",
     )
-    model = build_text_encoder(state, base, projection=second)
+    # a trained encoder's file (TrainUNet) says what its shapes cannot: heads, activation
+    stored = stored_architecture(file).get("text_encoder_2" if second else "text_encoder")
+    model = build_text_encoder(state, base, projection=second, stored=stored)
     return model, clip_tokenizer("!" if openclip else EOS_TOKEN)

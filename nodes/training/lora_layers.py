@@ -9,7 +9,7 @@ of a block and the model's own parameters are never changed, like every patch in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,17 +43,18 @@ class LoraPair(nn.Module):
         return nn.functional.linear(hidden, self.up) * self.scaling
 
 
-def parse_targets(text: str) -> tuple[str, ...]:
+def parse_targets(text: str, widget: str = "target_modules") -> tuple[str, ...]:
     """``"to_q, to_k"`` -> ``("to_q", "to_k")``: module name endings, comma-separated."""
     targets = tuple(part.strip() for part in text.split(",") if part.strip())
     if not targets:
-        raise ValueError("target_modules: name at least one module (e.g. to_q, to_k, to_v)")
+        raise ValueError(f"{widget}: name at least one module (e.g. to_q, to_k, to_v)")
     return targets
 
 
 def make_pairs(
-    model: nn.Module, targets: Sequence[str], rank: int, alpha: float, seed: int
-) -> dict[str, LoraPair]:
+    model: nn.Module, targets: Sequence[str], rank: int, alpha: float, seed: int,
+    what: str = "U-Net", widget: str = "target_modules",
+) -> dict[str, LoraPair]:  # fmt: skip
     """A pair for every linear layer of ``model`` whose name ends with one of ``targets``, in
     the model's module order (so the same seed gives the same initial weights)."""
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -63,7 +64,7 @@ def make_pairs(
         if name.endswith(ends) and isinstance(module, nn.Linear):
             pairs[name] = LoraPair(module, rank, alpha, generator)
     if not pairs:
-        raise ValueError(f"target_modules: no linear layer of the U-Net ends with {targets}")
+        raise ValueError(f"{widget}: no linear layer of the {what} ends with {targets}")
     return pairs
 
 
@@ -101,13 +102,20 @@ def frozen(*models: Any) -> Iterator[None]:
             param.requires_grad_(flag)
 
 
-def kohya_state(pairs: dict[str, LoraPair]) -> dict[str, torch.Tensor]:
-    """The pairs in kohya layout (``lora_unet_<module with dots as _>``), float32: the file
-    ``LoadLoRA`` reads, holding exactly the trained values."""
+def unet_key(name: str) -> str:
+    """kohya's name for a U-Net module: ``lora_unet_<module with dots as _>``."""
+    return "lora_unet_" + name.replace(".", "_")
+
+
+def kohya_state(
+    pairs: dict[str, LoraPair], key: Callable[[str], str] = unet_key
+) -> dict[str, torch.Tensor]:
+    """The pairs in kohya layout (``key`` names each module), float32: the file ``LoadLoRA``
+    reads, holding exactly the trained values."""
     state: dict[str, torch.Tensor] = {}
     for name, pair in sorted(pairs.items()):
-        key = "lora_unet_" + name.replace(".", "_")
-        state[f"{key}.lora_down.weight"] = pair.down.detach().to("cpu", torch.float32)
-        state[f"{key}.lora_up.weight"] = pair.up.detach().to("cpu", torch.float32)
-        state[f"{key}.alpha"] = torch.tensor(float(pair.alpha))
+        key_name = key(name)
+        state[f"{key_name}.lora_down.weight"] = pair.down.detach().to("cpu", torch.float32)
+        state[f"{key_name}.lora_up.weight"] = pair.up.detach().to("cpu", torch.float32)
+        state[f"{key_name}.alpha"] = torch.tensor(float(pair.alpha))
     return {k: v.contiguous() for k, v in state.items()}

@@ -5,28 +5,28 @@ beside it, ``<name>.state/``), then hands downstream the U-Net and text encoder 
 file applied by ``nodes.lora.apply_lora``, the function LoadLoRA uses: a trained LoRA and the
 same LoRA loaded later are one thing. Loss and learning rate ride on the progress events;
 previews of fixed prompts go out as the node's previews and come back as a labelled grid.
+``TrainUNet`` (``nodes.training.unet_node``, full fine-tuning) and ``CaptionTemplate``
+(``nodes.training.captions``, DreamBooth's rare token) are registered here with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field
 
 from nodeflow import Context, Environment, Widget, node
 from nodes.lora import apply_lora, read_lora_file
 from nodes.paths import contained
+from nodes.training.captions import caption_template
 from nodes.training.dataset import Dataset
 from nodes.training.folder import folder_fingerprint, read_image_folder
+from nodes.training.unet_node import train_unet
 from nodes.types import VAE, Image, TextEncoder, UNet
 
-if TYPE_CHECKING:
-    from nodes.training.trainer import Checkpoint, LoraTraining
-
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1), Widget(seed=True)]
-STATE_SUFFIX = ".state"
 
 
 def _dataset_folder(path: str, env: Environment) -> Path:
@@ -81,25 +81,6 @@ class TrainLoraOutputs(NamedTuple):
     """The preview prompts (columns) at every preview step (rows), labelled."""
 
 
-def lora_paths(name: str, env: Environment) -> Checkpoint:
-    """``<loras>/<name>.safetensors`` and ``<loras>/<name>.state``, inside the loras folder."""
-    from nodes.training.trainer import Checkpoint
-
-    if not name or Path(name).is_absolute() or name.endswith(".safetensors"):
-        raise ValueError(f"name {name!r}: a plain name, e.g. 'my-style' (saved as .safetensors)")
-    folder = env.model_dirs("loras")[0]
-    file = contained(folder, name + ".safetensors")
-    return Checkpoint(lora_file=file, state_dir=file.with_name(file.stem + STATE_SUFFIX))
-
-
-def _prompts(text: str, dataset: Dataset) -> tuple[str, ...]:
-    """The preview prompts: one a line, or the dataset's first four distinct captions."""
-    given = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if given:
-        return given
-    return tuple(dict.fromkeys(dataset.captions))[:4]
-
-
 @node("TrainLoRA", category="training")
 def train_lora(
     ctx: Context,
@@ -116,64 +97,59 @@ def train_lora(
     rank: Annotated[int, Field(ge=1, le=256)] = 4,
     alpha: Annotated[float, Field(gt=0, le=1024)] = 4.0,
     target_modules: str = "to_q, to_k, to_v, to_out.0",
+    text_encoder_modules: str = "",
     seed: Seed = 0,
     caption_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1,
+    class_prompts: Annotated[str, Widget(multiline=True)] = "",
+    class_images: Annotated[int, Field(ge=0, le=100_000)] = 100,
+    prior_loss_weight: Annotated[float, Field(ge=0, le=100)] = 1.0,
     save_every: Annotated[int, Field(ge=0)] = 100,
     preview_every: Annotated[int, Field(ge=0)] = 100,
     preview_prompts: Annotated[str, Widget(multiline=True)] = "",
     preview_steps: Annotated[int, Field(ge=1, le=200)] = 20,
     resume: bool = True,
 ) -> TrainLoraOutputs:
-    """Train a LoRA on the U-Net's attention (or ``target_modules``) over ``dataset``, saved
-    to models/loras/<name>.safetensors every ``save_every`` steps and at the end; the outputs
-    carry it applied exactly as LoadLoRA applies that file. With ``resume`` a run continues
-    from <name>.state when its settings match (a constant schedule can be extended). Every
-    ``preview_every`` steps the preview prompts (one a line; empty: four of the dataset's
-    captions) are sampled from a fixed seed; ``grid`` shows them over training."""
+    """Train a LoRA on the U-Net's attention (or ``target_modules``), and on the CLIP text
+    encoder's ``text_encoder_modules`` when given (e.g. ``q_proj, k_proj, v_proj, out_proj``),
+    over ``dataset``, saved to models/loras/<name>.safetensors (kohya layout) every
+    ``save_every`` steps and at the end; the outputs carry it applied exactly as LoadLoRA
+    applies that file. With ``class_prompts`` (one a line) it is DreamBooth with prior
+    preservation: ``class_images`` pictures of those prompts, drawn once by the base model
+    (euler, ``preview_steps`` steps; cached under models/training_priors/), are trained on
+    beside the dataset (as many a step as ``batch_size``), their loss
+    weighted by ``prior_loss_weight``. With ``resume`` a run continues from <name>.state when
+    its settings match (a constant schedule can be extended). Every ``preview_every`` steps the
+    preview prompts (one a line; empty: four of the dataset's captions) are sampled from a fixed
+    seed; ``grid`` shows them over training."""
     from nodes.training.lora_layers import parse_targets
-    from nodes.training.previews import row_picture
-    from nodes.training.trainer import LoraSettings, LoraTraining
+    from nodes.training.node_run import checkpoint_paths, class_prior, run_training
+    from nodes.training.trainer import TrainSettings
+    from nodes.training.weights import LoraTrained
 
-    settings = LoraSettings(
-        rank=rank, alpha=alpha, learning_rate=learning_rate, schedule=schedule,
+    te_targets = (parse_targets(text_encoder_modules, "text_encoder_modules")
+                  if text_encoder_modules.strip() else ())  # fmt: skip
+    settings = TrainSettings(
+        kind="lora", rank=rank, alpha=alpha, learning_rate=learning_rate, schedule=schedule,
         warmup_steps=warmup_steps, steps=steps, batch_size=batch_size, seed=seed,
-        targets=parse_targets(target_modules), caption_dropout=caption_dropout,
+        targets=parse_targets(target_modules), te_targets=te_targets,
+        caption_dropout=caption_dropout, prior_loss_weight=prior_loss_weight,
     )  # fmt: skip
-    checkpoint = lora_paths(name, ctx.env)
-    ctx.models.use(unet.model, text_encoder.model, vae.model)
-    prompts = _prompts(preview_prompts, dataset)
+    checkpoint = checkpoint_paths(name, ctx.env, "loras")
+    prior = class_prior(ctx, unet, text_encoder, vae, dataset, class_prompts, class_images,
+                        seed, preview_steps)  # fmt: skip
 
-    def report(step: int, total: int, loss: float, lr: float) -> None:
-        ctx.progress(step, total, {"loss": loss, "lr": lr})
+    def make_trained() -> LoraTrained:
+        return LoraTrained(unet, text_encoder, settings.targets, settings.te_targets, rank,
+                           alpha, seed)  # fmt: skip
 
-    def preview(step: int, row: Any) -> None:
-        ctx.preview(row_picture(row), step)
-
-    training = LoraTraining(
-        unet, text_encoder, vae, dataset, settings, checkpoint,
-        save_every=save_every, preview_every=preview_every, prompts=prompts,
-        preview_seed=seed, sampling_steps=preview_steps, resume=resume, report=report,
-        preview=preview,
+    _, grid = run_training(
+        ctx, unet, text_encoder, vae, dataset, settings, checkpoint, make_trained, prior,
+        save_every=save_every, preview_every=preview_every, preview_text=preview_prompts,
+        preview_steps=preview_steps, resume=resume,
     )  # fmt: skip
-    training.run()
-    applied = apply_lora(unet, text_encoder, read_lora_file(checkpoint.lora_file))
-    return TrainLoraOutputs(applied.unet, applied.text_encoder, _grid(training, prompts))
+    applied = apply_lora(unet, text_encoder, read_lora_file(checkpoint.file))
+    return TrainLoraOutputs(applied.unet, applied.text_encoder, grid)
 
 
-def _grid(training: LoraTraining, prompts: tuple[str, ...]) -> Image:
-    """The labelled grid as an ``Image`` (a blank 8x8 picture when nothing was previewed)."""
-    import numpy as np
-    import torch
-
-    from nodes.training.previews import labelled_grid
-
-    if not training.preview_rows:
-        return Image(torch.ones(1, 8, 8, 3))
-    rows = torch.stack(training.preview_rows)
-    picture = labelled_grid(rows, training.preview_steps, prompts)
-    pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)
-    return Image(pixels[None])
-
-
-NODES = [load_image_dataset, demo_scene_dataset, train_lora]
+NODES = [load_image_dataset, demo_scene_dataset, caption_template, train_lora, train_unet]
 TYPES = [Dataset]

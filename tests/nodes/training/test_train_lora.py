@@ -6,99 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
 import torch
+from training_graphs import SIZE, add_render, lora_bytes, run_ok, training_graph
 
 from nodeflow import events as ev
 from nodeflow.builder import WorkflowBuilder
-from nodeflow.context import Environment
 from nodeflow.executor import Executor
-from nodeflow.plugins import Catalog
-from nodeflow.runtime import Runtime
-from nodeflow.workflow import Workflow
 from nodes.lora import read_lora_file
-
-SIZE = 16
-PROMPTS = "a red circle\na blue square"
-
-
-@pytest.fixture
-def dataset_folder(tmp_path: Path) -> str:
-    """Eight small captioned pictures under the input directory, in the .txt layout."""
-    from PIL import Image
-
-    folder = tmp_path / "input" / "shapes"
-    folder.mkdir(parents=True)
-    colors = ["red", "green", "blue", "yellow", "white", "black", "purple", "orange"]
-    for index, color in enumerate(colors):
-        picture = Image.new("RGB", (24, 20), color)
-        picture.paste("white" if color != "white" else "black", (6, 5, 18, 15))
-        picture.save(folder / f"{index:02d}.png")
-        (folder / f"{index:02d}.txt").write_text(f"a {color} picture with a square")
-    return "shapes"
-
-
-@pytest.fixture
-def executor_for(
-    sd_catalog: Catalog, runtime: Runtime, models_dir: Path, tmp_path: Path
-) -> Callable[..., Executor]:
-    """Executors whose loras/ is this test's own (the tiny checkpoints come from the session's
-    models folder), so tests never see each other's LoRAs."""
-
-    def make(**kwargs: Any) -> Executor:
-        env = Environment.from_dirs(
-            tmp_path / "models", tmp_path / "output", tmp_path / "input",
-            extra_model_dirs={"checkpoints": [models_dir / "checkpoints"]},
-        )  # fmt: skip
-        return Executor(sd_catalog, env=env, runtime=runtime, **kwargs)
-
-    return make
-
-
-def training_graph(folder: str, *, render: bool = False, **train: Any) -> Workflow:
-    """LoadCheckpoint tiny -> LoadImageDataset -> TrainLoRA (-> a render with its LoRA)."""
-    settings = {
-        "name": "t",
-        "steps": 4,
-        "batch_size": 2,
-        "learning_rate": 1e-2,
-        "save_every": 2,
-        "preview_every": 0,
-        "preview_prompts": PROMPTS,
-        "preview_steps": 2,
-    } | train
-    b = WorkflowBuilder()
-    model = b.add("LoadCheckpoint", id="model", path="tiny")
-    data = b.add("LoadImageDataset", id="data", path=folder, size=SIZE)
-    trained = b.add("TrainLoRA", id="train", unet=model.unet, text_encoder=model.text_encoder,
-                    vae=model.vae, dataset=data.dataset, **settings)  # fmt: skip
-    if render:
-        add_render(b, trained.unet, trained.text_encoder, model.vae, "trained")
-    return b.build()
-
-
-def add_render(b: WorkflowBuilder, unet: Any, text_encoder: Any, vae: Any, tag: str) -> None:
-    pos = b.add("TextEncode", id=f"{tag}_pos", text_encoder=text_encoder, text="a red circle")
-    neg = b.add("TextEncode", id=f"{tag}_neg", text_encoder=text_encoder, text="")
-    sched = b.add("Scheduler", id=f"{tag}_sched", unet=unet, name="euler", steps=3)
-    guider = b.add("CFG", id=f"{tag}_cfg", unet=unet, positive=pos.conditioning,
-                   negative=neg.conditioning, scale=7.5)  # fmt: skip
-    empty = b.add("EmptyLatent", id=f"{tag}_empty", width=SIZE, height=SIZE, batch_size=1)
-    den = b.add("Denoise", id=f"{tag}_denoise", guider=guider.guider,
-                scheduler=sched.scheduler, latent=empty.latent, seed=3)  # fmt: skip
-    b.add("VAEDecode", id=f"{tag}_decode", vae=vae, latent=den.latent)
-
-
-def run_ok(executor: Executor, workflow: Workflow, **kwargs: Any) -> Any:
-    result = executor.run(workflow, **kwargs)
-    assert result.ok, result.error.traceback if result.error else result.status
-    return result
-
-
-def lora_bytes(tmp_path: Path, name: str) -> bytes:
-    return (tmp_path / "models" / "loras" / f"{name}.safetensors").read_bytes()
 
 
 def test_training_streams_progress_loss_and_previews_in_order_and_outputs_a_labelled_grid(
