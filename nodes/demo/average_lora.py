@@ -5,15 +5,14 @@ Run from the repository root (not run by CI)::
     python -m nodes.demo.average_lora --out build/demo-lcm-avg.safetensors \\
         build/lcm-b/lora-00200.safetensors build/lcm-b/lora-00300.safetensors ...
 
-Why: the consistency distillation of ``train_lcm`` is noisy from save to save (the 4-step
-score of consecutive saves of one run moves by several points on the same captions), and the
-noise is the rate's, not the objective's: the element-wise mean of a run's later saves scores
-above every save it is made of (nodes/demo/TRAINING.md). Averaging the parameters of points along
-one trajectory is what stochastic weight averaging does; the saves must come from one run, so
-their factors live in the same basis (every file starts from the same ``down`` initialisation and
-moves slowly), which is what makes the mean of the ``down`` and ``up`` factors a sensible LoRA of
-the same rank and size. Files from different runs or seeds are not refused, but their mean is not
-meaningful.
+Why: the 4-step score of consecutive saves of one ``train_lcm`` run moves by several points on
+the same captions, and the element-wise mean of a run's later saves scored above every save it
+was made of, on 100 validation captions (nodes/demo/TRAINING.md). Averaging the parameters of
+points along one trajectory is what stochastic weight averaging does. The saves must come from
+one run, so that their factors share one basis (every save starts from the same ``down``
+initialisation and moves slowly); that is what makes the mean of the ``down`` and ``up`` factors
+a sensible LoRA of the same rank and size. Files from different runs or seeds are not refused,
+but their mean is not meaningful.
 
 Every file must have the same keys, shapes and ``alpha`` values; the mean is taken in float32 and
 written in each tensor's stored dtype, with the last file's training metadata plus the list of
