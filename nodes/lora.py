@@ -580,7 +580,7 @@ def _lora_hooks(model: Any, patches: Sequence[Any], target: Target) -> Iterator[
     try:
         for name, pairs in per_module.items():
             module = modules[name]
-            cost = fuse_cost(module)
+            cost = fuse_cost(module, pairs)
             if cost is not None and cost <= room:  # no per-call work (nodes.lora_fuse)
                 fuse(module, pairs)
                 fused.append(module)

@@ -81,7 +81,12 @@ def make_scheduler(
         if "use_karras_sigmas" not in inspect.signature(cls.__init__).parameters:
             raise ValueError(f"scheduler {name!r} ({class_name}) has no Karras sigmas option")
         config["use_karras_sigmas"] = True
-    config = dict(cls.from_config(config).config)  # normalised: unknown keys kept, defaults filled
+    config = dict(cls.from_config(config).config)  # normalised: defaults filled
+    # Keys the class does not take (a PNDM config's ``skip_prk_steps`` under ``lcm``) are ignored
+    # by ``from_config``, which also logs a warning about them on every ``Scheduler.create``, once
+    # per picture; dropping them here builds the same scheduler without that cost and noise.
+    accepted = inspect.signature(cls.__init__).parameters
+    config = {k: v for k, v in config.items() if k in accepted or k.startswith("_")}
     if eta and "eta" not in inspect.signature(cls.step).parameters:
         raise ValueError(f"scheduler {name!r} ({class_name}) has no eta; eta applies to ddim, tcd")
     if timesteps and "timesteps" not in inspect.signature(cls.set_timesteps).parameters:

@@ -44,6 +44,11 @@ __all__ = ["boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main"
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 """The linear layers the LoRA adapts (the LCM-LoRA scripts' attention and feed-forward set)."""
+RESNET_TARGETS = (
+    "time_emb_proj", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv"
+)  # fmt: skip
+"""What ``--targets all`` adds: the ResNet blocks' convolutions and time projections and the
+resampling convolutions, the rest of diffusers' ``train_lcm_distill_lora_sd_wds.py`` set."""
 SIGMA_DATA = 0.5
 TIMESTEP_SCALING = 10.0
 """LCM's boundary-condition constants, as ``LCMScheduler`` has them (``timestep_scaling``)."""
@@ -65,24 +70,66 @@ def ddim_solver_timesteps(train_steps: int, solver_steps: int) -> torch.Tensor:
     return torch.arange(1, solver_steps + 1) * skip - 1
 
 
+class ConvLoraPair(nn.Module):
+    """A LoRA pair on a 2D convolution in kohya's layout: ``down`` a convolution with the
+    target's kernel, stride and padding into ``rank`` channels, ``up`` a 1x1 convolution out,
+    scaled by ``alpha / rank``, the branch ``nodes.lora`` computes for such a file."""
+
+    def __init__(self, target: nn.Conv2d, rank: int, alpha: float) -> None:
+        super().__init__()
+        if target.groups != 1 or target.dilation != (1, 1):
+            raise ValueError(f"a {target} cannot take a LoRA pair (groups or dilation)")
+        self.down = nn.Conv2d(
+            target.in_channels, rank, target.kernel_size, target.stride, target.padding, bias=False
+        )  # fmt: skip
+        self.up = nn.Conv2d(rank, target.out_channels, 1, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
+        nn.init.zeros_(self.up.weight)
+        self.alpha = alpha
+        self.rank = rank
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x)) * (self.alpha / self.rank)
+
+
+def target_names(which: str) -> tuple[str, ...]:
+    """The module-name endings ``--targets`` selects: ``attention`` (the default, the shipped
+    demo-lcm's 70 linears) or ``all`` (those plus ``RESNET_TARGETS``)."""
+    if which == "attention":
+        return TARGETS
+    if which == "all":
+        return TARGETS + RESNET_TARGETS
+    raise ValueError(f"--targets must be attention or all, not {which!r}")
+
+
 class DualLora(nn.Module):
     """Online LoRA pairs (trained) and their EMA (the target), both on one frozen U-Net; which
     one the U-Net's hooks add is ``mode``: ``"online"``, ``"ema"`` or ``"off"`` (the teacher)."""
 
-    def __init__(self, unet: nn.Module, rank: int, alpha: float) -> None:
+    def __init__(
+        self, unet: nn.Module, rank: int, alpha: float, targets: Sequence[str] = TARGETS
+    ) -> None:
         super().__init__()
         unet.requires_grad_(False)
-        online, ema = {}, {}
-        ends = tuple("." + t for t in TARGETS)
+        online: dict[str, nn.Module] = {}
+        ema: dict[str, nn.Module] = {}
+        ends = tuple("." + t for t in targets)
         for name, module in unet.named_modules():
-            if name.endswith(ends) and isinstance(module, nn.Linear):
-                online[name] = LoraPair(module, rank, alpha).to(module.weight.device)
-                ema[name] = LoraPair(module, rank, alpha).to(module.weight.device)
-                ema[name].load_state_dict(online[name].state_dict())
-                ema[name].requires_grad_(False)
-                module.register_forward_hook(self._hook(name))
+            if not name.endswith(ends):
+                continue
+            if isinstance(module, nn.Linear):
+                kind: Any = LoraPair
+            elif isinstance(module, nn.Conv2d):
+                kind = ConvLoraPair
+            else:
+                continue
+            online[name] = kind(module, rank, alpha).to(module.weight.device)
+            ema[name] = kind(module, rank, alpha).to(module.weight.device)
+            ema[name].load_state_dict(online[name].state_dict())
+            ema[name].requires_grad_(False)
+            module.register_forward_hook(self._hook(name))
         if not online:
-            raise ValueError(f"no {TARGETS} layers in the U-Net")
+            raise ValueError(f"no {tuple(targets)} layers in the U-Net")
         self.names = sorted(online)
         self.online = nn.ModuleDict({n.replace(".", "/"): online[n] for n in self.names})
         self.ema = nn.ModuleDict({n.replace(".", "/"): ema[n] for n in self.names})
@@ -107,7 +154,7 @@ class DualLora(nn.Module):
             ):
                 target.lerp_(source.detach(), 1 - decay)
 
-    def pairs(self) -> dict[str, LoraPair]:
+    def pairs(self) -> dict[str, Any]:
         return {name: self.online[name.replace(".", "/")] for name in self.names}
 
 
@@ -196,6 +243,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance-min", type=float, default=5.0)
     parser.add_argument("--guidance-max", type=float, default=9.0)
     parser.add_argument("--huber-c", type=float, default=0.001)
+    parser.add_argument(
+        "--targets", choices=("attention", "all"), default="attention",
+        help="attention: the attention and feed-forward linears; all: also the ResNet blocks",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-saves", action="store_true",
+        help="also keep each save's LoRA as lora-<step>.safetensors, to score them all",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -241,7 +296,10 @@ def _save(
     (out / "state.safetensors.tmp").replace(out / "state.safetensors")
     (out / "state.json.tmp").replace(out / "state.json")
     metadata = {"format": "pt", "nodeflow_training": json.dumps(meta["args"] | {"step": step})}
-    save_file(kohya_state(lora.pairs()), out / "demo-lcm.safetensors", metadata=metadata)
+    weights = kohya_state(lora.pairs())
+    save_file(weights, out / "demo-lcm.safetensors", metadata=metadata)
+    if args.keep_saves:
+        save_file(weights, out / f"lora-{step:05d}.safetensors", metadata=metadata)
 
 
 def _resume(
@@ -276,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = choose_device(args.device)
     torch.manual_seed(args.seed)
     models = load_base(args.base, device)
-    lora = DualLora(models.unet, args.rank, args.alpha)
+    lora = DualLora(models.unet, args.rank, args.alpha, target_names(args.targets))
     optimizer = torch.optim.AdamW(lora.online.parameters(), lr=args.lr, weight_decay=0.0)
     batches = Batcher(args.seed + 500, dropout=0.0)
     generator = torch.Generator(device).manual_seed(args.seed)

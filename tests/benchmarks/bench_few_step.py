@@ -101,8 +101,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="demo", help="the base model (LoadCheckpoint path)")
     parser.add_argument("--lora", required=True, help="the demo-lcm LoRA file")
     parser.add_argument("--n", type=int, default=200, help="held-out captions")
-    parser.add_argument("--lcm-steps", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--base-steps", type=int, nargs="+", default=[4, 8, 20])
+    parser.add_argument("--lcm-steps", type=int, nargs="*", default=[1, 2, 4, 8])
+    parser.add_argument(
+        "--base-steps", type=int, nargs="*", default=[4, 8, 20],
+        help="none to score only the LoRA (screening saves)",
+    )  # fmt: skip
     parser.add_argument("--cfg", type=float, default=7.5, help="the base's CFG scale")
     parser.add_argument("--lcm-cfg", type=float, default=1.0, help="the LoRA's guidance scale")
     parser.add_argument("--seed", type=int, default=0)

@@ -84,3 +84,43 @@ def test_the_rate_decays_from_lr_to_lr_final_by_the_last_step(train_lcm):
     assert all(a >= b for a, b in itertools.pairwise(rates))
     constant = train_lcm.parse_args(["--base", "b", "--out", "o", "--lr", "2e-3"])
     assert {train_lcm.learning_rate(step, constant) for step in (0, 10, 3000)} == {2e-3}
+
+
+def test_resnet_targets_train_conv_pairs_that_load_lora_computes_alike(train_lcm, tmp_path):
+    """``--targets all`` adds LoRA pairs on the ResNet convolutions and time projections; the
+    file it writes must make ``LoadLoRA``'s patched U-Net compute what the trainer's did."""
+    from safetensors.torch import save_file
+
+    from nodes.demo.train_demo import load_base
+    from nodes.demo.train_lora import kohya_state
+    from nodes.lora import LoraPatch, patched, read_lora_file, resolve_lora
+
+    torch.manual_seed(0)
+    trained = load_base(demo_model(), torch.device("cpu")).unet
+    lora = train_lcm.DualLora(trained, 4, 4.0, train_lcm.target_names("all"))
+    convs = [n for n, p in lora.pairs().items() if isinstance(p, train_lcm.ConvLoraPair)]
+    assert any(n.endswith(".conv1") for n in convs) and any("upsamplers" in n for n in convs)
+    assert any(n.endswith("time_emb_proj") for n in lora.names)
+    with torch.no_grad():  # up starts at zero: give every pair a delta, fp16-exact like the file
+        for pair in lora.pairs().values():
+            pair.up.weight.normal_(0, 0.05)
+            for weight in (pair.up.weight, pair.down.weight):
+                weight.copy_(weight.half().float())
+    save_file(kohya_state(lora.pairs()), tmp_path / "all.safetensors")
+    sample = torch.randn(1, 4, 16, 16)
+    context = torch.randn(1, 77, 64)
+    timestep = torch.tensor([499])
+    with torch.no_grad():
+        lora.mode = "online"
+        expected = trained(sample, timestep, encoder_hidden_states=context).sample
+        lora.mode = "off"
+        plain = trained(sample, timestep, encoder_hidden_states=context).sample
+
+    fresh = load_base(demo_model(), torch.device("cpu")).unet
+    weights = resolve_lora(read_lora_file(tmp_path / "all.safetensors"), {"unet": fresh})["unet"]
+    assert len(weights) == len(lora.names)
+    patch = LoraPatch(target="unet", weights=weights, strength=1.0, source="all.safetensors")
+    with torch.no_grad(), patched(fresh, [patch]):
+        got = fresh(sample, timestep, encoder_hidden_states=context).sample
+    assert (expected - plain).abs().max() > 1e-2  # the pairs change the output
+    assert (got - expected).abs().max() < 1e-4

@@ -48,7 +48,7 @@ def test_fused_layers_compute_what_the_hooks_compute(monkeypatch):
 def test_the_cap_fuses_the_first_layers_that_fit_and_hooks_the_rest(monkeypatch):
     model = _model()
     first = lora_fuse.fuse_cost(model[0])
-    assert first == 32 * 16 * 4 and lora_fuse.fuse_cost(model[3]) is None  # no convolutions
+    assert first == 32 * 16 * 4
     monkeypatch.setattr("nodes.lora.FUSE_BYTES", first)
     with patched(model, [_patch(model)]):
         assert "forward" in vars(model[0]) and not model[0]._forward_hooks
@@ -75,3 +75,35 @@ def test_a_layer_whose_forward_was_replaced_is_hooked_not_fused():
         assert model[0]._forward_hooks and vars(model[0])["forward"] is replaced
         _run(model, x)
     assert vars(model[0])["forward"] is replaced
+
+
+def test_a_kohya_convolution_lora_fuses_and_computes_what_its_hook_computes(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1))
+    conv, x = model[0], torch.randn(2, 6, 9, 9)
+    down, up = torch.randn(4, 6, 3, 3), torch.randn(8, 4, 1, 1)  # LoCon: kernel down, 1x1 up
+    patch = LoraPatch("unet", {"0": LoraWeights(down, up, 2.0)}, 0.7, "conv.safetensors")
+    plain = conv(x)
+    with patched(model, [patch]):
+        assert "forward" in vars(conv) and not conv._forward_hooks
+        fused = conv(x)
+    assert "forward" not in vars(conv) and torch.equal(conv(x), plain)
+    monkeypatch.setattr("nodes.lora.FUSE_BYTES", 0)
+    with patched(model, [patch]):
+        assert conv._forward_hooks
+        hooked = conv(x)
+    assert (fused - plain).abs().max() > 1e-2
+    torch.testing.assert_close(fused, hooked, rtol=0, atol=1e-4)
+
+
+def test_convolutions_that_cannot_fuse_exactly_report_no_cost():
+    conv = nn.Conv2d(6, 8, 3, padding=1)
+    kohya = [(torch.randn(4, 6, 3, 3), torch.randn(8, 4, 1, 1), 1.0)]
+    assert lora_fuse.fuse_cost(conv, kohya) == 8 * 6 * 3 * 3 * 4
+    wide_up = [(torch.randn(4, 6, 3, 3), torch.randn(8, 4, 3, 3), 1.0)]
+    assert lora_fuse.fuse_cost(conv, wide_up) is None  # up is not 1x1: not one convolution
+    grouped = nn.Conv2d(6, 8, 3, padding=1, groups=2)
+    assert (
+        lora_fuse.fuse_cost(grouped, [(torch.randn(4, 3, 3, 3), torch.randn(8, 4, 1, 1), 1.0)])
+        is None
+    )

@@ -37,3 +37,31 @@ def test_a_scheduler_without_chosen_timesteps_says_so():
 @pytest.mark.parametrize("name", ["ddim", "tcd"])
 def test_eta_is_kept_where_the_step_takes_it(name):
     assert make_scheduler(name, SD1, steps=4, eta=0.3).eta == 0.3
+
+
+@pytest.mark.parametrize("name", ["lcm", "tcd", "euler", "ddim"])
+def test_keys_the_scheduler_ignores_are_dropped_once_not_warned_about_per_picture(
+    name, monkeypatch
+):
+    """SD's PNDM config carries ``skip_prk_steps``, which ``lcm`` and ``tcd`` do not take:
+    ``from_config`` ignores it but logged a warning on every ``create`` (once per picture).
+    Dropped when the recipe is made, the scheduler built is the same."""
+    import inspect
+
+    import diffusers
+    from diffusers import configuration_utils
+
+    assert "skip_prk_steps" in SD1
+    recipe = make_scheduler(name, SD1, 4)
+    warned: list[str] = []
+    monkeypatch.setattr(configuration_utils.logger, "warning", lambda m, *a, **k: warned.append(m))
+    made = recipe.create()
+    assert warned == []
+    monkeypatch.undo()
+    straight = recipe.cls.from_config(SD1)
+    assert recipe.cls is getattr(diffusers, type(straight).__name__)
+    taken = set(inspect.signature(recipe.cls.__init__).parameters) - {"self", "kwargs"}
+    assert {k: made.config[k] for k in taken} == {k: straight.config[k] for k in taken}
+    made.set_timesteps(4)
+    straight.set_timesteps(4)
+    assert made.timesteps.tolist() == straight.timesteps.tolist()
