@@ -48,6 +48,7 @@ from nodes.demo.run_state import (
     save_run_state,
 )
 from nodes.demo.scene_mix import PositionBatcher, sample_mixed_scene
+from nodes.demo.text_probe import attribute_separation
 from nodes.demo.train_demo import (
     EMA,
     DemoModels,
@@ -128,7 +129,9 @@ def evaluate_folder(
     """Adherence of a saved model through nodeflow's txt2img graph (``AdherenceRunner``, euler
     20 steps, Denoise seed ``seed + i``): on the benchmark's first ``samples`` held-out captions
     and, since only about one in six of those names a position, on ``positioned`` held-out
-    captions that all do. Per CFG: ``{"held_out": {check: accuracy}, "positioned": {...}}``."""
+    captions that all do. Per CFG: ``{"held_out": {check: accuracy}, "positioned": {...}}``;
+    and ``text_separation`` (``nodes.demo.text_probe``): whether the text encoder tells the
+    position words apart at all."""
     from nodes.demo.adherence import AdherenceRunner, held_out_scenes, summarize
 
     rng = random.Random(seed + 1)
@@ -147,6 +150,10 @@ def evaluate_folder(
             }  # fmt: skip
     finally:
         runner.close()
+    from transformers import CLIPTextModel
+
+    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)
+    results["text_separation"] = attribute_separation(encoder.eval())
     results["seconds"] = runner.seconds
     results["pictures"] = len(cfgs) * sum(len(scenes) for scenes in sets.values())
     return results

@@ -85,5 +85,6 @@ def test_checkpoints_are_measured_on_held_out_and_positioned_captions(micro_v1, 
     assert set(figures) == {"held_out", "positioned"}
     assert figures["positioned"]["position_ok"] is not None  # every one of them names a place
     assert 0 <= figures["held_out"]["color_ok"] <= 1
+    assert set(records[0]["text_separation"]) == {"position", "color"}
     assert (out / "checkpoints" / "step-000001" / "unet").is_dir()
     assert "| 2 | 4 |" in (out / "demo-sd" / "README.md").read_text()
