@@ -48,7 +48,7 @@ from nodes.clip_vocab import (
     clip_vocab,
     write_clip_tokenizer,
 )
-from nodes.demo.dataset import Split, Style, caption, render, sample_scene
+from nodes.demo.dataset import Scene, Split, Style, caption, render, sample_scene
 from nodes.tiny import family_config
 
 __all__ = [
@@ -226,12 +226,16 @@ class Batcher:
                 ).input_ids
         return torch.tensor([self._tokens[text] for text in captions])
 
+    def scene(self, style: Style) -> Scene:
+        """The next scene of the stream (a subclass may change the mixture of scenes)."""
+        return sample_scene(self.rng, split=self.split, style=style)
+
     def __call__(self, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """``(pixels in -1..1 [B,3,64,64], token ids [B,77], captions after dropout)``."""
         pictures, captions = [], []
         for _ in range(size):
             style = self.style or ("plain" if self.rng.random() < 0.5 else "outlined")
-            scene = sample_scene(self.rng, split=self.split, style=style)
+            scene = self.scene(style)
             pictures.append(np.asarray(render(scene), dtype=np.float32))
             captions.append("" if self.rng.random() < self.dropout else caption(scene))
         pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1
