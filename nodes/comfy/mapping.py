@@ -476,9 +476,13 @@ def unet_loader(n: ComfyNode) -> list[Link | None]:
     return [link(main, "unet")]
 
 
+DUAL_CLIP_TYPES = ("sdxl", "flux")
+"""DualCLIPLoader's types LoadTextEncoder reads (it tells the pair's family from the files)."""
+
+
 def dual_clip_loader(n: ComfyNode) -> list[Link | None]:
     kind = n.value("type", "sdxl")
-    if kind not in ("flux", "sdxl"):
+    if kind not in DUAL_CLIP_TYPES:
         n.issue("type", "unsupported_value", f"type {kind!r}: flux (CLIP-L + T5) or sdxl only")
     if n.value("device", "default") != "default":
         n.warn("device", "the text encoders run where the run's device puts them")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow import Environment
-from nodes.comfy.mapping import TRANSLATORS
+from nodes.comfy.mapping import DUAL_CLIP_TYPES, TRANSLATORS, WEIGHT_DTYPES
 from nodes.comfy.samplers import COMFY_SCHEDULERS, NEAR_SAMPLERS, SAMPLERS
 from nodes.files import FILE_KINDS
 
@@ -19,6 +19,12 @@ INT_MAX = 0xFFFFFFFFFFFFFFFF
 Input = tuple[str, Any, dict[str, Any]]
 
 UPSCALE = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+MAX_RESOLUTION = 16384
+"""ComfyUI's ``nodes.MAX_RESOLUTION``, the bound of its size and offset widgets."""
+DEPRECATED = {"ControlNetApply"}
+"""Classes ComfyUI marks ``DEPRECATED`` (its editor hides them from search)."""
+OPTIONAL = "optional"
+"""A key of an input's options here, not ComfyUI's: the input goes under ``optional``."""
 CROP = ["disabled", "center"]
 MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"}
 
@@ -254,6 +260,244 @@ def _core() -> dict[str, tuple[str, list[Input], list[str], list[str]]]:
             ["CLIP_VISION_OUTPUT"],
             [],
         ),
+        **_controlnet(),
+        **_masks(),
+        **_sd3_flux(),
+    }
+
+
+def _controlnet() -> dict[str, tuple[str, list[Input], list[str], list[str]]]:
+    """ComfyUI's ``nodes.py`` ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced."""
+    strength = ("strength", "FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
+    percent = {"min": 0.0, "max": 1.0, "step": 0.001}
+    control = [("control_net", "CONTROL_NET", {}), ("image", "IMAGE", {}), strength]
+    return {
+        "ControlNetLoader": (
+            "loaders",
+            [("control_net_name", "files:controlnet", {})],
+            ["CONTROL_NET"],
+            [],
+        ),
+        "ControlNetApply": (
+            "conditioning/controlnet",
+            [("conditioning", "CONDITIONING", {}), *control],
+            ["CONDITIONING"],
+            [],
+        ),
+        "ControlNetApplyAdvanced": (
+            "conditioning/controlnet",
+            [
+                ("positive", "CONDITIONING", {}),
+                ("negative", "CONDITIONING", {}),
+                *control,
+                ("start_percent", "FLOAT", {"default": 0.0, **percent}),
+                ("end_percent", "FLOAT", {"default": 1.0, **percent}),
+                ("vae", "VAE", {OPTIONAL: True}),
+            ],
+            ["CONDITIONING", "CONDITIONING"],
+            ["positive", "negative"],
+        ),
+    }
+
+
+def _offset(name: str) -> Input:
+    return (name, "INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1})
+
+
+def _masks() -> dict[str, tuple[str, list[Input], list[str], list[str]]]:
+    """Inpainting (``nodes.py``) and ComfyUI's ``comfy_extras/nodes_mask.py`` mask nodes.
+
+    ImageToMask offers red, green and blue only: the importer refuses "alpha" (an alpha
+    channel is LoadImage's MASK output here), and a client should not be offered what fails.
+    """
+    mask = ("mask", "MASK", {})
+    unit = {"min": 0.0, "max": 1.0, "step": 0.01}
+    side = {"min": 1, "max": MAX_RESOLUTION, "step": 1}
+    return {
+        "SetLatentNoiseMask": (
+            "latent/inpaint",
+            [("samples", "LATENT", {}), mask],
+            ["LATENT"],
+            [],
+        ),
+        "InpaintModelConditioning": (
+            "conditioning/inpaint",
+            [
+                ("positive", "CONDITIONING", {}),
+                ("negative", "CONDITIONING", {}),
+                ("vae", "VAE", {}),
+                ("pixels", "IMAGE", {}),
+                mask,
+                ("noise_mask", "BOOLEAN", {"default": True}),
+            ],
+            ["CONDITIONING", "CONDITIONING", "LATENT"],
+            ["positive", "negative", "latent"],
+        ),
+        "InvertMask": ("mask", [mask], ["MASK"], []),
+        "GrowMask": (
+            "mask",
+            [
+                mask,
+                (
+                    "expand",
+                    "INT",
+                    {"default": 0, "min": -MAX_RESOLUTION, "max": MAX_RESOLUTION, "step": 1},
+                ),
+                ("tapered_corners", "BOOLEAN", {"default": True}),
+            ],
+            ["MASK"],
+            [],
+        ),
+        "FeatherMask": (
+            "mask",
+            [mask, *(_offset(edge) for edge in ("left", "top", "right", "bottom"))],
+            ["MASK"],
+            [],
+        ),
+        "ThresholdMask": (
+            "mask",
+            [mask, ("value", "FLOAT", {"default": 0.5, **unit})],
+            ["MASK"],
+            [],
+        ),
+        "SolidMask": (
+            "mask",
+            [
+                ("value", "FLOAT", {"default": 1.0, **unit}),
+                ("width", "INT", {"default": 512, **side}),
+                ("height", "INT", {"default": 512, **side}),
+            ],
+            ["MASK"],
+            [],
+        ),
+        "MaskComposite": (
+            "mask",
+            [
+                ("destination", "MASK", {}),
+                ("source", "MASK", {}),
+                _offset("x"),
+                _offset("y"),
+                ("operation", ["multiply", "add", "subtract", "and", "or", "xor"], {}),
+            ],
+            ["MASK"],
+            [],
+        ),
+        "ImageToMask": (
+            "mask",
+            [("image", "IMAGE", {}), ("channel", ["red", "green", "blue"], {})],
+            ["MASK"],
+            [],
+        ),
+        "MaskToImage": ("mask", [mask], ["IMAGE"], []),
+        "ImageCompositeMasked": (
+            "image",
+            [
+                ("destination", "IMAGE", {}),
+                ("source", "IMAGE", {}),
+                _offset("x"),
+                _offset("y"),
+                ("resize_source", "BOOLEAN", {"default": False}),
+                ("mask", "MASK", {OPTIONAL: True}),
+            ],
+            ["IMAGE"],
+            [],
+        ),
+    }
+
+
+def _sd3_flux() -> dict[str, tuple[str, list[Input], list[str], list[str]]]:
+    """SD3 and Flux's file loaders and nodes (``nodes.py``, ``comfy_extras/nodes_sd3.py``,
+    ``nodes_flux.py``, ``nodes_model_advanced.py``).
+
+    Choices are narrowed to what the importer accepts (UNETLoader without fp8_e5m2,
+    DualCLIPLoader's sdxl and flux), so a graph built from this description imports.
+    """
+    prompt = {"multiline": True, "dynamicPrompts": True}
+    guidance = ("guidance", "FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1})
+    shift = {"min": 0.0, "max": 100.0, "step": 0.01}
+    size = {"default": 1024, "min": 16, "max": MAX_RESOLUTION}
+    text_encoder = "files:text_encoders"
+    return {
+        "UNETLoader": (
+            "advanced/loaders",
+            [("unet_name", "files:unet", {}), ("weight_dtype", list(WEIGHT_DTYPES), {})],
+            ["MODEL"],
+            [],
+        ),
+        "DualCLIPLoader": (
+            "advanced/loaders",
+            [
+                ("clip_name1", text_encoder, {}),
+                ("clip_name2", text_encoder, {}),
+                ("type", list(DUAL_CLIP_TYPES), {}),
+                ("device", ["default", "cpu"], {OPTIONAL: True}),
+            ],
+            ["CLIP"],
+            [],
+        ),
+        "TripleCLIPLoader": (
+            "advanced/loaders",
+            [(f"clip_name{i}", text_encoder, {}) for i in (1, 2, 3)],
+            ["CLIP"],
+            [],
+        ),
+        "CLIPTextEncodeSD3": (
+            "advanced/conditioning",
+            [
+                ("clip", "CLIP", {}),
+                ("clip_l", "STRING", prompt),
+                ("clip_g", "STRING", prompt),
+                ("t5xxl", "STRING", prompt),
+                ("empty_padding", ["none", "empty_prompt"], {}),
+            ],
+            ["CONDITIONING"],
+            [],
+        ),
+        "FluxGuidance": (
+            "advanced/conditioning/flux",
+            [("conditioning", "CONDITIONING", {}), guidance],
+            ["CONDITIONING"],
+            [],
+        ),
+        "ModelSamplingSD3": (
+            "advanced/model",
+            [("model", "MODEL", {}), ("shift", "FLOAT", {"default": 3.0, **shift})],
+            ["MODEL"],
+            [],
+        ),
+        "CLIPTextEncodeFlux": (
+            "advanced/conditioning/flux",
+            [
+                ("clip", "CLIP", {}),
+                ("clip_l", "STRING", prompt),
+                ("t5xxl", "STRING", prompt),
+                guidance,
+            ],
+            ["CONDITIONING"],
+            [],
+        ),
+        "ModelSamplingFlux": (
+            "advanced/model",
+            [
+                ("model", "MODEL", {}),
+                ("max_shift", "FLOAT", {"default": 1.15, **shift}),
+                ("base_shift", "FLOAT", {"default": 0.5, **shift}),
+                ("width", "INT", {**size, "step": 8}),
+                ("height", "INT", {**size, "step": 8}),
+            ],
+            ["MODEL"],
+            [],
+        ),
+        "EmptySD3LatentImage": (
+            "latent/sd3",
+            [
+                ("width", "INT", {**size, "step": 16}),
+                ("height", "INT", {**size, "step": 16}),
+                ("batch_size", "INT", {"default": 1, "min": 1, "max": 4096}),
+            ],
+            ["LATENT"],
+            [],
+        ),
     }
 
 
@@ -264,16 +508,20 @@ def core_object_info(env: Environment) -> dict[str, Any]:
     for class_type, (category, inputs, outputs, names) in _core().items():
         assert class_type in TRANSLATORS, class_type
         required: dict[str, Any] = {}
-        for name, kind, options in inputs:
+        optional: dict[str, Any] = {}
+        for name, kind, given in inputs:
             if isinstance(kind, str) and kind.startswith("files:"):
                 what = kind.removeprefix("files:")
                 if what not in lists:
                     lists[what] = _files(what)(env)
                 kind = lists[what]
-            required[name] = [kind, options] if options else [kind]
+            options = {k: v for k, v in given.items() if k != OPTIONAL}
+            section = optional if given.get(OPTIONAL) else required
+            section[name] = [kind, options] if options else [kind]
+        order = {"required": list(required)} | ({"optional": list(optional)} if optional else {})
         info[class_type] = {
-            "input": {"required": required, "optional": {}, "hidden": {}},
-            "input_order": {"required": list(required)},
+            "input": {"required": required, "optional": optional, "hidden": {}},
+            "input_order": order,
             "output": outputs,
             "output_is_list": [False] * len(outputs),
             "output_name": names or outputs,
@@ -283,7 +531,7 @@ def core_object_info(env: Environment) -> dict[str, Any]:
             "python_module": "nodes",
             "category": category,
             "output_node": class_type in ("SaveImage", "PreviewImage"),
-            "deprecated": False,
+            "deprecated": class_type in DEPRECATED,
             "experimental": False,
         }
     return info
