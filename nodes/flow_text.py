@@ -8,6 +8,7 @@ tokens (truncated), T5 ``max_sequence_length`` tokens (padded with ``<pad>``, tr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,17 @@ def literal_prompt(text: str) -> str:
             "prompts yet; write the prompt without it"
         )
     return plain
+
+
+def each_text(encoders: tuple[str, ...], texts: Mapping[str, str]) -> list[str]:
+    """The texts in the encoders' order; every encoder must be named once and nothing else, so
+    a misspelt name is an error rather than an encoder silently reading nothing."""
+    if set(texts) != set(encoders):
+        raise ValueError(
+            f"texts must name exactly this model's text encoders {list(encoders)}, "
+            f"got {sorted(texts)}"
+        )
+    return [texts[name] for name in encoders]
 
 
 def _ids(tokenizer: Any, text: str, length: int, device: object) -> Any:
@@ -58,10 +70,25 @@ class SD3Prompt:
     joint_width: int
     """The transformer's ``joint_attention_dim`` (T5-XXL's width, 4096 for the real models)."""
     default_length: int = 256
+    encoders: tuple[str, ...] = ("clip_l", "clip_g", "t5xxl")
+    """The names ``encode_each`` takes a text by (ComfyUI's CLIPTextEncodeSD3 inputs)."""
 
     def encode(
         self, text_encoder: TextEncoder, text: str, device: object, max_length: int = 0
     ) -> Conditioning:
+        return self.encode_each(
+            text_encoder, dict.fromkeys(self.encoders, text), device, max_length
+        )
+
+    def encode_each(
+        self,
+        text_encoder: TextEncoder,
+        texts: Mapping[str, str],
+        device: object,
+        max_length: int = 0,
+    ) -> Conditioning:
+        """Each encoder reads its own text, as diffusers' ``prompt``, ``prompt_2`` and
+        ``prompt_3`` (CLIP-L, CLIP-G, T5) and ComfyUI's clip_l, clip_g and t5xxl do."""
         import torch
 
         if text_encoder.model is None or text_encoder.model_2 is None:
@@ -69,19 +96,19 @@ class SD3Prompt:
                 f"{text_encoder.source or 'this SD3 model'} has no CLIP text encoders (a file "
                 "without them, such as sd3_medium.safetensors); use a file or folder that has them"
             )
-        text = literal_prompt(text)
+        text_l, text_g, text_t5 = (literal_prompt(t) for t in each_text(self.encoders, texts))
         length = max_length or self.default_length
         with torch.inference_mode():
             hidden_l, pooled_l = _clip_hidden_and_pooled(
                 text_encoder.tokenizer, text_encoder.model, text_encoder.patches,
-                "text_encoder", text, device,
+                "text_encoder", text_l, device,
             )  # fmt: skip
             hidden_g, pooled_g = _clip_hidden_and_pooled(
                 text_encoder.tokenizer_2, text_encoder.model_2, text_encoder.patches,
-                "text_encoder_2", text, device,
+                "text_encoder_2", text_g, device,
             )  # fmt: skip
             if text_encoder.model_3 is not None:
-                t5 = _t5(text_encoder, text, length, device)
+                t5 = _t5(text_encoder, text_t5, length, device)
             else:
                 t5 = torch.zeros(
                     (1, length, self.joint_width), device=hidden_l.device, dtype=hidden_l.dtype
@@ -99,19 +126,33 @@ class FluxPrompt:
     ``pooler_output``)."""
 
     default_length: int = 512
+    encoders: tuple[str, ...] = ("clip_l", "t5xxl")
+    """The names ``encode_each`` takes a text by (ComfyUI's CLIPTextEncodeFlux inputs)."""
 
     def encode(
         self, text_encoder: TextEncoder, text: str, device: object, max_length: int = 0
     ) -> Conditioning:
+        return self.encode_each(
+            text_encoder, dict.fromkeys(self.encoders, text), device, max_length
+        )
+
+    def encode_each(
+        self,
+        text_encoder: TextEncoder,
+        texts: Mapping[str, str],
+        device: object,
+        max_length: int = 0,
+    ) -> Conditioning:
+        """CLIP-L and T5 each read their own text, as diffusers' ``prompt`` and ``prompt_2``."""
         import torch
 
-        text = literal_prompt(text)
+        text_l, text_t5 = (literal_prompt(t) for t in each_text(self.encoders, texts))
         if text_encoder.model_3 is None:
             raise ValueError(f"{text_encoder.source or 'this Flux model'} has no T5 encoder")
         tokenizer = text_encoder.tokenizer
         with torch.inference_mode():
-            ids = _ids(tokenizer, text, tokenizer.model_max_length, device)
+            ids = _ids(tokenizer, text_l, tokenizer.model_max_length, device)
             with patched(text_encoder.model, text_encoder.patches, "text_encoder"):
                 pooled = text_encoder.model(ids, output_hidden_states=False).pooler_output
-            embeds = _t5(text_encoder, text, max_length or self.default_length, device)
+            embeds = _t5(text_encoder, text_t5, max_length or self.default_length, device)
         return Conditioning(embeds=embeds, pooled=pooled)

@@ -84,6 +84,7 @@ def nodeflow_nodes() -> list[object]:
         pixel_loader.load_pixel_model,
         lora.load_lora,
         text.text_encode,
+        text.text_encode_each,
         clip_skip.set_last_layer,
         text.size_conditioning,
         flux_guidance.flux_guidance,

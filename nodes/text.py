@@ -263,6 +263,32 @@ def text_encode(
     return encode_text(text_encoder, text, device, weighting, max_sequence_length)
 
 
+@node("TextEncodeEach", category="conditioning")
+def text_encode_each(
+    ctx: Context,
+    text_encoder: TextEncoder,
+    texts: dict[str, str],
+    max_sequence_length: Annotated[int, Field(ge=0, le=512)] = 0,
+) -> Conditioning:
+    """Encode a different text with each of a model's text encoders, by the encoders' names.
+
+    For models with several encoders of different strengths (SD3: clip_l, clip_g, t5xxl; Flux:
+    clip_l, t5xxl), as ComfyUI's CLIPTextEncodeSD3 / CLIPTextEncodeFlux and diffusers' prompt_2 /
+    prompt_3 allow: a long, detailed text for T5 and a short one for the CLIPs, say. Every
+    encoder of the model must be named; the model's own prompt format says which they are, so
+    this node names no family. Texts take no weighting syntax (as TextEncode for these models).
+    """
+    each = getattr(text_encoder.prompt_format, "encode_each", None)
+    if each is None:
+        raise ValueError(
+            f"texts: {text_encoder.source or 'this model'} reads one text with all its encoders; "
+            "use TextEncode"
+        )
+    ctx.models.use(*text_encoder.models)
+    device = text_encoder.model.device if text_encoder.model is not None else None
+    return each(text_encoder, texts, device, max_sequence_length)
+
+
 Pixels = Annotated[int, Field(ge=0, le=16384)]
 
 

@@ -500,20 +500,16 @@ def triple_clip_loader(n: ComfyNode) -> list[Link | None]:
 
 
 def clip_text_encode_sd3(n: ComfyNode) -> list[Link | None]:
-    """One prompt for SD3's three encoders: expressible when ComfyUI's three texts agree.
+    """SD3's three encoders' texts: TextEncode when ComfyUI's three agree, else TextEncodeEach,
+    each encoder reading its own text (ComfyUI tokenizes clip_l, clip_g and t5xxl separately,
+    as diffusers' prompt, prompt_2 and prompt_3; the model's prompt format holds the recipe).
 
-    Different texts per encoder are refused, not merged. ``empty_padding`` only matters for an
-    empty text: ComfyUI's "none" gives that encoder no tokens at all (its part of the
-    conditioning is zeros), while "empty_prompt" encodes "" as diffusers does, which is what
-    TextEncode does; so "none" with an empty text is refused."""
+    ``empty_padding`` only matters for an empty text: ComfyUI's "none" gives that encoder no
+    tokens at all (its part of the conditioning is zeros), while "empty_prompt" encodes "" as
+    diffusers does, which is what TextEncode does; so "none" with an empty text is refused.
+    ComfyUI also pads the shorter of clip_l's and clip_g's token chunks with empty chunks;
+    that is only visible past 75 tokens, where these CLIPs truncate as diffusers does."""
     texts = {name: n.value(name, "") for name in ("clip_l", "clip_g", "t5xxl")}
-    if len(set(map(repr, texts.values()))) > 1:
-        n.issue(
-            "clip_l",
-            "unsupported_value",
-            "clip_l, clip_g and t5xxl differ; different texts per SD3 encoder are not "
-            "expressible yet: give all three the same text",
-        )
     padding = n.value("empty_padding", "none")
     if padding not in ("none", "empty_prompt"):
         n.issue("empty_padding", "unsupported_value", f"{padding!r}: none or empty_prompt")
@@ -525,7 +521,10 @@ def clip_text_encode_sd3(n: ComfyNode) -> list[Link | None]:
             f"'none' with an empty {', '.join(empty)} zeroes that encoder's part in ComfyUI, "
             "which is not expressible here; choose empty_prompt to encode the empty text",
         )
-    encode = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": texts["t5xxl"]})
+    if len(set(map(repr, texts.values()))) == 1:
+        encode = n.add("TextEncode", {"text_encoder": n.link("clip"), "text": texts["t5xxl"]})
+    else:
+        encode = n.add("TextEncodeEach", {"text_encoder": n.link("clip"), "texts": texts})
     return [link(encode, "conditioning")]
 
 

@@ -1,7 +1,8 @@
 """ComfyUI's SD3 text encoder nodes: TripleCLIPLoader (clip_l, clip_g, t5xxl files) becomes
-LoadTextEncoder with three paths; CLIPTextEncodeSD3 becomes TextEncode when its three texts agree
-and is refused, naming the input, when they differ or when ``empty_padding`` "none" would zero an
-encoder's part (ComfyUI's ``comfy_extras/nodes_sd3.py`` gives an empty text no tokens then)."""
+LoadTextEncoder with three paths; CLIPTextEncodeSD3 becomes TextEncode when its three texts agree,
+TextEncodeEach when they differ, and is refused, naming the input, when ``empty_padding`` "none"
+would zero an encoder's part (ComfyUI's ``comfy_extras/nodes_sd3.py`` gives an empty text no
+tokens then)."""
 
 from __future__ import annotations
 
@@ -71,10 +72,17 @@ def test_triple_clip_loader_is_load_text_encoder_with_three_paths():
 
 
 @pytest.mark.parametrize("differing", ["clip_l", "clip_g", "t5xxl"])
-def test_clip_text_encode_sd3_with_differing_texts_is_refused(differing):
+def test_clip_text_encode_sd3_with_differing_texts_is_text_encode_each(differing):
+    """Each encoder its own text (the numbers: test_comfy_each_text)."""
     prompt = sd3_prompt()
     prompt["6"]["inputs"][differing] = "a red circle"
-    assert ("6", "clip_l", "unsupported_value") in issues_of(prompt)
+    texts = dict.fromkeys(("clip_l", "clip_g", "t5xxl"), "a blue square") | {
+        differing: "a red circle"
+    }
+    assert nodes_of(prompt)["6"] == {
+        "type": "TextEncodeEach",
+        "inputs": {"text_encoder": {"from": "11.text_encoder"}, "texts": texts},
+    }
 
 
 def test_empty_padding_none_with_an_empty_text_is_refused_and_empty_prompt_encodes_it():
