@@ -5,6 +5,7 @@ measurement, ``tests/nodes/test_demo_vae_cap.py`` its tests)::
 
     python tests/benchmarks/bench_vae_cap.py [--vae nodes/demo/model/demo-sd/vae] [--n 200]
         [--seed 0] [--threads 1] [--no-write]
+    python tests/benchmarks/bench_vae_cap.py --model FOLDER --no-write   # FOLDER/vae
 
 ``--n`` held-out scenes (the first of ``random.Random(--seed)``, the adherence benchmark's
 captions) are rendered, encoded and decoded (the posterior's mode, and a posterior sample as the
@@ -40,13 +41,17 @@ def percent(value: float | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--vae", type=Path, default=REPO / "nodes/demo/model/demo-sd/vae")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--vae", type=Path, default=REPO / "nodes/demo/model/demo-sd/vae")
+    which.add_argument("--model", type=Path, help="a model folder: measures its vae/")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args(argv)
+    if args.model is not None:  # e.g. a train_decoder output or one of its checkpoints
+        args.vae = args.model / "vae"
 
     import diffusers
     import torch
