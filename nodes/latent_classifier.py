@@ -85,40 +85,54 @@ class _Block(nn.Module):
         return self.skip(x) + h
 
 
-class LatentClassifier(nn.Module):
-    """Logits over ``config.labels`` for noisy latents ``[batch, channels, h, w]`` at timesteps
-    ``[batch]`` (any latent size: the features are averaged over space at the end)."""
+class NoisyLatentTrunk(nn.Module):
+    """The timestep-conditioned convolutional trunk that reads noisy latents, shared by the latent
+    classifier and the noised CLIP's image tower (each adds its own pooling and head).
 
-    def __init__(self, config: ClassifierConfig) -> None:
+    Its layers are attributes of the subclass itself (``time``, ``stem``, ``block1`` ...), not a
+    submodule, so the shipped files' tensor names stay as they were written."""
+
+    def __init__(self, in_channels: int, width: int, groups: int) -> None:
         super().__init__()
-        self.config = config
-        width, groups = config.width, config.groups
         self.time_dim = width * 4
         self.time = nn.Sequential(
             nn.Linear(width, self.time_dim), nn.SiLU(), nn.Linear(self.time_dim, self.time_dim)
         )
-        self.stem = nn.Conv2d(config.in_channels, width, 3, padding=1)
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
         self.block1 = _Block(width, width, self.time_dim, groups)
         self.down1 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
         self.block2 = _Block(2 * width, 2 * width, self.time_dim, groups)
         self.down2 = nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1)
         self.block3 = _Block(2 * width, 2 * width, self.time_dim, groups)
         self.norm = nn.GroupNorm(groups, 2 * width)
-        self.head = nn.Linear(2 * width, len(config.labels))
+        self._width = width
+
+    def features(self, latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Feature maps ``[batch, 2 * width, h / 4, w / 4]``; a 0-d ``timesteps`` is broadcast."""
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(latents.shape[0])
+        time = self.time(timestep_embedding(timesteps, self._width).to(latents.dtype))
+        h = self.block1(self.stem(latents), time)
+        h = self.block2(self.down1(h), time)
+        h = self.block3(self.down2(h), time)
+        return nn.functional.silu(self.norm(h))
+
+
+class LatentClassifier(NoisyLatentTrunk):
+    """Logits over ``config.labels`` for noisy latents ``[batch, channels, h, w]`` at timesteps
+    ``[batch]`` (any latent size: the features are averaged over space at the end)."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__(config.in_channels, config.width, config.groups)
+        self.config = config
+        self.head = nn.Linear(2 * config.width, len(config.labels))
 
     @property
     def num_classes(self) -> int:
         return len(self.config.labels)
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        if timesteps.ndim == 0:
-            timesteps = timesteps.expand(latents.shape[0])
-        time = self.time(timestep_embedding(timesteps, self.config.width).to(latents.dtype))
-        h = self.block1(self.stem(latents), time)
-        h = self.block2(self.down1(h), time)
-        h = self.block3(self.down2(h), time)
-        h = nn.functional.silu(self.norm(h)).mean(dim=(2, 3))
-        return self.head(h)
+        return self.head(self.features(latents, timesteps).mean(dim=(2, 3)))
 
 
 def save_classifier(

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nodes.latent_classifier import _Block, timestep_embedding
+from nodes.latent_classifier import NoisyLatentTrunk
 
 __all__ = [
     "IMAGE_TOWER",
@@ -71,37 +71,18 @@ class TowerConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-class NoisedImageTower(nn.Module):
+class NoisedImageTower(NoisyLatentTrunk):
     """Projected embeddings ``[batch, projection]`` of noisy latents ``[batch, c, h, w]`` at
     timesteps ``[batch]`` (fractional ones too: Euler-type samplers ask between the integers)."""
 
     def __init__(self, config: TowerConfig) -> None:
-        super().__init__()
+        super().__init__(config.in_channels, config.width, config.groups)
         self.config = config
-        width, groups = config.width, config.groups
-        self.time_dim = 4 * width
-        self.time = nn.Sequential(
-            nn.Linear(width, self.time_dim), nn.SiLU(), nn.Linear(self.time_dim, self.time_dim)
-        )
-        self.stem = nn.Conv2d(config.in_channels, width, 3, padding=1)
-        self.block1 = _Block(width, width, self.time_dim, groups)
-        self.down1 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
-        self.block2 = _Block(2 * width, 2 * width, self.time_dim, groups)
-        self.down2 = nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1)
-        self.block3 = _Block(2 * width, 2 * width, self.time_dim, groups)
-        self.norm = nn.GroupNorm(groups, 2 * width)
-        self.head = nn.Linear(2 * width * config.grid * config.grid, config.projection)
+        self.head = nn.Linear(2 * config.width * config.grid * config.grid, config.projection)
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        if timesteps.ndim == 0:
-            timesteps = timesteps.expand(latents.shape[0])
-        time = self.time(timestep_embedding(timesteps, self.config.width).to(latents.dtype))
-        h = self.block1(self.stem(latents), time)
-        h = self.block2(self.down1(h), time)
-        h = self.block3(self.down2(h), time)
-        h = nn.functional.silu(self.norm(h))
-        h = nn.functional.adaptive_avg_pool2d(h, self.config.grid).flatten(1)
-        return self.head(h)
+        h = self.features(latents, timesteps)
+        return self.head(nn.functional.adaptive_avg_pool2d(h, self.config.grid).flatten(1))
 
 
 class NoisedCLIPModel(nn.Module):
