@@ -155,18 +155,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = "python -m nodes.demo.train_decoder " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
     )
-    summary["decoder"] = {"minutes": minutes, "loss": loss, "command": command}
+    run = {"minutes": minutes, "loss": loss, "command": command}
+    earlier = summary.get("decoder", [])  # one record per fine-tune, oldest first
+    summary["decoder"] = [*([earlier] if isinstance(earlier, dict) else earlier), run]
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     card = args.out / "README.md"
     text = card.read_text(encoding="utf-8")
-    text = text.replace(
-        "\n```\n\nLicense:",
-        f"\n{command}\n```\n\nThe VAE decoder was then fine-tuned for {args.steps} steps (encoder "
-        f"frozen, {minutes:.1f} minutes, final {args.loss} loss {loss:.4f}).\n\nLicense:",
-    )
+    note = (f"The VAE decoder was then fine-tuned for {args.steps} steps (encoder frozen, "
+            f"{minutes:.1f} minutes, final {args.loss} loss {loss:.4f})")  # fmt: skip
+    if "\n```\n\nLicense:" in text:  # the first fine-tune: its command joins the code block
+        text = text.replace("\n```\n\nLicense:", f"\n{command}\n```\n\n{note}.\n\nLicense:")
+    else:  # a later one goes after the earlier notes, command and all
+        text = text.replace("\n\nLicense:", f"\n\n{note}: `{command}`.\n\nLicense:", 1)
     card.write_text(text, encoding="utf-8")
-    print(json.dumps(summary["decoder"]), flush=True)
-    return summary["decoder"]
+    print(json.dumps(run), flush=True)
+    return run
 
 
 if __name__ == "__main__":

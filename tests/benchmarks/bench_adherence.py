@@ -92,8 +92,9 @@ def training_summary(folder: Path) -> str:
     if previous:  # a --resume run: the first run's steps and time, then this one's
         steps = f"{previous['args'].get('steps', '?')} + {steps} (resumed)"
         minutes += previous.get("minutes", float("nan"))
-    if "decoder" in summary:
-        minutes += summary["decoder"].get("minutes", float("nan"))
+    decoders = summary.get("decoder", [])
+    decoders = [decoders] if isinstance(decoders, dict) else decoders  # one record per fine-tune
+    minutes += sum(run.get("minutes", float("nan")) for run in decoders)
     parts = [
         f"{vae_steps} VAE + {steps} diffusion steps at batch "
         f"{args.get('batch_size', '?')}, seed {args.get('seed', '?')}, device "
@@ -102,8 +103,8 @@ def training_summary(folder: Path) -> str:
         f"{minutes:.1f} minutes in all",
         "parameters " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
     ]
-    if "decoder" in summary:
-        parts.append(f"then the VAE decoder fine-tuned: `{summary['decoder']['command']}`")
+    for run in decoders:
+        parts.append(f"then the VAE decoder fine-tuned: `{run['command']}`")
     if summary.get("adherence"):
         parts.append(
             f"trainer's quick check at CFG {args.get('eval_cfg', '?')} on "

@@ -97,5 +97,11 @@ def test_main_writes_checkpoints_and_keeps_them_beside_the_model(tmp_path: Path)
     assert not (out / "checkpoints" / "step-3").exists()  # the final weights are out/vae
     assert (out / "vae" / "config.json").exists()
     assert "--loss edge" in summary["command"]
-    assert json.loads((out / "training_summary.json").read_text())["decoder"] == summary
+    assert json.loads((out / "training_summary.json").read_text())["decoder"] == [summary]
     assert "final edge loss" in (out / "README.md").read_text()
+    again = tmp_path / "again"  # a second fine-tune keeps the first one's record and note
+    second = main([*args[:1], str(out), "--out", str(again), *args[4:8], "--threads", "1",
+                   "--device", "cpu", "--loss", "mse"])  # fmt: skip
+    assert json.loads((again / "training_summary.json").read_text())["decoder"] == [summary, second]
+    card = (again / "README.md").read_text()
+    assert "final edge loss" in card and "final mse loss" in card and second["command"] in card
