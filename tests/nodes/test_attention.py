@@ -110,9 +110,9 @@ def test_processors_are_restored_when_sampling_fails(parts) -> None:
 
 LOCALISATION_CAPTIONS = 8
 LOCALISATION_FACTOR = 1.5
-"""On these 8 held-out captions the shipped model's shape-word maps put 0.224 of their mass
-above the floor on the shapes, which cover 0.089 of the pictures (2.5x; 26% vs 14% over the
-benchmark's 100 captions, BENCHMARKS.md).
+"""On these 8 held-out captions the shipped model's shape-word maps put 0.209 of their mass
+above the floor on the shapes, which cover 0.082 of the pictures (2.6x; 24% vs 12% over the
+benchmark's 100 captions, BENCHMARKS.md; with the first decoder 0.224 vs 0.089, 26% vs 14%).
 In the demo model the shape word is not the most local token: CLIP's causal encoder carries the
 whole caption into the last tokens ("a", "background"), whose maps often sit on the shape more
 sharply. A broken recorder (wrong rows, layers or token axis) falls to ~1x."""
