@@ -238,9 +238,20 @@ def encode(
     return tokens, pooled
 
 
-def logit_normal(rows: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """t = sigmoid(u), u ~ N(0, 1): the SD3 paper's logit-normal sampling with m = 0, s = 1."""
-    return torch.sigmoid(torch.randn(rows, generator=generator, device=device))
+def logit_normal(
+    rows: int, generator: torch.Generator, device: torch.device, shift: float = 1.0
+) -> torch.Tensor:
+    """t = sigmoid(u), u ~ N(0, 1): the SD3 paper's logit-normal sampling with m = 0, s = 1,
+    then moved toward noise by the paper's timestep shift, t' = shift t / (1 + (shift - 1) t)
+    (``shift`` 1 leaves it; the same map the flow-matching Euler scheduler applies to its
+    sigmas).
+
+    Why a shift: the paper shifts for larger pictures because more pixels carry more redundant
+    signal, so more noise is needed to destroy it. The demo's flat-colored scenes are the extreme
+    case: a background color is one offset shared by all 256 latent positions, still readable at
+    t = 0.94, where unshifted logit-normal sampling puts 1.4% of the steps."""
+    t = torch.sigmoid(torch.randn(rows, generator=generator, device=device))
+    return shift * t / (1 + (shift - 1) * t)
 
 
 @torch.no_grad()
@@ -259,14 +270,16 @@ def flow_loss(
     ids: tuple[torch.Tensor, torch.Tensor],
     generator: torch.Generator,
     zeros: int = PROMPT_ZEROS,
+    time_shift: float = 1.0,
 ) -> torch.Tensor:
     """The rectified-flow loss on a batch: MSE between the predicted velocity and noise - x0 at
     x_t = (1 - t) x0 + t noise, t logit-normal; the timestep is passed as t x 1000, as the
-    flow-matching Euler scheduler gives it at inference."""
+    flow-matching Euler scheduler gives it at inference; ``time_shift`` moves t toward noise
+    (``logit_normal``)."""
     device = pixels.device
     x0 = to_latents(models.vae, pixels, generator)
     noise = torch.randn(x0.shape, generator=generator, device=device)
-    t = logit_normal(x0.shape[0], generator, device)
+    t = logit_normal(x0.shape[0], generator, device, time_shift)
     shaped = t.view(-1, 1, 1, 1)
     noisy = (1 - shaped) * x0 + shaped * noise
     tokens, pooled = encode(models, ids[0].to(device), ids[1].to(device))
@@ -463,7 +476,7 @@ rectified flow can be compared with the DDPM-trained U-Net demo on the same data
   ``nodes.demo.dataset.is_held_out`` never appear in training.
 - Training: {vae_steps} autoencoder steps (batch {vae_batch}), then {steps} flow steps at batch
   {batch_size} (lr {lr}, AdamW, warm-up {warmup}, cosine, EMA {ema}) on {device} with {threads}
-  thread(s); autoencoder {vae_minutes:.1f} minutes, flow stage {flow_minutes:.1f} minutes.
+  thread(s); autoencoder {vae_minutes:.1f} minutes, flow stage {flow_minutes:.1f} minutes.{init}
 - The VAE's own reconstructions of {recon_count} held-out renders read: {reconstruction}
 - Quick check on {eval_count} held-out captions ({eval_steps} Euler steps, CFG {eval_cfg}, shift
   {eval_shift}): {adherence}
@@ -490,6 +503,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-shift", type=float, default=3.0)
     parser.add_argument("--eval-steps", type=int, default=20)
     parser.add_argument(
+        "--time-shift",
+        type=float,
+        default=1.0,
+        help="the SD3 paper's timestep shift applied to the logit-normal training t "
+        "(1: none, as the first demo-sd3 run; 3: the shift the model is sampled with)",
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="a saved demo-sd3 folder: skip the autoencoder stage and start the flow stage from "
+        "its weights (VAE, text encoders, transformer) with a fresh optimiser and EMA",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="write the saved state's EMA weights as a demo-sd3 folder here and stop (a "
+        "checkpoint to evaluate or ship while the run goes on)",
+    )
+    parser.add_argument(
         "--stop-at",
         type=int,
         help="save and stop once the flow stage reaches this step (an interruption on purpose; "
@@ -509,21 +541,39 @@ class Run:
     def __init__(self, args: argparse.Namespace, sizes: SD3Sizes, device: torch.device) -> None:
         self.args, self.sizes, self.device = args, sizes, device
         self.models = build_models(sizes, args.seed)
+        self.stage, self.step = "vae", 0
+        self.extra: dict[str, Any] = {}
+        if args.init is not None:
+            self.start_from(args.init)
         for module in (self.models.vae, *self.models.trained()):
             module.to(device)
         self.generator = torch.Generator(device).manual_seed(args.seed)
         self.vae_batches = Batcher(args.seed + 100, style="plain", dropout=0)
         self.batches = Batcher(args.seed + 200)
         self.prompts = Prompts()
-        self.stage, self.step = "vae", 0
         self.seconds: dict[str, float] = {"vae": 0.0, "flow": 0.0}
-        self.extra: dict[str, Any] = {}
         self.vae_optimizer = torch.optim.AdamW(
             self.models.vae.parameters(), lr=args.vae_lr, weight_decay=0
         )
         self.optimizer, self.parameters = adamw(self.models.trained(), args.lr, args.weight_decay)
         self.ema = EMA(self.parameters, args.ema) if args.ema > 0 else None
         self.attention = NullTokenAttention()
+
+    def start_from(self, folder: Path) -> None:
+        """Load a saved folder's weights into the freshly built models (so their trainable flags
+        stay as built) and go straight to the flow stage; the optimiser and EMA, made after
+        this, start from these weights. The folder's architecture must be ``self.sizes``."""
+        saved = load_sd3_folder(folder, torch.device("cpu"))
+        for name in ("vae", "clip_l", "clip_g", "transformer"):
+            try:
+                getattr(self.models, name).load_state_dict(getattr(saved, name).state_dict())
+            except RuntimeError as error:
+                raise ValueError(f"--init {folder}: its {name} does not fit: {error}") from error
+        self.models.vae.register_to_config(
+            **{k: saved.vae.config[k] for k in ("scaling_factor", "shift_factor")}
+        )
+        self.stage = "flow"
+        self.extra["init"] = str(folder)
 
     def save(self) -> None:
         tensors: dict[str, torch.Tensor] = {}
@@ -625,6 +675,7 @@ class Run:
                 pixels.to(self.device),
                 self.prompts(captions),
                 self.generator,
+                time_shift=args.time_shift,
             )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -668,6 +719,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     run = Run(args, sizes, device)
     if run.restore():
         _log(f"resumed at {run.stage} step {run.step}")
+    if args.export is not None:
+        export(run, args.export)
+        return None
     if run.stage == "vae":
         run.train_vae()
     if not run.train_flow():
@@ -676,11 +730,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     return finish(run)
 
 
+def export(run: Run, folder: Path) -> dict[str, int]:
+    """Write the run's current EMA weights (the weights it would ship) as a demo-sd3 folder,
+    leaving its saved state as it is."""
+    if run.stage != "flow" or run.step == 0:
+        raise ValueError(f"{run.args.out}: no flow-stage state to export (at {run.stage} step "
+                         f"{run.step})")  # fmt: skip
+    if run.ema is not None:
+        run.ema.copy_to(run.parameters)
+    files = save_sd3_folder(run.models, folder, half=not run.args.fp32)
+    _log(f"exported flow step {run.step} to {folder}: {json.dumps(files)}")
+    return files
+
+
+def _init_note(run: Run) -> str:
+    """The model card's words for a run started with ``--init`` (empty otherwise): the
+    autoencoder figures above are then the folder's, not this run's."""
+    if "init" not in run.extra:
+        return ""
+    return (f"\n- Continued: the flow stage started from the weights of `{run.extra['init']}` "
+            f"(no autoencoder stage in this run) with a fresh AdamW and EMA; training t "
+            f"shifted by {run.args.time_shift}.")  # fmt: skip
+
+
 def finish(run: Run) -> dict[str, Any]:
     """Evaluate, write the diffusers folder, the summary and the model card."""
     args, models, sizes = run.args, run.models, run.sizes
-    args.stop_at = None  # not part of the command that reproduces the run
+    args.stop_at = args.export = None  # not part of the command that reproduces the run
     adherence: dict[str, float] = {}
+    if "reconstruction" not in run.extra:  # --init: the folder's VAE, measured here
+        run.extra["reconstruction"] = reconstruction_accuracy(models.vae, 64, args.seed + 300)
     if args.eval_samples:
         adherence = quick_adherence(
             models, args.eval_samples, args.eval_cfg, args.eval_shift, args.eval_steps, args.seed
@@ -722,7 +801,7 @@ def finish(run: Run) -> dict[str, Any]:
             vae_minutes=run.seconds["vae"] / 60, flow_minutes=run.seconds["flow"] / 60,
             recon_count=64, reconstruction=json.dumps(summary["reconstruction"]),
             eval_count=args.eval_samples, eval_steps=args.eval_steps, eval_cfg=args.eval_cfg,
-            eval_shift=args.eval_shift,
+            eval_shift=args.eval_shift, init=_init_note(run),
             adherence=json.dumps(adherence) if adherence else "not run",
             command=reproducing_command("nodes.demo.train_sd3", summary["args"]),
         ),

@@ -132,3 +132,45 @@ def test_the_written_folder_is_a_diffusers_sd3_pipeline_without_t5(tmp_path):
     assert pipe.vae.config.scaling_factor != 1.0 and pipe.vae.config.shift_factor != 0.0
     eye = torch.eye(pipe.text_encoder.config.hidden_size)
     assert torch.equal(pipe.text_encoder.text_projection.weight, eye)  # as SD3 uses CLIP-L
+
+
+def test_the_time_shift_is_the_logit_normal_moved_by_log_shift():
+    """t' = s t / (1 + (s - 1) t) is sigmoid(u + log s): the shift moves the logit-normal's
+    mean to log s, so far more of the steps land near noise (where a flat background's color
+    is decided)."""
+    from nodes.demo.train_sd3 import logit_normal
+
+    plain = logit_normal(20000, torch.Generator().manual_seed(1), torch.device("cpu"))
+    shifted = logit_normal(20000, torch.Generator().manual_seed(1), torch.device("cpu"), 3.0)
+    u = torch.randn(20000, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(plain, torch.sigmoid(u), atol=1e-6)
+    assert torch.allclose(shifted, torch.sigmoid(u + math.log(3.0)), atol=1e-5)
+    assert (plain > 0.9).float().mean().item() < 0.03  # P(u > 2.197) = 1.4%
+    assert (shifted > 0.9).float().mean().item() > 0.1  # P(u > 1.099) = 13.6%
+
+
+def test_a_run_started_from_a_folder_trains_only_the_flow_stage_from_its_weights(tmp_path):
+    from nodes.demo.train_sd3 import load_sd3_folder
+
+    _train(tmp_path / "first")
+    first = tmp_path / "first" / "demo-sd3"
+    _train(tmp_path / "again", "--init", str(first), "--time-shift", "3", "--stop-at", "1")
+    _train(tmp_path / "again", "--init", str(first), "--time-shift", "3",
+           "--export", str(tmp_path / "step-1"))  # fmt: skip
+    _train(tmp_path / "again", "--init", str(first), "--time-shift", "3")
+    start = load_sd3_folder(first, torch.device("cpu"))
+    for folder in (tmp_path / "step-1", tmp_path / "again" / "demo-sd3"):
+        got = load_sd3_folder(folder, torch.device("cpu"))
+        # the VAE (and its measured shift and scale) is the folder's, untouched
+        for key, value in start.vae.state_dict().items():
+            assert torch.equal(got.vae.state_dict()[key], value), key
+        assert got.vae.config.scaling_factor == start.vae.config.scaling_factor
+        # the transformer moved, but from the folder's weights, not from a fresh start
+        moved = [(got.transformer.state_dict()[k] - v).abs().max().item()
+                 for k, v in start.transformer.state_dict().items()]  # fmt: skip
+        assert 0 < max(moved) < 0.05
+    card = (tmp_path / "again" / "demo-sd3" / "README.md").read_text()
+    assert f"started from the weights of `{first}`" in card and "--init" in card
+    assert "--export" not in card and "--stop-at" not in card
+    with pytest.raises(ValueError, match="no flow-stage state"):
+        main(["--out", str(tmp_path / "none"), "--micro", "--export", str(tmp_path / "x")])

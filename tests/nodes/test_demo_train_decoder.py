@@ -105,3 +105,29 @@ def test_main_writes_checkpoints_and_keeps_them_beside_the_model(tmp_path: Path)
     assert json.loads((again / "training_summary.json").read_text())["decoder"] == [summary, second]
     card = (again / "README.md").read_text()
     assert "final edge loss" in card and "final mse loss" in card and second["command"] in card
+
+
+def test_main_fine_tunes_a_demo_sd3_vae_keeping_its_encoder_and_latent_constants(tmp_path: Path):
+    """demo-sd3's VAE (16 latent channels, no quant convs, a measured shift and scale) goes
+    through the same fine-tune: only decoder weights change, so its latents, and the transformer
+    trained on them, stay valid, and the shift and scale it ships with stay as measured."""
+    from nodes.demo.train_sd3 import SD3Sizes
+    from nodes.demo.train_sd3 import build_models as build_sd3
+
+    vae = build_sd3(SD3Sizes.micro(), seed=0).vae
+    vae.register_to_config(shift_factor=0.05, scaling_factor=0.7)
+    assert vae.config.latent_channels == 16 and vae.quant_conv is None
+    model = tmp_path / "sd3"
+    vae.save_pretrained(model / "vae")
+    (model / "training_summary.json").write_text("{}\n")
+    (model / "README.md").write_text("```\npython -m nodes.demo.train_sd3\n```\n\nLicense: x\n")
+    out = tmp_path / "out"
+    main(["--model", str(model), "--out", str(out), "--steps", "2", "--batch-size", "2",
+          "--threads", "1", "--device", "cpu"])  # fmt: skip
+    from diffusers import AutoencoderKL
+
+    tuned = AutoencoderKL.from_pretrained(out / "vae")
+    assert tuned.config.shift_factor == 0.05 and tuned.config.scaling_factor == 0.7
+    before, after = vae.state_dict(), tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)
