@@ -285,12 +285,14 @@ def diffusion_loss(
     *,
     generator: torch.Generator | None = None,
     snr_gamma: float | None = 5.0,
+    timesteps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The epsilon-prediction loss on a batch, with optional Min-SNR-gamma weighting.
 
     Min-SNR (Hang et al. 2023) down-weights the nearly-noiseless timesteps, which otherwise
     dominate the epsilon loss's gradient; it converges several times faster, which matters on a
     CPU budget. The VAE is frozen here: its posterior is sampled without gradients.
+    ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it.
     """
     device = pixels.device
     with torch.no_grad():
@@ -298,7 +300,9 @@ def diffusion_loss(
         latents = latents * models.vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=generator, device=device)
     steps = scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+    if timesteps is None:
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+    timesteps = timesteps.to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     context = models.text_encoder(input_ids.to(device))[0]
     prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
@@ -320,9 +324,12 @@ def diffusion_step(
     *,
     generator: torch.Generator | None = None,
     max_grad_norm: float = 1.0,
+    timesteps: torch.Tensor | None = None,
 ) -> float:
     """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
-    loss = diffusion_loss(models, scheduler, pixels, input_ids, generator=generator)
+    loss = diffusion_loss(
+        models, scheduler, pixels, input_ids, generator=generator, timesteps=timesteps
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from nodes.demo.grow import attention_levels, grow_unet
+from nodes.demo.position_levers import high_noise_timesteps, load_start_weights
 from nodes.demo.run_state import (
     load_run_state,
     module_tensors,
@@ -76,9 +77,21 @@ SAME_RUN = (
     "ema",
     "seed",
     "position_share",
+    "init_state",
+    "init_weights",
+    "high_noise_share",
+    "high_noise_from",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
+ADDED_LATER = {
+    "init_state": "None",
+    "init_weights": "ema",
+    "high_noise_share": "0.0",
+    "high_noise_from": "700",
+}
+"""Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
+such a state was made with, so it still resumes."""
 REPORTED = ("color_ok", "shape_ok", "position_ok", "caption_ok", "background_ok", "count_ok")
 
 
@@ -100,6 +113,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.4,
         help="share of training scenes that name a position (the dataset's: 1/6)",
     )
+    parser.add_argument("--init-state", type=Path,
+                        help="start from this saved run state (another run's <out>/state, read "
+                             "only) instead of the grown base")  # fmt: skip
+    parser.add_argument("--init-weights", choices=("ema", "train"), default="ema",
+                        help="which weights of --init-state to start from")  # fmt: skip
+    parser.add_argument("--high-noise-share", type=float, default=0.0,
+                        help="share of timesteps drawn from --high-noise-from..999 only "
+                             "(where layout, so position, is decided)")  # fmt: skip
+    parser.add_argument("--high-noise-from", type=int, default=700)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -175,6 +197,12 @@ class GrowRun:
         self.optimizer, self.parameters = adamw(
             (self.models.unet, self.models.text_encoder), args.lr, args.weight_decay
         )
+        self.started_from = None
+        if args.init_state is not None:
+            modules = {"unet": self.models.unet, "text_encoder": self.models.text_encoder}
+            self.started_from = load_start_weights(
+                args.init_state, modules, self.parameters, args.init_weights
+            )
         self.ema = EMA(self.parameters, args.ema) if args.ema > 0 else None
         self.step, self.seconds, self.running = 0, 0.0, None
         self.evals: list[dict[str, Any]] = []
@@ -211,9 +239,10 @@ class GrowRun:
             return False
         tensors, meta = saved
         now = _args_json(self.args)
-        changed = [k for k in SAME_RUN if meta["args"].get(k) != now[k]]
+        saved_args = ADDED_LATER | meta["args"]
+        changed = [k for k in SAME_RUN if saved_args.get(k) != now[k]]
         if changed:
-            detail = ", ".join(f"--{k.replace('_', '-')} {meta['args'].get(k)} -> {now[k]}"
+            detail = ", ".join(f"--{k.replace('_', '-')} {saved_args.get(k)} -> {now[k]}"
                                for k in changed)  # fmt: skip
             raise SystemExit(
                 f"{self.state_dir} holds a run made with other settings ({detail}); "
@@ -261,6 +290,9 @@ class GrowRun:
                 "vae": parameter_count(self.models.vae),
             },
             "attention_levels": {"base": self.base_levels, "added": self.args.attention_levels},
+            "started_from": None if self.started_from is None else {
+                "state": str(self.args.init_state), "step": self.started_from,
+                "weights": self.args.init_weights},
             "evals": self.evals,
             "args": _args_json(self.args),
             "command": reproducing_command("nodes.demo.train_grow",
@@ -292,6 +324,16 @@ class GrowRun:
             for group in self.optimizer.param_groups:
                 group["lr"] = args.lr * lr_factor(self.step, args.steps, args.warmup)
             pixels, ids, _ = self.batches(args.batch_size)
+            timesteps = None
+            if args.high_noise_share > 0:
+                timesteps = high_noise_timesteps(
+                    args.batch_size,
+                    scheduler.config.num_train_timesteps,
+                    args.high_noise_share,
+                    args.high_noise_from,
+                    self.generator,
+                    self.device,
+                )
             loss = diffusion_step(
                 models,
                 scheduler,
@@ -300,6 +342,7 @@ class GrowRun:
                 self.optimizer,
                 self.parameters,
                 generator=self.generator,
+                timesteps=timesteps,
             )
             if self.ema is not None:
                 self.ema.update()

@@ -1,0 +1,95 @@
+"""Training levers for teaching the demo U-Net where a shape goes (issue 22's position probes).
+
+The grown v2 demo read position at chance after 2,300 steps although colour and shape kept
+improving. Where a shape lies is decided while the picture is still almost pure noise: once the
+shape shows in x_t, denoising it needs no caption, so only the noisiest timesteps carry any
+gradient for the position words. Under the epsilon objective those timesteps weigh an error in
+the predicted picture by its SNR (0.004 at t = 999, 0.04 at t = 800), so a uniform draw of
+timesteps spends almost nothing on layout. These levers change only what a run samples and how
+it starts, never the model's architecture or prediction type, so a run that uses none of them is
+exactly ``train_grow``'s:
+
+* ``high_noise_timesteps``: a share of each batch's timesteps drawn from the noisy end only;
+* ``load_start_weights``: begin from another run's saved state (its EMA or training weights)
+  instead of from the grown base, so a short probe continues a long run on a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from nodes.demo.run_state import load_run_state
+
+__all__ = ["StartWeights", "high_noise_timesteps", "load_start_weights"]
+
+StartWeights = Literal["ema", "train"]
+
+
+def high_noise_timesteps(
+    count: int,
+    total: int,
+    share: float,
+    start: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """``count`` training timesteps in ``0..total-1``: each, with probability ``share``, uniform
+    in ``start..total-1`` (the noisy end, where layout is decided) and otherwise uniform over all.
+
+    Draws from ``generator`` only (three tensors of ``count``), so a seeded run repeats.
+    """
+    if not 0 <= share <= 1:
+        raise ValueError(f"the high-noise share must be in 0..1, not {share}")
+    if not 0 <= start < total:
+        raise ValueError(f"the high-noise start must be in 0..{total - 1}, not {start}")
+    anywhere = torch.randint(0, total, (count,), generator=generator, device=device)
+    noisy = torch.randint(start, total, (count,), generator=generator, device=device)
+    biased = torch.rand(count, generator=generator, device=device) < share
+    return torch.where(biased, noisy, anywhere)
+
+
+@torch.no_grad()
+def load_start_weights(
+    state_dir: Path,
+    modules: dict[str, nn.Module],
+    parameters: Sequence[nn.Parameter],
+    which: StartWeights = "ema",
+) -> int:
+    """Copy a saved ``train_grow`` run's weights into ``modules`` (keyed by the prefix the state
+    uses: ``unet``, ``text_encoder``); returns the step they were saved at.
+
+    ``which="ema"`` takes the EMA shadows (the weights the run's checkpoints are measured with);
+    they are stored by index in ``parameters``' order, which is the optimiser's grouping of the
+    same modules, so the caller must build ``parameters`` as the saved run did (``adamw``).
+    The state is only read: a probe never writes into the run it starts from.
+    """
+    saved = load_run_state(state_dir)
+    if saved is None:
+        raise FileNotFoundError(f"{state_dir} holds no saved run state (state.safetensors)")
+    tensors, meta = saved
+    for prefix, module in modules.items():
+        own = module.state_dict()
+        names = {k for k in tensors if k.startswith(prefix + ".")}
+        expected = {f"{prefix}.{k}" for k in own}
+        if names != expected:
+            missing = sorted(expected - names)[:3]
+            extra = sorted(names - expected)[:3]
+            raise ValueError(
+                f"{state_dir}: its {prefix} does not match this run's architecture "
+                f"(missing {missing}, unexpected {extra}); grow the same levels"
+            )
+        module.load_state_dict({k: tensors[f"{prefix}.{k}"] for k in own})
+    if which == "ema":
+        shadows = [tensors.get(f"ema.{i}") for i in range(len(parameters))]
+        if any(s is None for s in shadows) or f"ema.{len(parameters)}" in tensors:
+            raise ValueError(f"{state_dir} holds no EMA of these {len(parameters)} parameters")
+        for param, shadow in zip(parameters, shadows, strict=True):
+            if shadow is None or shadow.shape != param.shape:
+                raise ValueError(f"{state_dir}: an EMA shadow does not fit its parameter")
+            param.copy_(shadow.to(param.device, param.dtype))
+    return int(meta["step"])
