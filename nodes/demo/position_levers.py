@@ -11,21 +11,29 @@ exactly ``train_grow``'s:
 
 * ``high_noise_timesteps``: a share of each batch's timesteps drawn from the noisy end only;
 * ``load_start_weights``: begin from another run's saved state (its EMA or training weights)
-  instead of from the grown base, so a short probe continues a long run on a copy.
+  instead of from the grown base, so a short probe continues a long run on a copy;
+* ``spread_token_rows``: re-initialise the position words' token rows orthogonal and long, so
+  the text encoder passes them on (see its docstring for what was measured).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from nodes.demo.run_state import load_run_state
 
-__all__ = ["StartWeights", "high_noise_timesteps", "load_start_weights"]
+__all__ = [
+    "POSITION_WORDS",
+    "StartWeights",
+    "high_noise_timesteps",
+    "load_start_weights",
+    "spread_token_rows",
+]
 
 StartWeights = Literal["ema", "train"]
 
@@ -93,3 +101,42 @@ def load_start_weights(
                 raise ValueError(f"{state_dir}: an EMA shadow does not fit its parameter")
             param.copy_(shadow.to(param.device, param.dtype))
     return int(meta["step"])
+
+
+POSITION_WORDS: tuple[str, ...] = ("center", "left", "right", "top", "bottom")
+"""The words that tell the dataset's five position phrases apart (``dataset.POSITION_PHRASES``:
+"on the left", "at the top", ...); the phrases' other words are shared by pairs of them."""
+
+
+@torch.no_grad()
+def spread_token_rows(text_encoder: nn.Module, words: Sequence[str], norm: float) -> list[int]:
+    """Make ``words``' token-table rows orthogonal, each of length ``norm``; returns their ids.
+
+    Why: the demo encoder's first layer adds a component of norm ~10 shared by every token, so a
+    position word's row (norm ~0.25, as every caption word's) survives into the states only as a
+    few percent, and the U-Net never learns to read it. A row of the size of that component
+    survives the residual path. The rows are Gram-Schmidt orthogonalised in the given order, so
+    each keeps as much of its learned direction as orthogonality allows. Only these rows change.
+    """
+    from nodes.clip_vocab import clip_tokenizer
+
+    if norm <= 0:
+        raise ValueError(f"a token row's norm must be positive, not {norm}")
+    tokenizer: Any = clip_tokenizer()
+    ids = []
+    for word in words:
+        pieces = tokenizer(word, add_special_tokens=False).input_ids
+        if len(pieces) != 1:
+            raise ValueError(f"{word!r} is {len(pieces)} tokens, not one: its row is not its own")
+        ids.append(pieces[0])
+    table = text_encoder.get_input_embeddings().weight
+    rows = table[ids].double()
+    basis: list[torch.Tensor] = []
+    for row in rows:
+        for other in basis:
+            row = row - (row @ other) * other
+        if row.norm() < 1e-8:
+            raise ValueError("the rows are linearly dependent: give fewer words than the width")
+        basis.append(row / row.norm())
+    table[ids] = (torch.stack(basis) * norm).to(table.dtype)
+    return ids

@@ -37,7 +37,12 @@ from typing import Any
 import torch
 
 from nodes.demo.grow import attention_levels, grow_unet
-from nodes.demo.position_levers import high_noise_timesteps, load_start_weights
+from nodes.demo.position_levers import (
+    POSITION_WORDS,
+    high_noise_timesteps,
+    load_start_weights,
+    spread_token_rows,
+)
 from nodes.demo.run_state import (
     load_run_state,
     module_tensors,
@@ -81,6 +86,7 @@ SAME_RUN = (
     "init_weights",
     "high_noise_share",
     "high_noise_from",
+    "spread_position_tokens",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
@@ -89,6 +95,7 @@ ADDED_LATER = {
     "init_weights": "ema",
     "high_noise_share": "0.0",
     "high_noise_from": "700",
+    "spread_position_tokens": "None",
 }
 """Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
 such a state was made with, so it still resumes."""
@@ -122,6 +129,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="share of timesteps drawn from --high-noise-from..999 only "
                              "(where layout, so position, is decided)")  # fmt: skip
     parser.add_argument("--high-noise-from", type=int, default=700)
+    parser.add_argument("--spread-position-tokens", type=float, metavar="NORM",
+                        help="at the start, make the five position words' token rows orthogonal "
+                             "and this long (the caption words' are ~0.25)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -203,6 +213,8 @@ class GrowRun:
             self.started_from = load_start_weights(
                 args.init_state, modules, self.parameters, args.init_weights
             )
+        if args.spread_position_tokens is not None:
+            spread_token_rows(self.models.text_encoder, POSITION_WORDS, args.spread_position_tokens)
         self.ema = EMA(self.parameters, args.ema) if args.ema > 0 else None
         self.step, self.seconds, self.running = 0, 0.0, None
         self.evals: list[dict[str, Any]] = []
