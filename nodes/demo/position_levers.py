@@ -12,6 +12,8 @@ exactly ``train_grow``'s:
 * ``high_noise_timesteps``: a share of each batch's timesteps drawn from the noisy end only;
 * ``load_start_weights``: begin from another run's saved state (its EMA or training weights)
   instead of from the grown base, so a short probe continues a long run on a copy;
+* ``layout_weights``: weigh the noisiest timesteps' epsilon loss up towards what an error in
+  the predicted picture costs there (``1 / SNR``, capped);
 * ``spread_token_rows``: re-initialise the position words' token rows orthogonal and long, so
   the text encoder passes them on (see its docstring for what was measured).
 """
@@ -31,6 +33,7 @@ __all__ = [
     "POSITION_WORDS",
     "StartWeights",
     "high_noise_timesteps",
+    "layout_weights",
     "load_start_weights",
     "spread_token_rows",
 ]
@@ -59,6 +62,24 @@ def high_noise_timesteps(
     noisy = torch.randint(start, total, (count,), generator=generator, device=device)
     biased = torch.rand(count, generator=generator, device=device) < share
     return torch.where(biased, noisy, anywhere)
+
+
+def layout_weights(
+    timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Per-picture loss weights ``clamp(1 / SNR(t), 1, cap)``.
+
+    An error ``d`` in the predicted clean latents costs ``SNR * d**2`` in the epsilon loss, so at
+    t = 999 (SNR 0.005) the loss hardly sees where the model put the shape. Multiplying by
+    ``1 / SNR`` makes those timesteps cost what the picture's error is; ``cap`` bounds it (the
+    eps loss of the noisiest steps is small and low-variance, but x0 errors there are large), and
+    timesteps with SNR above 1 keep weight 1, so the rest of training is ``train_demo``'s.
+    """
+    if cap < 1:
+        raise ValueError(f"the layout weight cap must be at least 1, not {cap}")
+    alphas = alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = alphas / (1 - alphas)
+    return torch.clamp(1 / snr, min=1.0, max=cap).float()
 
 
 @torch.no_grad()

@@ -286,13 +286,15 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     snr_gamma: float | None = 5.0,
     timesteps: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The epsilon-prediction loss on a batch, with optional Min-SNR-gamma weighting.
 
     Min-SNR (Hang et al. 2023) down-weights the nearly-noiseless timesteps, which otherwise
     dominate the epsilon loss's gradient; it converges several times faster, which matters on a
     CPU budget. The VAE is frozen here: its posterior is sampled without gradients.
-    ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it.
+    ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it;
+    ``sample_weights`` (one per picture) multiply each picture's loss on top of Min-SNR.
     """
     device = pixels.device
     with torch.no_grad():
@@ -311,6 +313,8 @@ def diffusion_loss(
         alphas = scheduler.alphas_cumprod.to(device)[timesteps]
         snr = alphas / (1 - alphas)
         per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+    if sample_weights is not None:
+        per_sample = per_sample * sample_weights.to(device)
     return per_sample.mean()
 
 
@@ -325,10 +329,17 @@ def diffusion_step(
     generator: torch.Generator | None = None,
     max_grad_norm: float = 1.0,
     timesteps: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> float:
     """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
     loss = diffusion_loss(
-        models, scheduler, pixels, input_ids, generator=generator, timesteps=timesteps
+        models,
+        scheduler,
+        pixels,
+        input_ids,
+        generator=generator,
+        timesteps=timesteps,
+        sample_weights=sample_weights,
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

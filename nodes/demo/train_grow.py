@@ -40,6 +40,7 @@ from nodes.demo.grow import attention_levels, grow_unet
 from nodes.demo.position_levers import (
     POSITION_WORDS,
     high_noise_timesteps,
+    layout_weights,
     load_start_weights,
     spread_token_rows,
 )
@@ -87,6 +88,7 @@ SAME_RUN = (
     "high_noise_share",
     "high_noise_from",
     "spread_position_tokens",
+    "layout_weight",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
@@ -96,6 +98,7 @@ ADDED_LATER = {
     "high_noise_share": "0.0",
     "high_noise_from": "700",
     "spread_position_tokens": "None",
+    "layout_weight": "None",
 }
 """Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
 such a state was made with, so it still resumes."""
@@ -129,6 +132,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="share of timesteps drawn from --high-noise-from..999 only "
                              "(where layout, so position, is decided)")  # fmt: skip
     parser.add_argument("--high-noise-from", type=int, default=700)
+    parser.add_argument("--layout-weight", type=float, metavar="CAP",
+                        help="weigh each picture's loss by 1/SNR(t), clamped to 1..CAP, so the "
+                             "noisiest timesteps count what a misplaced shape costs")  # fmt: skip
     parser.add_argument("--spread-position-tokens", type=float, metavar="NORM",
                         help="at the start, make the five position words' token rows orthogonal "
                              "and this long (the caption words' are ~0.25)")  # fmt: skip
@@ -336,8 +342,8 @@ class GrowRun:
             for group in self.optimizer.param_groups:
                 group["lr"] = args.lr * lr_factor(self.step, args.steps, args.warmup)
             pixels, ids, _ = self.batches(args.batch_size)
-            timesteps = None
-            if args.high_noise_share > 0:
+            timesteps = weights = None
+            if args.high_noise_share > 0 or args.layout_weight is not None:
                 timesteps = high_noise_timesteps(
                     args.batch_size,
                     scheduler.config.num_train_timesteps,
@@ -346,6 +352,8 @@ class GrowRun:
                     self.generator,
                     self.device,
                 )
+            if args.layout_weight is not None:
+                weights = layout_weights(timesteps, scheduler.alphas_cumprod, args.layout_weight)
             loss = diffusion_step(
                 models,
                 scheduler,
@@ -355,6 +363,7 @@ class GrowRun:
                 self.parameters,
                 generator=self.generator,
                 timesteps=timesteps,
+                sample_weights=weights,
             )
             if self.ema is not None:
                 self.ema.update()

@@ -15,10 +15,17 @@ from safetensors.torch import load_file
 from nodes.demo.position_levers import (
     POSITION_WORDS,
     high_noise_timesteps,
+    layout_weights,
     load_start_weights,
     spread_token_rows,
 )
-from nodes.demo.train_demo import ModelSizes, build_models, save_diffusers_folder
+from nodes.demo.train_demo import (
+    ModelSizes,
+    build_models,
+    diffusion_loss,
+    noise_scheduler,
+    save_diffusers_folder,
+)
 from nodes.demo.train_grow import GrowRun, main, parse_args
 
 
@@ -98,7 +105,7 @@ def test_a_probe_starts_from_the_saved_weights_and_leaves_the_state_as_it_was(
 
 def test_a_probe_with_biased_timesteps_resumes_to_the_same_weights(micro_v1, saved_run, tmp_path):
     extra = ("--init-state", str(saved_run), "--high-noise-share", "0.5", "--high-noise-from",
-             "800", "--position-share", "1.0")  # fmt: skip
+             "800", "--position-share", "1.0", "--layout-weight", "20")  # fmt: skip
     straight = main(_args(micro_v1, tmp_path / "straight", *extra))
     assert main(_args(micro_v1, tmp_path / "resumed", *extra, "--stop-at", "2")) is None
     main(_args(micro_v1, tmp_path / "resumed", *extra))
@@ -181,3 +188,32 @@ def test_spread_rows_let_the_demo_encoder_tell_positions_apart(micro_v1, tmp_pat
     shadow = dict(zip(map(id, spread.parameters), spread.ema.shadow, strict=True))
     table = spread.models.text_encoder.get_input_embeddings().weight
     assert torch.allclose(shadow[id(table)][ids].norm(dim=1), torch.tensor([8.0, 8.0]))
+
+
+def test_layout_weights_count_the_noisy_end_as_the_picture_error_there_costs():
+    alphas = noise_scheduler().alphas_cumprod
+    weights = layout_weights(torch.tensor([0, 300, 500, 700, 999]), alphas, 20.0)
+    snr = alphas[500] / (1 - alphas[500])
+    assert weights[0] == 1 and weights[1] == 1  # SNR above 1: as before
+    assert torch.isclose(weights[2], (1 / snr).float(), rtol=1e-5)  # 1/SNR between
+    assert 10 < weights[3] < 12 and weights[4] == 20  # capped at the noisiest
+    with pytest.raises(ValueError, match="at least 1"):
+        layout_weights(torch.tensor([5]), alphas, 0.5)
+
+
+def test_sample_weights_scale_each_pictures_loss_and_none_changes_nothing():
+    models = build_models(ModelSizes.micro(), seed=3)
+    scheduler = noise_scheduler()
+    pixels, ids = torch.rand(2, 3, 32, 32) * 2 - 1, torch.full((2, 77), 49407)
+    timesteps = torch.tensor([100, 900])
+
+    def loss(weights):
+        return diffusion_loss(models, scheduler, pixels, ids, timesteps=timesteps,
+                              generator=torch.Generator().manual_seed(0),
+                              sample_weights=weights)  # fmt: skip
+
+    plain, ones = loss(None), loss(torch.ones(2))
+    assert torch.equal(plain, ones)
+    first, second = loss(torch.tensor([2.0, 0.0])), loss(torch.tensor([0.0, 2.0]))
+    assert torch.isclose(first + second, 2 * plain)
+    assert not torch.isclose(first, second)
