@@ -287,6 +287,7 @@ def diffusion_loss(
     snr_gamma: float | None = 5.0,
     timesteps: torch.Tensor | None = None,
     sample_weights: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The epsilon-prediction loss on a batch, with optional Min-SNR-gamma weighting.
 
@@ -294,13 +295,18 @@ def diffusion_loss(
     dominate the epsilon loss's gradient; it converges several times faster, which matters on a
     CPU budget. The VAE is frozen here: its posterior is sampled without gradients.
     ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it;
-    ``sample_weights`` (one per picture) multiply each picture's loss on top of Min-SNR.
+    ``sample_weights`` (one per picture) multiply each picture's loss on top of Min-SNR;
+    ``noise`` (the latents' shape) replaces the Gaussian draw and is what the U-Net predicts.
     """
     device = pixels.device
     with torch.no_grad():
         latents = models.vae.encode(pixels).latent_dist.sample(generator)
         latents = latents * models.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator, device=device)
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator, device=device)
+    elif noise.shape != latents.shape:
+        raise ValueError(f"noise of shape {tuple(noise.shape)} for latents {tuple(latents.shape)}")
+    noise = noise.to(device)
     steps = scheduler.config.num_train_timesteps
     if timesteps is None:
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
@@ -330,6 +336,7 @@ def diffusion_step(
     max_grad_norm: float = 1.0,
     timesteps: torch.Tensor | None = None,
     sample_weights: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> float:
     """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
     loss = diffusion_loss(
@@ -340,6 +347,7 @@ def diffusion_step(
         generator=generator,
         timesteps=timesteps,
         sample_weights=sample_weights,
+        noise=noise,
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -40,6 +40,7 @@ from nodes.demo.grow import attention_levels, grow_unet
 from nodes.demo.position_levers import (
     POSITION_WORDS,
     high_noise_timesteps,
+    layout_noise,
     layout_weights,
     load_start_weights,
     spread_token_rows,
@@ -89,6 +90,7 @@ SAME_RUN = (
     "high_noise_from",
     "spread_position_tokens",
     "layout_weight",
+    "layout_noise",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
@@ -99,6 +101,7 @@ ADDED_LATER = {
     "high_noise_from": "700",
     "spread_position_tokens": "None",
     "layout_weight": "None",
+    "layout_noise": "0.0",
 }
 """Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
 such a state was made with, so it still resumes."""
@@ -135,6 +138,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layout-weight", type=float, metavar="CAP",
                         help="weigh each picture's loss by 1/SNR(t), clamped to 1..CAP, so the "
                              "noisiest timesteps count what a misplaced shape costs")  # fmt: skip
+    parser.add_argument("--layout-noise", type=float, default=0.0, metavar="STRENGTH",
+                        help="add coarse (1x1, 2x2, 4x4) noise fields of this deviation to the "
+                             "training noise, hiding the layout x_t leaks at t=999")  # fmt: skip
     parser.add_argument("--spread-position-tokens", type=float, metavar="NORM",
                         help="at the start, make the five position words' token rows orthogonal "
                              "and this long (the caption words' are ~0.25)")  # fmt: skip
@@ -354,6 +360,13 @@ class GrowRun:
                 )
             if args.layout_weight is not None:
                 weights = layout_weights(timesteps, scheduler.alphas_cumprod, args.layout_weight)
+            noise = None
+            if args.layout_noise > 0:
+                vae = models.vae.config
+                factor = 2 ** (len(vae.block_out_channels) - 1)
+                shape = (pixels.shape[0], vae.latent_channels,
+                         pixels.shape[2] // factor, pixels.shape[3] // factor)  # fmt: skip
+                noise = layout_noise(shape, args.layout_noise, self.generator, self.device)
             loss = diffusion_step(
                 models,
                 scheduler,
@@ -364,6 +377,7 @@ class GrowRun:
                 generator=self.generator,
                 timesteps=timesteps,
                 sample_weights=weights,
+                noise=noise,
             )
             if self.ema is not None:
                 self.ema.update()

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from nodes.demo.position_levers import (
     POSITION_WORDS,
     high_noise_timesteps,
+    layout_noise,
     layout_weights,
     load_start_weights,
     spread_token_rows,
@@ -105,7 +106,8 @@ def test_a_probe_starts_from_the_saved_weights_and_leaves_the_state_as_it_was(
 
 def test_a_probe_with_biased_timesteps_resumes_to_the_same_weights(micro_v1, saved_run, tmp_path):
     extra = ("--init-state", str(saved_run), "--high-noise-share", "0.5", "--high-noise-from",
-             "800", "--position-share", "1.0", "--layout-weight", "20")  # fmt: skip
+             "800", "--position-share", "1.0", "--layout-weight", "20",
+             "--layout-noise", "0.3")  # fmt: skip
     straight = main(_args(micro_v1, tmp_path / "straight", *extra))
     assert main(_args(micro_v1, tmp_path / "resumed", *extra, "--stop-at", "2")) is None
     main(_args(micro_v1, tmp_path / "resumed", *extra))
@@ -217,3 +219,39 @@ def test_sample_weights_scale_each_pictures_loss_and_none_changes_nothing():
     first, second = loss(torch.tensor([2.0, 0.0])), loss(torch.tensor([0.0, 2.0]))
     assert torch.isclose(first + second, 2 * plain)
     assert not torch.isclose(first, second)
+
+
+def test_layout_noise_adds_coarse_fields_of_the_strength_asked():
+    shape = (512, 4, 16, 16)
+    noise = layout_noise(shape, 0.4, torch.Generator().manual_seed(0))
+    white = layout_noise(shape, 0.0, torch.Generator().manual_seed(0))
+    assert noise.shape == shape
+    assert abs(white.std().item() - 1) < 0.01  # strength 0: plain Gaussian noise
+    # three coarse fields of 0.4 each: variance 1 + 3 * 0.16
+    assert abs(noise.var().item() - 1.48) < 0.03
+    # the coarse part is what moves the 4x4 blocks' means (white noise alone: 1/16)
+    blocks = torch.nn.functional.avg_pool2d(noise, 4)
+    assert abs(blocks.var().item() - (1 / 16 + 0.48)) < 0.03
+    again = layout_noise(shape, 0.4, torch.Generator().manual_seed(0))
+    assert torch.equal(noise, again)
+    small = layout_noise((2, 4, 2, 2), 0.4, torch.Generator().manual_seed(0))  # no 4x4 grid
+    assert small.shape == (2, 4, 2, 2)
+    with pytest.raises(ValueError, match="at least 0"):
+        layout_noise(shape, -0.1, torch.Generator())
+
+
+def test_given_noise_is_what_the_loss_trains_against():
+    models = build_models(ModelSizes.micro(), seed=3)
+    scheduler = noise_scheduler()
+    pixels, ids = torch.rand(2, 3, 32, 32) * 2 - 1, torch.full((2, 77), 49407)
+    latent_shape = (2, models.vae.config.latent_channels, 16, 16)
+    timesteps = torch.tensor([100, 900])
+
+    def loss(noise):
+        return diffusion_loss(models, scheduler, pixels, ids, timesteps=timesteps, noise=noise,
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    zeros, ones = loss(torch.zeros(latent_shape)), loss(torch.ones(latent_shape))
+    assert not torch.isclose(zeros, ones)
+    with pytest.raises(ValueError, match="noise of shape"):
+        loss(torch.zeros(2, 4, 8, 8))
