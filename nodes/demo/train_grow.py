@@ -339,6 +339,33 @@ class GrowRun:
         _log(f"eval step {self.step}: {json.dumps(record)}")
         write_json(folder / "training_summary.json", self.summary())
 
+    def position_levers(
+        self, pixels_shape: Sequence[int], scheduler: Any
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """This batch's timesteps, loss weights and noise under the position levers
+        (``nodes.demo.position_levers``); ``None`` for each the run leaves to ``train_demo``, so a
+        run without them draws exactly what ``train_demo`` draws."""
+        args = self.args
+        timesteps = weights = noise = None
+        if args.high_noise_share > 0 or args.layout_weight is not None:
+            timesteps = high_noise_timesteps(
+                pixels_shape[0],
+                scheduler.config.num_train_timesteps,
+                args.high_noise_share,
+                args.high_noise_from,
+                self.generator,
+                self.device,
+            )
+            if args.layout_weight is not None:
+                weights = layout_weights(timesteps, scheduler.alphas_cumprod, args.layout_weight)
+        if args.layout_noise > 0:
+            vae = self.models.vae.config
+            factor = 2 ** (len(vae.block_out_channels) - 1)
+            shape = (pixels_shape[0], vae.latent_channels,
+                     pixels_shape[2] // factor, pixels_shape[3] // factor)  # fmt: skip
+            noise = layout_noise(shape, args.layout_noise, self.generator, self.device)
+        return timesteps, weights, noise
+
     def train(self) -> bool:
         """Train to ``--steps``; False when ``--stop-at`` stopped it first."""
         args, models = self.args, self.models
@@ -348,25 +375,7 @@ class GrowRun:
             for group in self.optimizer.param_groups:
                 group["lr"] = args.lr * lr_factor(self.step, args.steps, args.warmup)
             pixels, ids, _ = self.batches(args.batch_size)
-            timesteps = weights = None
-            if args.high_noise_share > 0 or args.layout_weight is not None:
-                timesteps = high_noise_timesteps(
-                    args.batch_size,
-                    scheduler.config.num_train_timesteps,
-                    args.high_noise_share,
-                    args.high_noise_from,
-                    self.generator,
-                    self.device,
-                )
-            if args.layout_weight is not None:
-                weights = layout_weights(timesteps, scheduler.alphas_cumprod, args.layout_weight)
-            noise = None
-            if args.layout_noise > 0:
-                vae = models.vae.config
-                factor = 2 ** (len(vae.block_out_channels) - 1)
-                shape = (pixels.shape[0], vae.latent_channels,
-                         pixels.shape[2] // factor, pixels.shape[3] // factor)  # fmt: skip
-                noise = layout_noise(shape, args.layout_noise, self.generator, self.device)
+            timesteps, weights, noise = self.position_levers(pixels.shape, scheduler)
             loss = diffusion_step(
                 models,
                 scheduler,
