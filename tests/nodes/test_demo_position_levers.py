@@ -27,7 +27,7 @@ from nodes.demo.train_demo import (
     noise_scheduler,
     save_diffusers_folder,
 )
-from nodes.demo.train_grow import GrowRun, main, parse_args
+from nodes.demo.train_grow import ADDED_LATER, SAME_RUN, GrowRun, main, parse_args
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +136,9 @@ def test_a_state_saved_before_these_options_existed_still_resumes(micro_v1, tmp_
     main(_args(micro_v1, out, "--stop-at", "2"))
     meta_path = out / "state" / "state.json"
     meta = json.loads(meta_path.read_text())
-    for key in ("init_state", "init_weights", "high_noise_share", "high_noise_from"):
+    for key in ADDED_LATER:
         del meta["args"][key]
+    assert set(ADDED_LATER) <= set(SAME_RUN)
     meta_path.write_text(json.dumps(meta))
     assert main(_args(micro_v1, out))["step"] == 4
     with pytest.raises(SystemExit, match=r"--high-noise-share 0\.0 -> 0\.5"):
