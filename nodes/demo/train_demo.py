@@ -285,20 +285,32 @@ def diffusion_loss(
     *,
     generator: torch.Generator | None = None,
     snr_gamma: float | None = 5.0,
+    timesteps: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The epsilon-prediction loss on a batch, with optional Min-SNR-gamma weighting.
 
     Min-SNR (Hang et al. 2023) down-weights the nearly-noiseless timesteps, which otherwise
     dominate the epsilon loss's gradient; it converges several times faster, which matters on a
     CPU budget. The VAE is frozen here: its posterior is sampled without gradients.
+    ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it;
+    ``sample_weights`` (one per picture) multiply each picture's loss on top of Min-SNR;
+    ``noise`` (the latents' shape) replaces the Gaussian draw and is what the U-Net predicts.
     """
     device = pixels.device
     with torch.no_grad():
         latents = models.vae.encode(pixels).latent_dist.sample(generator)
         latents = latents * models.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator, device=device)
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator, device=device)
+    elif noise.shape != latents.shape:
+        raise ValueError(f"noise of shape {tuple(noise.shape)} for latents {tuple(latents.shape)}")
+    noise = noise.to(device)
     steps = scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+    if timesteps is None:
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+    timesteps = timesteps.to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     context = models.text_encoder(input_ids.to(device))[0]
     prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
@@ -307,6 +319,8 @@ def diffusion_loss(
         alphas = scheduler.alphas_cumprod.to(device)[timesteps]
         snr = alphas / (1 - alphas)
         per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+    if sample_weights is not None:
+        per_sample = per_sample * sample_weights.to(device)
     return per_sample.mean()
 
 
@@ -320,9 +334,21 @@ def diffusion_step(
     *,
     generator: torch.Generator | None = None,
     max_grad_norm: float = 1.0,
+    timesteps: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> float:
     """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
-    loss = diffusion_loss(models, scheduler, pixels, input_ids, generator=generator)
+    loss = diffusion_loss(
+        models,
+        scheduler,
+        pixels,
+        input_ids,
+        generator=generator,
+        timesteps=timesteps,
+        sample_weights=sample_weights,
+        noise=noise,
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)

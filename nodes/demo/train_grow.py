@@ -37,6 +37,14 @@ from typing import Any
 import torch
 
 from nodes.demo.grow import attention_levels, grow_unet
+from nodes.demo.position_levers import (
+    POSITION_WORDS,
+    high_noise_timesteps,
+    layout_noise,
+    layout_weights,
+    load_start_weights,
+    spread_token_rows,
+)
 from nodes.demo.run_state import (
     load_run_state,
     module_tensors,
@@ -76,9 +84,27 @@ SAME_RUN = (
     "ema",
     "seed",
     "position_share",
+    "init_state",
+    "init_weights",
+    "high_noise_share",
+    "high_noise_from",
+    "spread_position_tokens",
+    "layout_weight",
+    "layout_noise",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
+ADDED_LATER = {
+    "init_state": "None",
+    "init_weights": "ema",
+    "high_noise_share": "0.0",
+    "high_noise_from": "700",
+    "spread_position_tokens": "None",
+    "layout_weight": "None",
+    "layout_noise": "0.0",
+}
+"""Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
+such a state was made with, so it still resumes."""
 REPORTED = ("color_ok", "shape_ok", "position_ok", "caption_ok", "background_ok", "count_ok")
 
 
@@ -100,6 +126,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.4,
         help="share of training scenes that name a position (the dataset's: 1/6)",
     )
+    parser.add_argument("--init-state", type=Path,
+                        help="start from this saved run state (another run's <out>/state, read "
+                             "only) instead of the grown base")  # fmt: skip
+    parser.add_argument("--init-weights", choices=("ema", "train"), default="ema",
+                        help="which weights of --init-state to start from")  # fmt: skip
+    parser.add_argument("--high-noise-share", type=float, default=0.0,
+                        help="share of timesteps drawn from --high-noise-from..999 only "
+                             "(where layout, so position, is decided)")  # fmt: skip
+    parser.add_argument("--high-noise-from", type=int, default=700)
+    parser.add_argument("--layout-weight", type=float, metavar="CAP",
+                        help="weigh each picture's loss by 1/SNR(t), clamped to 1..CAP, so the "
+                             "noisiest timesteps count what a misplaced shape costs")  # fmt: skip
+    parser.add_argument("--layout-noise", type=float, default=0.0, metavar="STRENGTH",
+                        help="add coarse (1x1, 2x2, 4x4) noise fields of this deviation to the "
+                             "training noise, hiding the layout x_t leaks at t=999")  # fmt: skip
+    parser.add_argument("--spread-position-tokens", type=float, metavar="NORM",
+                        help="at the start, make the five position words' token rows orthogonal "
+                             "and this long (the caption words' are ~0.25)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -175,6 +219,14 @@ class GrowRun:
         self.optimizer, self.parameters = adamw(
             (self.models.unet, self.models.text_encoder), args.lr, args.weight_decay
         )
+        self.started_from = None
+        if args.init_state is not None:
+            modules = {"unet": self.models.unet, "text_encoder": self.models.text_encoder}
+            self.started_from = load_start_weights(
+                args.init_state, modules, self.parameters, args.init_weights
+            )
+        if args.spread_position_tokens is not None:
+            spread_token_rows(self.models.text_encoder, POSITION_WORDS, args.spread_position_tokens)
         self.ema = EMA(self.parameters, args.ema) if args.ema > 0 else None
         self.step, self.seconds, self.running = 0, 0.0, None
         self.evals: list[dict[str, Any]] = []
@@ -211,9 +263,10 @@ class GrowRun:
             return False
         tensors, meta = saved
         now = _args_json(self.args)
-        changed = [k for k in SAME_RUN if meta["args"].get(k) != now[k]]
+        saved_args = ADDED_LATER | meta["args"]
+        changed = [k for k in SAME_RUN if saved_args.get(k) != now[k]]
         if changed:
-            detail = ", ".join(f"--{k.replace('_', '-')} {meta['args'].get(k)} -> {now[k]}"
+            detail = ", ".join(f"--{k.replace('_', '-')} {saved_args.get(k)} -> {now[k]}"
                                for k in changed)  # fmt: skip
             raise SystemExit(
                 f"{self.state_dir} holds a run made with other settings ({detail}); "
@@ -261,6 +314,9 @@ class GrowRun:
                 "vae": parameter_count(self.models.vae),
             },
             "attention_levels": {"base": self.base_levels, "added": self.args.attention_levels},
+            "started_from": None if self.started_from is None else {
+                "state": str(self.args.init_state), "step": self.started_from,
+                "weights": self.args.init_weights},
             "evals": self.evals,
             "args": _args_json(self.args),
             "command": reproducing_command("nodes.demo.train_grow",
@@ -283,6 +339,33 @@ class GrowRun:
         _log(f"eval step {self.step}: {json.dumps(record)}")
         write_json(folder / "training_summary.json", self.summary())
 
+    def position_levers(
+        self, pixels_shape: Sequence[int], scheduler: Any
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """This batch's timesteps, loss weights and noise under the position levers
+        (``nodes.demo.position_levers``); ``None`` for each the run leaves to ``train_demo``, so a
+        run without them draws exactly what ``train_demo`` draws."""
+        args = self.args
+        timesteps = weights = noise = None
+        if args.high_noise_share > 0 or args.layout_weight is not None:
+            timesteps = high_noise_timesteps(
+                pixels_shape[0],
+                scheduler.config.num_train_timesteps,
+                args.high_noise_share,
+                args.high_noise_from,
+                self.generator,
+                self.device,
+            )
+            if args.layout_weight is not None:
+                weights = layout_weights(timesteps, scheduler.alphas_cumprod, args.layout_weight)
+        if args.layout_noise > 0:
+            vae = self.models.vae.config
+            factor = 2 ** (len(vae.block_out_channels) - 1)
+            shape = (pixels_shape[0], vae.latent_channels,
+                     pixels_shape[2] // factor, pixels_shape[3] // factor)  # fmt: skip
+            noise = layout_noise(shape, args.layout_noise, self.generator, self.device)
+        return timesteps, weights, noise
+
     def train(self) -> bool:
         """Train to ``--steps``; False when ``--stop-at`` stopped it first."""
         args, models = self.args, self.models
@@ -292,6 +375,7 @@ class GrowRun:
             for group in self.optimizer.param_groups:
                 group["lr"] = args.lr * lr_factor(self.step, args.steps, args.warmup)
             pixels, ids, _ = self.batches(args.batch_size)
+            timesteps, weights, noise = self.position_levers(pixels.shape, scheduler)
             loss = diffusion_step(
                 models,
                 scheduler,
@@ -300,6 +384,9 @@ class GrowRun:
                 self.optimizer,
                 self.parameters,
                 generator=self.generator,
+                timesteps=timesteps,
+                sample_weights=weights,
+                noise=noise,
             )
             if self.ema is not None:
                 self.ema.update()
