@@ -3,9 +3,14 @@
 Run from the repository root after ``nodes.demo.train_demo`` (not run by CI)::
 
     python -m nodes.demo.train_lora --base build/demo-sd --out build/demo-style.safetensors
+    python -m nodes.demo.train_lora --base nodes/demo/model/demo-sd \
+        --out build/style-a/style.safetensors --targets all --rank 16 --alpha 16 --save-every 200
+        # demo-style v2's run (nodes/demo/TRAINING.md)
 
-The base model is frozen; rank-``r`` pairs on the U-Net's attention projections (``to_q``,
-``to_k``, ``to_v``, ``to_out.0``) learn to draw outlines instead of filled shapes. Since the
+The base model is frozen; rank-``r`` pairs on the U-Net layers ``--targets`` names (by default
+the attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0``, as the first style LoRA;
+``all`` adds the convolutions, which drew outlines markedly better: TRAINING.md, "demo-style v2")
+learn to draw outlines instead of filled shapes. Since the
 captions do not name the style, the LoRA alone carries it, and its strength can be measured with
 ``nodes.demo.evaluate`` (outline score rising with strength). The file is written in kohya layout
 (``lora_unet_<module>.lora_down/lora_up.weight`` + ``.alpha``), the layout model sites serve and
