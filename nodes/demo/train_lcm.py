@@ -37,18 +37,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from nodes.demo.lora_layers import TARGETS, ConvLoraPair, LoraPair, target_names
 from nodes.demo.train_demo import Batcher, choose_device, load_base, noise_scheduler
-from nodes.demo.train_lora import LoraPair, kohya_state
+from nodes.demo.train_lora import kohya_state
 
-__all__ = ["boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main"]
+__all__ = [
+    "ConvLoraPair", "boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main",
+    "target_names",
+]  # fmt: skip
 
-TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
-"""The linear layers the LoRA adapts (the LCM-LoRA scripts' attention and feed-forward set)."""
-RESNET_TARGETS = (
-    "time_emb_proj", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv"
-)  # fmt: skip
-"""What ``--targets all`` adds: the ResNet blocks' convolutions and time projections and the
-resampling convolutions, the rest of diffusers' ``train_lcm_distill_lora_sd_wds.py`` set."""
 SIGMA_DATA = 0.5
 TIMESTEP_SCALING = 10.0
 """LCM's boundary-condition constants, as ``LCMScheduler`` has them (``timestep_scaling``)."""
@@ -68,38 +65,6 @@ def ddim_solver_timesteps(train_steps: int, solver_steps: int) -> torch.Tensor:
     ``original_inference_steps`` grid samples from, so training and sampling share one grid."""
     skip = train_steps // solver_steps
     return torch.arange(1, solver_steps + 1) * skip - 1
-
-
-class ConvLoraPair(nn.Module):
-    """A LoRA pair on a 2D convolution in kohya's layout: ``down`` a convolution with the
-    target's kernel, stride and padding into ``rank`` channels, ``up`` a 1x1 convolution out,
-    scaled by ``alpha / rank``, the branch ``nodes.lora`` computes for such a file."""
-
-    def __init__(self, target: nn.Conv2d, rank: int, alpha: float) -> None:
-        super().__init__()
-        if target.groups != 1 or target.dilation != (1, 1):
-            raise ValueError(f"a {target} cannot take a LoRA pair (groups or dilation)")
-        self.down = nn.Conv2d(
-            target.in_channels, rank, target.kernel_size, target.stride, target.padding, bias=False
-        )  # fmt: skip
-        self.up = nn.Conv2d(rank, target.out_channels, 1, bias=False)
-        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
-        nn.init.zeros_(self.up.weight)
-        self.alpha = alpha
-        self.rank = rank
-
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(x)) * (self.alpha / self.rank)
-
-
-def target_names(which: str) -> tuple[str, ...]:
-    """The module-name endings ``--targets`` selects: ``attention`` (the default, the shipped
-    demo-lcm's 70 linears) or ``all`` (those plus ``RESNET_TARGETS``)."""
-    if which == "attention":
-        return TARGETS
-    if which == "all":
-        return TARGETS + RESNET_TARGETS
-    raise ValueError(f"--targets must be attention or all, not {which!r}")
 
 
 class DualLora(nn.Module):

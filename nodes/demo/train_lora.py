@@ -3,9 +3,14 @@
 Run from the repository root after ``nodes.demo.train_demo`` (not run by CI)::
 
     python -m nodes.demo.train_lora --base build/demo-sd --out build/demo-style.safetensors
+    python -m nodes.demo.train_lora --base nodes/demo/model/demo-sd \
+        --out build/style-a/style.safetensors --targets all --rank 16 --alpha 16 --save-every 200
+        # demo-style v2's run (nodes/demo/TRAINING.md)
 
-The base model is frozen; rank-``r`` pairs on the U-Net's attention projections (``to_q``,
-``to_k``, ``to_v``, ``to_out.0``) learn to draw outlines instead of filled shapes. Since the
+The base model is frozen; rank-``r`` pairs on the U-Net layers ``--targets`` names (by default
+the attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0``, as the first style LoRA;
+``all`` adds the convolutions, which drew outlines markedly better: TRAINING.md, "demo-style v2")
+learn to draw outlines instead of filled shapes. Since the
 captions do not name the style, the LoRA alone carries it, and its strength can be measured with
 ``nodes.demo.evaluate`` (outline score rising with strength). The file is written in kohya layout
 (``lora_unet_<module>.lora_down/lora_up.weight`` + ``.alpha``), the layout model sites serve and
@@ -17,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from nodes.demo.lora_layers import PROJECTIONS, ConvLoraPair, LoraPair, lora_pair, target_names
 from nodes.demo.train_demo import (
     Batcher,
     adamw,
@@ -34,49 +40,32 @@ from nodes.demo.train_demo import (
     noise_scheduler,
 )
 
-__all__ = ["LoraPair", "add_lora", "kohya_state", "load_base"]
+__all__ = ["LoraPair", "add_lora", "kohya_state", "load_base", "save_lora"]
 
-TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-class LoraPair(nn.Module):
-    """``down`` then ``up``, scaled by ``alpha / rank`` and added to the target's output by a
-    forward hook, as PEFT and ``nodes.lora`` compute it (so training and inference agree)."""
-
-    def __init__(self, target: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__()
-        self.down = nn.Linear(target.in_features, rank, bias=False)
-        self.up = nn.Linear(rank, target.out_features, bias=False)
-        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)  # PEFT's init for lora_A
-        nn.init.zeros_(self.up.weight)
-        self.alpha = alpha
-        self.rank = rank
-
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(x)) * (self.alpha / self.rank)
+TARGETS = PROJECTIONS
+"""The default ``--targets projections``: the first shipped style LoRA's layers."""
 
 
 def add_lora(
     unet: nn.Module, rank: int, alpha: float, targets: Sequence[str] = TARGETS
-) -> dict[str, LoraPair]:
-    """Attach trainable LoRA pairs to every ``targets`` linear layer of ``unet`` (frozen).
-
-    Returns {module name: pair}; the hooks stay for the model's life, so use a fresh model.
-    """
+) -> dict[str, LoraPair | ConvLoraPair]:
+    """Attach trainable LoRA pairs to every ``targets`` linear or convolution of ``unet``
+    (frozen). Returns {module name: pair}; the hooks stay for the model's life, so use a fresh
+    model."""
     unet.requires_grad_(False)
-    pairs: dict[str, LoraPair] = {}
+    pairs: dict[str, LoraPair | ConvLoraPair] = {}
     ends = tuple("." + t for t in targets)
     for name, module in unet.named_modules():
-        if name.endswith(ends) and isinstance(module, nn.Linear):
-            pair = LoraPair(module, rank, alpha).to(module.weight.device)
-            pairs[name] = pair
-            module.register_forward_hook(lambda _m, args, out, p=pair: out + p.delta(args[0]))
+        if not name.endswith(ends) or (pair := lora_pair(module, rank, alpha)) is None:
+            continue
+        pairs[name] = pair
+        module.register_forward_hook(lambda _m, args, out, p=pair: out + p.delta(args[0]))
     if not pairs:
-        raise ValueError(f"no {targets} layers in the U-Net")
+        raise ValueError(f"no {tuple(targets)} layers in the U-Net")
     return pairs
 
 
-def kohya_state(pairs: dict[str, LoraPair]) -> dict[str, torch.Tensor]:
+def kohya_state(pairs: Mapping[str, LoraPair | ConvLoraPair]) -> dict[str, torch.Tensor]:
     """The pairs in kohya layout: SD 1.x U-Net names are diffusers module names, dots to ``_``."""
     state: dict[str, torch.Tensor] = {}
     for name, pair in sorted(pairs.items()):
@@ -85,6 +74,18 @@ def kohya_state(pairs: dict[str, LoraPair]) -> dict[str, torch.Tensor]:
         state[f"{key}.lora_up.weight"] = pair.up.weight.detach().to("cpu", torch.float16)
         state[f"{key}.alpha"] = torch.tensor(float(pair.alpha))
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def save_lora(
+    pairs: Mapping[str, LoraPair | ConvLoraPair], path: Path, args: argparse.Namespace, step: int
+) -> None:
+    """Write the pairs in kohya layout (fp16) with the run's arguments and step as metadata."""
+    training = {k: str(v) for k, v in vars(args).items()} | {"step": step}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        kohya_state(pairs), path,
+        metadata={"format": "pt", "nodeflow_training": json.dumps(training)},
+    )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -96,11 +97,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--alpha", type=float, default=4.0)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--targets", choices=("projections", "attention", "all"), default="projections",
+        help="projections: attention q/k/v/out (the first LoRA); attention: also feed-forward and "
+        "proj_in/proj_out; all: also the ResNet blocks' convolutions (nodes.demo.lora_layers)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--save-every", type=int, default=0,
+        help="also write <out stem>-<step>.safetensors every N steps (0: only the final file), "
+        "so a stopped run keeps its saves and saves can be averaged (nodes.demo.average_lora)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     return parser.parse_args(argv)
+
+
+def save_path(out: Path, step: int) -> Path:
+    """Where the save after ``step`` steps goes: beside ``out``, its stem plus the step."""
+    return out.with_name(f"{out.stem}-{step:05d}{out.suffix}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -109,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = choose_device(args.device)
     torch.manual_seed(args.seed)
     models = load_base(args.base, device)
-    pairs = add_lora(models.unet, args.rank, args.alpha)
+    pairs = add_lora(models.unet, args.rank, args.alpha, target_names(args.targets))
     holder = nn.ModuleList(pairs.values())
     optimizer, parameters = adamw([holder], args.lr, weight_decay=0.0)
     scheduler = noise_scheduler()
@@ -124,12 +140,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if step % args.log_every == 0 or step == args.steps - 1:
             per_step = (time.perf_counter() - started) / (step + 1)
             print(f"lora {step:6d}  loss {loss:.5f}  {per_step:.3f} s/step", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "format": "pt",
-        "nodeflow_training": json.dumps({k: str(v) for k, v in vars(args).items()}),
-    }
-    save_file(kohya_state(pairs), args.out, metadata=metadata)
+        if args.save_every and (step + 1) % args.save_every == 0:
+            save_lora(pairs, save_path(args.out, step + 1), args, step + 1)
+    save_lora(pairs, args.out, args, args.steps)
     summary = {"modules": len(pairs), "minutes": (time.perf_counter() - started) / 60}
     print(json.dumps(summary), flush=True)
     return summary

@@ -46,7 +46,9 @@ def reconstruction_cap(
     reconstruct: Reconstructor, scenes: Sequence[Scene], batch: int = 50
 ) -> dict[str, Any]:
     """Per-check accuracy on the reconstructions (``position_ok`` over scenes that name one),
-    shape accuracy per (shape, size), and the misread shapes as ``"drawn->read"`` counts."""
+    shape accuracy per (shape, size), the misread shapes as ``"drawn->read"`` counts, and the
+    style as the style LoRA is scored: the mean ``outline_score`` and the share of pictures read
+    as outlined (for outlined scenes, the most a LoRA drawing through this decoder can reach)."""
     results = []
     for start in range(0, len(scenes), batch):
         chunk = scenes[start : start + batch]
@@ -72,4 +74,6 @@ def reconstruction_cap(
         "shape_by_kind": {k: v[0] / v[1] for k, v in sorted(by_kind.items())},
         "kind_counts": {k: v[1] for k, v in sorted(by_kind.items())},
         "misread": dict(misread.most_common()),
+        "outline_score": float(np.mean([r["outline_score"] for r in results])),
+        "outlined": sum(r["style"] == "outlined" for r in results) / len(results),
     }

@@ -4,6 +4,7 @@ caption, a blurring one loses small shapes first, and a real (micro) VAE plugs i
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import torch
 
@@ -43,3 +44,19 @@ def test_a_vae_reconstructs_in_the_evaluators_range():
     vae = build_models(ModelSizes.micro(), seed=0).vae.eval()
     cap = reconstruction_cap(vae_reconstructor(vae, sample=True), _scenes(4))
     assert cap["count"] == 4 and set(cap["accuracy"]) >= {"shape_ok", "color_ok"}
+
+
+def test_outlined_scenes_read_as_outlined_until_a_blur_fills_them_in():
+    outlined = [replace(scene, style="outlined") for scene in _scenes(40)]
+    exact = reconstruction_cap(lambda pixels: pixels, outlined)
+    assert exact["outlined"] == 1.0 and 0.2 < exact["outline_score"] < 0.7
+    plain = reconstruction_cap(lambda pixels: pixels, _scenes(40))
+    assert plain["outlined"] == 0.0 and plain["outline_score"] < 0.05
+
+    def blur(pixels: torch.Tensor) -> torch.Tensor:  # a 5x5 box blur fills thin outlines' holes
+        kernel = torch.full((3, 1, 5, 5), 1 / 25)
+        padded = torch.nn.functional.pad(pixels, (2, 2, 2, 2), mode="replicate")
+        return torch.nn.functional.conv2d(padded, kernel, groups=3)
+
+    blurred = reconstruction_cap(blur, outlined)
+    assert blurred["outline_score"] < exact["outline_score"]
