@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from grow_runs import grow_args, grown_weights, write_micro_v1
 from safetensors.torch import load_file
 
 from nodes.demo.position_levers import (
@@ -25,7 +26,6 @@ from nodes.demo.train_demo import (
     build_models,
     diffusion_loss,
     noise_scheduler,
-    save_diffusers_folder,
 )
 from nodes.demo.train_grow import ADDED_LATER, SAME_RUN, GrowRun, main, parse_args
 
@@ -33,32 +33,15 @@ from nodes.demo.train_grow import ADDED_LATER, SAME_RUN, GrowRun, main, parse_ar
 @pytest.fixture(scope="module")
 def micro_v1(tmp_path_factory) -> Path:
     """A micro demo model with no attention at level 0, as a diffusers folder (fp32)."""
-    folder = tmp_path_factory.mktemp("micro-v1-levers") / "demo-sd"
-    models = build_models(ModelSizes.micro(), seed=4)
-    models.vae.register_to_config(scaling_factor=0.5)
-    save_diffusers_folder(models, folder, half=False)
-    return folder
+    return write_micro_v1(tmp_path_factory.mktemp("micro-v1-levers") / "demo-sd")
 
 
 @pytest.fixture(scope="module")
 def saved_run(micro_v1, tmp_path_factory) -> Path:
     """A micro grown run stopped after 3 steps: its ``<out>/state`` is what a probe starts from."""
     out = tmp_path_factory.mktemp("saved-run") / "run"
-    main(_args(micro_v1, out, "--stop-at", "3", "--ema", "0.9"))
+    main(grow_args(micro_v1, out, "--stop-at", "3", "--ema", "0.9"))
     return out / "state"
-
-
-def _args(base: Path, out: Path, *extra: str) -> list[str]:
-    return ["--grow-from", str(base), "--out", str(out), "--steps", "4", "--batch-size", "2",
-            "--warmup", "2", "--save-every", "100", "--log-every", "100", "--eval-every", "0",
-            "--eval-samples", "0", "--eval-positioned", "0", "--threads", "1", "--device", "cpu",
-            "--position-share", "0.5", "--fp32", *extra]  # fmt: skip
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    tensors = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
-    return tensors | {f"te.{k}": v for k, v in
-                      load_file(folder / "text_encoder" / "model.safetensors").items()}  # fmt: skip
 
 
 def _digest(folder: Path) -> str:
@@ -86,7 +69,7 @@ def test_a_probe_starts_from_the_saved_weights_and_leaves_the_state_as_it_was(
     micro_v1, saved_run, tmp_path, which
 ):
     before = _digest(saved_run)
-    args = parse_args(_args(micro_v1, tmp_path / "probe", "--init-state", str(saved_run),
+    args = parse_args(grow_args(micro_v1, tmp_path / "probe", "--init-state", str(saved_run),
                             "--init-weights", which))  # fmt: skip
     run = GrowRun(args, torch.device("cpu"))
     saved = load_file(saved_run / "state.safetensors")
@@ -108,46 +91,47 @@ def test_a_probe_with_biased_timesteps_resumes_to_the_same_weights(micro_v1, sav
     extra = ("--init-state", str(saved_run), "--high-noise-share", "0.5", "--high-noise-from",
              "800", "--position-share", "1.0", "--layout-weight", "20",
              "--layout-noise", "0.3")  # fmt: skip
-    straight = main(_args(micro_v1, tmp_path / "straight", *extra))
-    assert main(_args(micro_v1, tmp_path / "resumed", *extra, "--stop-at", "2")) is None
-    main(_args(micro_v1, tmp_path / "resumed", *extra))
-    a, b = _weights(tmp_path / "straight" / "demo-sd"), _weights(tmp_path / "resumed" / "demo-sd")
+    straight = main(grow_args(micro_v1, tmp_path / "straight", *extra))
+    assert main(grow_args(micro_v1, tmp_path / "resumed", *extra, "--stop-at", "2")) is None
+    main(grow_args(micro_v1, tmp_path / "resumed", *extra))
+    a = grown_weights(tmp_path / "straight" / "demo-sd")
+    b = grown_weights(tmp_path / "resumed" / "demo-sd")
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert straight is not None and straight["started_from"]["step"] == 3
     # the bias changed what was trained: the same run without it ends elsewhere
-    plain = main(_args(micro_v1, tmp_path / "plain", *extra[:2], "--position-share", "1.0"))
+    plain = main(grow_args(micro_v1, tmp_path / "plain", *extra[:2], "--position-share", "1.0"))
     assert plain is not None
-    c = _weights(tmp_path / "plain" / "demo-sd")
+    c = grown_weights(tmp_path / "plain" / "demo-sd")
     assert any(not torch.equal(a[key], c[key]) for key in a)
 
 
 def test_a_resume_with_another_start_or_timestep_bias_is_refused(micro_v1, saved_run, tmp_path):
     out = tmp_path / "run"
-    main(_args(micro_v1, out, "--high-noise-share", "0.5", "--stop-at", "1"))
+    main(grow_args(micro_v1, out, "--high-noise-share", "0.5", "--stop-at", "1"))
     with pytest.raises(SystemExit, match=r"--high-noise-share 0\.5 -> 0\.25"):
-        main(_args(micro_v1, out, "--high-noise-share", "0.25"))
+        main(grow_args(micro_v1, out, "--high-noise-share", "0.25"))
     with pytest.raises(SystemExit, match=r"--init-state None -> "):
-        main(_args(micro_v1, out, "--high-noise-share", "0.5", "--init-state", str(saved_run)))
+        main(grow_args(micro_v1, out, "--high-noise-share", "0.5", "--init-state", str(saved_run)))
 
 
 def test_a_state_saved_before_these_options_existed_still_resumes(micro_v1, tmp_path):
     out = tmp_path / "old"
-    main(_args(micro_v1, out, "--stop-at", "2"))
+    main(grow_args(micro_v1, out, "--stop-at", "2"))
     meta_path = out / "state" / "state.json"
     meta = json.loads(meta_path.read_text())
     for key in ADDED_LATER:
         del meta["args"][key]
     assert set(ADDED_LATER) <= set(SAME_RUN)
     meta_path.write_text(json.dumps(meta))
-    assert main(_args(micro_v1, out))["step"] == 4
+    assert main(grow_args(micro_v1, out))["step"] == 4
     with pytest.raises(SystemExit, match=r"--high-noise-share 0\.0 -> 0\.5"):
-        main(_args(micro_v1, out, "--steps", "6", "--high-noise-share", "0.5"))
+        main(grow_args(micro_v1, out, "--steps", "6", "--high-noise-share", "0.5"))
 
 
 def test_a_state_of_another_architecture_or_none_is_refused(micro_v1, saved_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="no saved run state"):
-        GrowRun(parse_args(_args(micro_v1, tmp_path / "a", "--init-state", str(tmp_path))),
+        GrowRun(parse_args(grow_args(micro_v1, tmp_path / "a", "--init-state", str(tmp_path))),
                 torch.device("cpu"))  # fmt: skip
     models = build_models(ModelSizes.micro(), seed=4)  # not grown: no level-0 attention
     parameters = list(models.unet.parameters())
@@ -180,9 +164,9 @@ def test_spread_rows_let_the_demo_encoder_tell_positions_apart(micro_v1, tmp_pat
     encoder's separation of the position phrases (``text_probe``) well above what it was."""
     from nodes.demo.text_probe import attribute_separation
 
-    run = GrowRun(parse_args(_args(micro_v1, tmp_path / "a")), torch.device("cpu"))
-    spread = GrowRun(parse_args(_args(micro_v1, tmp_path / "b", "--spread-position-tokens", "8")),
-                     torch.device("cpu"))  # fmt: skip
+    run = GrowRun(parse_args(grow_args(micro_v1, tmp_path / "a")), torch.device("cpu"))
+    spread_args = grow_args(micro_v1, tmp_path / "b", "--spread-position-tokens", "8")
+    spread = GrowRun(parse_args(spread_args), torch.device("cpu"))
     plain = attribute_separation(run.models.text_encoder.eval())["position"]
     wide = attribute_separation(spread.models.text_encoder.eval())["position"]
     assert wide > 1.4 * plain  # the untrained micro encoder already keeps 43%; 8 lifts it to 71%

@@ -9,37 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from grow_runs import grow_args, grown_weights, write_micro_v1
 
-from nodes.demo.train_demo import ModelSizes, build_models, save_diffusers_folder
+from nodes.demo.train_demo import ModelSizes, build_models
 from nodes.demo.train_grow import GrowRun, main, parse_args
 
 
 @pytest.fixture(scope="module")
 def micro_v1(tmp_path_factory) -> Path:
     """A micro demo model with no attention at level 0, as a diffusers folder (fp32)."""
-    folder = tmp_path_factory.mktemp("micro-v1") / "demo-sd"
-    models = build_models(ModelSizes.micro(), seed=4)
-    models.vae.register_to_config(scaling_factor=0.5)
-    save_diffusers_folder(models, folder, half=False)
-    return folder
-
-
-def _args(base: Path, out: Path, *extra: str) -> list[str]:
-    return ["--grow-from", str(base), "--out", str(out), "--steps", "4", "--batch-size", "2",
-            "--warmup", "2", "--save-every", "100", "--log-every", "100", "--eval-every", "0",
-            "--eval-samples", "0", "--eval-positioned", "0", "--threads", "1", "--device", "cpu",
-            "--position-share", "0.5", "--fp32", *extra]  # fmt: skip
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    tensors = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
-    return tensors | {f"te.{k}": v for k, v in
-                      load_file(folder / "text_encoder" / "model.safetensors").items()}  # fmt: skip
+    return write_micro_v1(tmp_path_factory.mktemp("micro-v1") / "demo-sd")
 
 
 def test_step_zero_is_the_model_it_grew_from(micro_v1, tmp_path):
-    run = GrowRun(parse_args(_args(micro_v1, tmp_path / "run")), torch.device("cpu"))
+    run = GrowRun(parse_args(grow_args(micro_v1, tmp_path / "run")), torch.device("cpu"))
     v1 = build_models(ModelSizes.micro(), seed=4)
     latents, context = torch.randn(1, 4, 32, 32), torch.randn(1, 77, 8)
     with torch.no_grad():
@@ -50,18 +33,19 @@ def test_step_zero_is_the_model_it_grew_from(micro_v1, tmp_path):
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(micro_v1, tmp_path):
-    straight = main(_args(micro_v1, tmp_path / "straight"))
-    assert main(_args(micro_v1, tmp_path / "resumed", "--stop-at", "2")) is None
+    straight = main(grow_args(micro_v1, tmp_path / "straight"))
+    assert main(grow_args(micro_v1, tmp_path / "resumed", "--stop-at", "2")) is None
     assert not (tmp_path / "resumed" / "demo-sd").exists()
     assert json.loads((tmp_path / "resumed" / "state" / "state.json").read_text())["step"] == 2
-    main(_args(micro_v1, tmp_path / "resumed"))
-    a, b = _weights(tmp_path / "straight" / "demo-sd"), _weights(tmp_path / "resumed" / "demo-sd")
+    main(grow_args(micro_v1, tmp_path / "resumed"))
+    a = grown_weights(tmp_path / "straight" / "demo-sd")
+    b = grown_weights(tmp_path / "resumed" / "demo-sd")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
     # it trained: the new attention left the identity, and the old weights moved
     assert a["down_blocks.0.attentions.0.proj_out.weight"].abs().max().item() > 0
-    v1 = _weights(micro_v1)
+    v1 = grown_weights(micro_v1)
     assert not torch.equal(a["conv_in.weight"], v1["conv_in.weight"])
     assert straight is not None and straight["step"] == 4
     card = (tmp_path / "straight" / "demo-sd" / "README.md").read_text()
@@ -69,14 +53,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(micro_v1, tmp_path):
 
 
 def test_a_resume_with_other_settings_is_refused(micro_v1, tmp_path):
-    main(_args(micro_v1, tmp_path / "run", "--stop-at", "1"))
+    main(grow_args(micro_v1, tmp_path / "run", "--stop-at", "1"))
     with pytest.raises(SystemExit, match=r"--position-share 0\.5 -> 0\.9"):
-        main(_args(micro_v1, tmp_path / "run", "--position-share", "0.9"))
+        main(grow_args(micro_v1, tmp_path / "run", "--position-share", "0.9"))
 
 
 def test_checkpoints_are_measured_on_held_out_and_positioned_captions(micro_v1, tmp_path):
     out = tmp_path / "run"
-    main(_args(micro_v1, out, "--steps", "2", "--eval-every", "1", "--eval-samples", "2",
+    main(grow_args(micro_v1, out, "--steps", "2", "--eval-every", "1", "--eval-samples", "2",
                "--eval-positioned", "2", "--eval-cfg", "4"))  # fmt: skip
     records = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]  # every --eval-every, and the final model
