@@ -175,6 +175,42 @@ class Bench:
         return decode(self.parts.vae, Latent(latents, 64, 64, len(scenes))).pixels
 
 
+def models_fingerprint(args: argparse.Namespace) -> str:
+    """A digest of the files of every model the chosen modes sample with.
+
+    A batch in ``--state`` is only valid for the weights that drew it: the demo model's decoder
+    was replaced once, and the old state file would have been reused silently under the same
+    names. Hashing the files (tens of MB) takes well under a second.
+    """
+    import hashlib
+
+    from nodeflow import Environment
+    from nodes.classifier_guidance import resolve_classifier
+    from nodes.loaders import demo_model, resolve_checkpoint
+
+    env = Environment.from_dirs()
+    locations = [demo_model()]
+    if any(mode.startswith("classifier") for mode in args.modes):
+        locations.append(resolve_classifier(args.classifier, env))
+    if any(mode.startswith("clip") for mode in args.modes):
+        locations.append(resolve_checkpoint(args.clip, env))
+    if any(mode.startswith("noised-clip") for mode in args.modes):
+        locations.append(resolve_checkpoint(args.noised_clip, env))
+    digest = hashlib.sha256()
+    for location in map(Path, locations):
+        files = sorted(location.rglob("*")) if location.is_dir() else [location]
+        for file in (f for f in files if f.is_file() and f.suffix == ".safetensors"):
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def batch_key(
+    args: argparse.Namespace, models: str, mode: str, scale: float, start: int
+) -> str:
+    """Where one batch's scores live in ``--state``: everything that decides its pictures."""
+    return f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}|{models}"
+
+
 def scales_of(args: argparse.Namespace, mode: str) -> list[float]:
     if mode.startswith("noised-clip"):
         return args.noised_clip_scales
@@ -190,12 +226,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     scenes = held_out_scenes(args.n, args.seed)
     state: dict[str, Any] = json.loads(args.state.read_text()) if args.state.is_file() else {}
+    models = models_fingerprint(args)
     bench = Bench(args)
     args.state.parent.mkdir(parents=True, exist_ok=True)
     for mode in args.modes:
         for scale in scales_of(args, mode):
             for batch, start in enumerate(range(0, args.n, args.batch)):
-                key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
+                key = batch_key(args, models, mode, scale, start)
                 if key in state:
                     continue
                 chunk = scenes[start : start + args.batch]
@@ -214,6 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(args: argparse.Namespace, state: dict[str, Any]) -> str:
+    models = models_fingerprint(args)
     rows = [
         "| mode | guidance scale | pictures | **target** | vs scale 0 (same seeds) | "
         "shape color | shape | background | count | whole caption | s/picture |",
@@ -226,7 +264,7 @@ def table(args: argparse.Namespace, state: dict[str, Any]) -> str:
             scores: list[dict[str, bool]] = []
             seconds = 0.0
             for start in range(0, args.n, args.batch):
-                key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
+                key = batch_key(args, models, mode, scale, start)
                 if key in state:
                     scores += state[key]["scores"]
                     seconds += state[key]["seconds"]
@@ -253,11 +291,12 @@ def table(args: argparse.Namespace, state: dict[str, Any]) -> str:
 
 def sampled(args: argparse.Namespace, state: dict[str, Any]) -> float:
     """Seconds spent on the batches this table shows."""
+    models = models_fingerprint(args)
     total = 0.0
     for mode in args.modes:
         for scale in scales_of(args, mode):
             for start in range(0, args.n, args.batch):
-                key = f"{mode}|{scale:g}|{start}|{args.batch}|{args.steps}|{args.scheduler}"
+                key = batch_key(args, models, mode, scale, start)
                 total += state.get(key, {}).get("seconds", 0.0)
     return total
 
