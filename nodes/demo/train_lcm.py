@@ -41,10 +41,7 @@ from nodes.demo.lora_layers import TARGETS, ConvLoraPair, LoraPair, target_names
 from nodes.demo.train_demo import Batcher, choose_device, load_base, noise_scheduler
 from nodes.demo.train_lora import kohya_state
 
-__all__ = [
-    "ConvLoraPair", "boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main",
-    "target_names",
-]  # fmt: skip
+__all__ = ["boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main"]
 
 SIGMA_DATA = 0.5
 TIMESTEP_SCALING = 10.0

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nodes.demo.lora_layers import ConvLoraPair, target_names
 from nodes.loaders import demo_model
 from nodes.tiny import family_config
 
@@ -97,8 +98,8 @@ def test_resnet_targets_train_conv_pairs_that_load_lora_computes_alike(train_lcm
 
     torch.manual_seed(0)
     trained = load_base(demo_model(), torch.device("cpu")).unet
-    lora = train_lcm.DualLora(trained, 4, 4.0, train_lcm.target_names("all"))
-    convs = [n for n, p in lora.pairs().items() if isinstance(p, train_lcm.ConvLoraPair)]
+    lora = train_lcm.DualLora(trained, 4, 4.0, target_names("all"))
+    convs = [n for n, p in lora.pairs().items() if isinstance(p, ConvLoraPair)]
     assert any(n.endswith(".conv1") for n in convs) and any("upsamplers" in n for n in convs)
     assert any(n.endswith("time_emb_proj") for n in lora.names)
     with torch.no_grad():  # up starts at zero: give every pair a delta, fp16-exact like the file
