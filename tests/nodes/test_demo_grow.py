@@ -1,6 +1,7 @@
 """Growing the demo U-Net (``nodes.demo.grow``): attention added at a level that had none keeps
-every v1 weight under its own name, starts as the identity (the shipped demo draws the same
-pixels grown as not), and is refused where it makes no sense."""
+every v1 weight under its own name, starts as the identity (a pipeline draws the same pixels
+grown as not), and is refused where it makes no sense. The shipped demo is itself the grown
+U-Net since demo v2b, so the pipeline check runs on a tiny SD 1.x folder with a plain level."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pixels import SAME_MODEL_TOLERANCE, assert_same_pixels
 
 from nodes.demo.grow import attention_levels, grow_unet, grown_config
 from nodes.demo.train_demo import ModelSizes, build_models
+from nodes.tiny import make_tiny_sd
 
 DEMO = Path(__file__).resolve().parents[2] / "nodes" / "demo" / "model" / "demo-sd"
 
@@ -65,21 +67,34 @@ def _pixels(pipe: StableDiffusionPipeline) -> np.ndarray:
     ).images  # fmt: skip
 
 
-def test_the_grown_shipped_demo_draws_the_pixels_v1_draws():
+def test_the_shipped_demo_is_the_grown_unet():
     pipe = StableDiffusionPipeline.from_pretrained(
         DEMO, torch_dtype=torch.float32, local_files_only=True, safety_checker=None,
         requires_safety_checker=False,
     )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    v1 = _pixels(pipe)
-    assert v1.std() > 0.05  # a picture, not a flat field
-    pipe.unet = grow_unet(pipe.unet, [0]).eval()
     assert attention_levels(pipe.unet.config) == [0, 1, 2]
-    assert_same_pixels(_pixels(pipe), v1)
+    with pytest.raises(ValueError, match="level 0 is CrossAttnDownBlock2D"):
+        grow_unet(pipe.unet, [0])
+
+
+def test_a_grown_pipeline_draws_the_pixels_it_drew_before(tmp_path):
+    folder = make_tiny_sd(tmp_path / "tiny-sd", seed=3)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=torch.float32, local_files_only=True, safety_checker=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    plain = attention_levels(pipe.unet.config)
+    before = _pixels(pipe)
+    assert before.std() > 0.01  # a varied picture, not a flat field
+    pipe.unet = grow_unet(pipe.unet, [0]).eval()
+    assert attention_levels(pipe.unet.config) == sorted({0, *plain})
+    assert_same_pixels(_pixels(pipe), before)
     with torch.no_grad():  # and the comparison can fail: a non-identity block changes them
         torch.manual_seed(0)
-        pipe.unet.up_blocks[2].attentions[0].proj_out.weight.normal_(0, 0.1)
-    assert float(np.abs(_pixels(pipe) - v1).max()) > 100 * SAME_MODEL_TOLERANCE
+        last_up = pipe.unet.up_blocks[len(pipe.unet.up_blocks) - 1]
+        last_up.attentions[0].proj_out.weight.normal_(0, 0.1)
+    assert float(np.abs(_pixels(pipe) - before).max()) > 100 * SAME_MODEL_TOLERANCE
 
 
 def test_a_level_with_attention_or_out_of_range_is_refused(micro_unet):
