@@ -23,6 +23,7 @@ The output is a diffusers folder laid out exactly as ``nodes.tiny`` writes one, 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import json
 import math
@@ -734,8 +735,21 @@ def reproducing_command(module: str, args: dict[str, str]) -> str:
         if value == "True":
             words.append(flag)
         elif value not in ("False", "None"):
-            words.append(f"{flag} {value}")
+            words.append(f"{flag} {_flag_value(value)}")
     return " ".join(words)
+
+
+def _flag_value(value: str) -> str:
+    """A summary keeps a list option as its ``str`` (``"[4.0, 7.5]"``: resumes compare those
+    strings, so the stored form stays); argparse's ``nargs`` wants the items apart."""
+    if value.startswith("[") and value.endswith("]"):
+        try:
+            items = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+        if isinstance(items, list):
+            return " ".join(str(item) for item in items)
+    return value
 
 
 def _command(args: dict[str, str]) -> str:

@@ -72,3 +72,15 @@ def test_checkpoints_are_measured_on_held_out_and_positioned_captions(micro_v1, 
     assert set(records[0]["text_separation"]) == {"position", "color"}
     assert (out / "checkpoints" / "step-000001" / "unet").is_dir()
     assert "| 2 | 4 |" in (out / "demo-sd" / "README.md").read_text()
+
+
+def test_the_summary_command_parses_back_to_the_run_settings(micro_v1, tmp_path):
+    """The model card's command must rerun the run: list options (``--attention-levels``,
+    ``--eval-cfg``) come back as lists, not as one ``"[0]"`` word."""
+    argv = [*grow_args(micro_v1, tmp_path / "run"), "--eval-cfg", "4", "7.5"]
+    run = GrowRun(parse_args(argv), torch.device("cpu"))
+    words = run.summary()["command"].split()
+    assert words[:3] == ["python", "-m", "nodes.demo.train_grow"]
+    again = parse_args(words[3:])
+    assert again.attention_levels == [0] and again.eval_cfg == [4.0, 7.5]
+    assert vars(again) == vars(run.args) | {"stop_at": None}
