@@ -83,6 +83,34 @@ def training_summary(folder: Path) -> str:
     if not path.is_file():
         return f"no training_summary.json beside the model ({folder})"
     summary: dict[str, Any] = json.loads(path.read_text())
+    if summary.get("grown_from"):
+        return grown_summary(summary)
+    return "; ".join(_trained_parts(summary) + _decoder_parts(summary))
+
+
+def grown_summary(summary: dict[str, Any]) -> str:
+    """A ``train_grow`` model (demo v2): what it grew from, then each grown run's steps (the run
+    it started from, if any, first) and the decoders fine-tuned on the result."""
+    base = summary["grown_from"]
+    runs = [run for run in (summary.get("started_from_run"), summary) if run]
+    steps = " + ".join(str(run.get("step", "?")) for run in runs)
+    minutes = sum(run.get("minutes", float("nan")) for run in runs)
+    args = summary.get("args", {})
+    params = summary.get("parameters", {})
+    added = summary.get("attention_levels", {}).get("added", "?")
+    parts = [
+        "grown from: " + ", ".join(_trained_parts(base)),
+        f"attention added at levels {added}, then {steps} steps at batch "
+        f"{args.get('batch_size', '?')}, seed {args.get('seed', '?')}, device "
+        f"{args.get('device', '?')}, {args.get('threads', '?')} threads, {minutes:.1f} minutes",
+        "parameters " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
+        f"last run: `{summary.get('command', '?')}`",
+    ]
+    return "; ".join(parts + _decoder_parts(summary))
+
+
+def _trained_parts(summary: dict[str, Any]) -> list[str]:
+    """A ``train_demo`` run (and the run it resumed) as summary phrases."""
     args = summary.get("args", {})
     params = summary.get("parameters", {})
     previous = summary.get("resumed_from")
@@ -92,9 +120,7 @@ def training_summary(folder: Path) -> str:
     if previous:  # a --resume run: the first run's steps and time, then this one's
         steps = f"{previous['args'].get('steps', '?')} + {steps} (resumed)"
         minutes += previous.get("minutes", float("nan"))
-    decoders = summary.get("decoder", [])
-    decoders = [decoders] if isinstance(decoders, dict) else decoders  # one record per fine-tune
-    minutes += sum(run.get("minutes", float("nan")) for run in decoders)
+    minutes += sum(run.get("minutes", float("nan")) for run in _decoders(summary))
     parts = [
         f"{vae_steps} VAE + {steps} diffusion steps at batch "
         f"{args.get('batch_size', '?')}, seed {args.get('seed', '?')}, device "
@@ -103,15 +129,22 @@ def training_summary(folder: Path) -> str:
         f"{minutes:.1f} minutes in all",
         "parameters " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
     ]
-    for run in decoders:
-        parts.append(f"then the VAE decoder fine-tuned: `{run['command']}`")
     if summary.get("adherence"):
         parts.append(
             f"trainer's quick check at CFG {args.get('eval_cfg', '?')} on "
             f"{args.get('eval_samples', '?')} captions (diffusers pipeline): "
             + ", ".join(f"{k} {percent(v)}" for k, v in summary["adherence"].items())
         )
-    return "; ".join(parts)
+    return parts
+
+
+def _decoders(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    decoders = summary.get("decoder", [])
+    return [decoders] if isinstance(decoders, dict) else decoders  # one record per fine-tune
+
+
+def _decoder_parts(summary: dict[str, Any]) -> list[str]:
+    return [f"then the VAE decoder fine-tuned: `{run['command']}`" for run in _decoders(summary)]
 
 
 def cfg_table(by_cfg: dict[float, list[Sample]], seconds: dict[float, float]) -> str:
