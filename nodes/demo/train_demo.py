@@ -195,9 +195,31 @@ def load_base(folder: Path, device: torch.device) -> DemoModels:
     return models
 
 
-def noise_scheduler() -> DDPMScheduler:
+OBJECTIVES = ("epsilon", "v-zero-snr")
+"""``epsilon``: SD 1.x's objective and schedule, what the shipped demo is trained with.
+``v-zero-snr``: Lin et al. (2024, "Common diffusion noise schedules and sample steps are
+flawed"): the betas rescaled so the last timestep is pure noise (SNR 0), v-prediction (at SNR 0
+epsilon is the input itself, so predicting it teaches nothing; v is the clean picture there) and
+"trailing" timesteps when sampling, so sampling starts at that last timestep. Under SD's schedule
+x_t at t = 999 still holds 7% of the picture, so the model can read the layout from x_t instead
+of from the caption (``nodes/demo/TRAINING.md``, "Position: what was tried")."""
+
+
+def scheduler_overrides(objective: str) -> dict[str, Any]:
+    """The scheduler config keys an objective sets over SD 1.x's, in training and in the folder
+    it ships, so a sampler draws from the schedule the model was trained on."""
+    if objective == "epsilon":
+        return {}
+    if objective == "v-zero-snr":
+        return {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                "timestep_spacing": "trailing"}  # fmt: skip
+    raise ValueError(f"unknown objective {objective!r}; one of {', '.join(OBJECTIVES)}")
+
+
+def noise_scheduler(objective: str = "epsilon") -> DDPMScheduler:
     """The training noise schedule, built from the same ``sd1`` config the model ships with."""
-    return DDPMScheduler.from_config(family_config("sd1", "scheduler"))
+    config = family_config("sd1", "scheduler") | scheduler_overrides(objective)
+    return DDPMScheduler.from_config(config)
 
 
 @dataclass
@@ -290,11 +312,14 @@ def diffusion_loss(
     sample_weights: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The epsilon-prediction loss on a batch, with optional Min-SNR-gamma weighting.
+    """The diffusion loss on a batch (epsilon or v, as the scheduler's ``prediction_type``
+    says), with optional Min-SNR-gamma weighting.
 
     Min-SNR (Hang et al. 2023) down-weights the nearly-noiseless timesteps, which otherwise
     dominate the epsilon loss's gradient; it converges several times faster, which matters on a
-    CPU budget. The VAE is frozen here: its posterior is sampled without gradients.
+    CPU budget. For v its weight is min(SNR, gamma) / (SNR + 1), as that paper gives it (zero at
+    SNR 0: a zero-terminal-SNR run that must learn the last timestep passes ``snr_gamma=None``).
+    The VAE is frozen here: its posterior is sampled without gradients.
     ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it;
     ``sample_weights`` (one per picture) multiply each picture's loss on top of Min-SNR;
     ``noise`` (the latents' shape) replaces the Gaussian draw and is what the U-Net predicts.
@@ -315,11 +340,13 @@ def diffusion_loss(
     noisy = scheduler.add_noise(latents, noise, timesteps)
     context = models.text_encoder(input_ids.to(device))[0]
     prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
-    per_sample = ((prediction.float() - noise) ** 2).mean(dim=(1, 2, 3))
+    velocity = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, timesteps) if velocity else noise
+    per_sample = ((prediction.float() - target) ** 2).mean(dim=(1, 2, 3))
     if snr_gamma is not None:
         alphas = scheduler.alphas_cumprod.to(device)[timesteps]
         snr = alphas / (1 - alphas)
-        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / (snr + 1 if velocity else snr)
     if sample_weights is not None:
         per_sample = per_sample * sample_weights.to(device)
     return per_sample.mean()
@@ -338,6 +365,7 @@ def diffusion_step(
     timesteps: torch.Tensor | None = None,
     sample_weights: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    snr_gamma: float | None = 5.0,
 ) -> float:
     """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
     loss = diffusion_loss(
@@ -346,6 +374,7 @@ def diffusion_step(
         pixels,
         input_ids,
         generator=generator,
+        snr_gamma=snr_gamma,
         timesteps=timesteps,
         sample_weights=sample_weights,
         noise=noise,
@@ -410,12 +439,16 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
     path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def save_diffusers_folder(models: DemoModels, out: Path, *, half: bool = True) -> dict[str, int]:
+def save_diffusers_folder(
+    models: DemoModels, out: Path, *, half: bool = True, objective: str = "epsilon"
+) -> dict[str, int]:
     """Write a diffusers ``StableDiffusionPipeline`` folder as ``nodes.tiny`` does.
 
     The U-Net and text encoder are stored in fp16 (``half``): at these magnitudes rounding is far
     below what changes a picture, and it halves the package size. The VAE stays fp32: it is small,
     and its decoder is where fp16 overflows in real SD models. Returns the bytes per component.
+    A ``v-zero-snr`` model ships a DDIM config (as SD 2.x's v-models do) with the objective's keys:
+    SD 1.x's PNDM has no zero-terminal-SNR option and would sample another schedule.
     """
     out.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if half else torch.float32
@@ -423,7 +456,9 @@ def save_diffusers_folder(models: DemoModels, out: Path, *, half: bool = True) -
     copy.deepcopy(models.text_encoder).to("cpu", dtype).save_pretrained(out / "text_encoder")
     copy.deepcopy(models.vae).to("cpu", torch.float32).save_pretrained(out / "vae")
     write_clip_tokenizer(out / "tokenizer")
-    config = family_config("sd1", "scheduler")
+    config = family_config("sd1", "scheduler") | scheduler_overrides(objective)
+    if objective != "epsilon":
+        config["_class_name"] = "DDIMScheduler"
     getattr(diffusers, config["_class_name"]).from_config(config).save_pretrained(out / "scheduler")
     write_json(
         out / "model_index.json",

@@ -59,6 +59,7 @@ from nodes.demo.scene_mix import PositionBatcher, sample_mixed_scene
 from nodes.demo.text_probe import attribute_separation
 from nodes.demo.train_demo import (
     EMA,
+    OBJECTIVES,
     DemoModels,
     adamw,
     choose_device,
@@ -91,6 +92,7 @@ SAME_RUN = (
     "spread_position_tokens",
     "layout_weight",
     "layout_noise",
+    "objective",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
@@ -102,6 +104,7 @@ ADDED_LATER = {
     "spread_position_tokens": "None",
     "layout_weight": "None",
     "layout_noise": "0.0",
+    "objective": "epsilon",
 }
 """Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
 such a state was made with, so it still resumes."""
@@ -144,6 +147,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spread-position-tokens", type=float, metavar="NORM",
                         help="at the start, make the five position words' token rows orthogonal "
                              "and this long (the caption words' are ~0.25)")  # fmt: skip
+    parser.add_argument("--objective", choices=OBJECTIVES, default="epsilon",
+                        help="epsilon: SD 1.x's; v-zero-snr: zero terminal SNR, v-prediction, "
+                             "trailing steps, plain v loss (Lin et al. 2024); the saved folder's "
+                             "scheduler config carries it")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -292,7 +299,9 @@ class GrowRun:
         if self.ema is not None:
             self.ema.copy_to(self.parameters)
         try:
-            files = save_diffusers_folder(self.models, folder, half=not self.args.fp32)
+            files = save_diffusers_folder(
+                self.models, folder, half=not self.args.fp32, objective=self.args.objective
+            )
         finally:
             with torch.no_grad():
                 for param, saved in zip(self.parameters, backup, strict=True):
@@ -369,7 +378,9 @@ class GrowRun:
     def train(self) -> bool:
         """Train to ``--steps``; False when ``--stop-at`` stopped it first."""
         args, models = self.args, self.models
-        scheduler = noise_scheduler()
+        scheduler = noise_scheduler(args.objective)
+        # Lin et al. train v plainly: Min-SNR's v weight is 0 at SNR 0, the step this is for
+        snr_gamma = 5.0 if args.objective == "epsilon" else None
         started = time.perf_counter() - self.seconds
         while self.step < args.steps:
             for group in self.optimizer.param_groups:
@@ -387,6 +398,7 @@ class GrowRun:
                 timesteps=timesteps,
                 sample_weights=weights,
                 noise=noise,
+                snr_gamma=snr_gamma,
             )
             if self.ema is not None:
                 self.ema.update()

@@ -84,3 +84,46 @@ def test_the_summary_command_parses_back_to_the_run_settings(micro_v1, tmp_path)
     again = parse_args(words[3:])
     assert again.attention_levels == [0] and again.eval_cfg == [4.0, 7.5]
     assert vars(again) == vars(run.args) | {"stop_at": None}
+
+
+def test_a_v_zero_snr_run_ships_its_schedule_and_samples_as_diffusers_does(
+    micro_v1, tmp_path, sd_catalog, runtime
+):
+    """``--objective v-zero-snr``: the folder's scheduler config carries the objective, so
+    nodeflow's graph and diffusers' pipeline both sample the schedule it was trained on, and
+    agree on the pixels; an epsilon run cannot be resumed as one."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from pixels import assert_same_pixels
+    from sdgraphs import sd_graph
+
+    from nodeflow.context import Environment
+    from nodeflow.executor import Executor
+
+    main(grow_args(micro_v1, tmp_path / "eps", "--stop-at", "1"))
+    with pytest.raises(SystemExit, match="--objective epsilon -> v-zero-snr"):
+        main(grow_args(micro_v1, tmp_path / "eps", "--objective", "v-zero-snr"))
+    summary = main(grow_args(micro_v1, tmp_path / "v", "--objective", "v-zero-snr"))
+    assert summary is not None and summary["args"]["objective"] == "v-zero-snr"
+    folder = tmp_path / "v" / "demo-sd"
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "DDIMScheduler"
+    assert config["prediction_type"] == "v_prediction" and config["rescale_betas_zero_snr"]
+    assert config["timestep_spacing"] == "trailing"
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, local_files_only=True, safety_checker=None, torch_dtype=torch.float32
+    )
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler.set_timesteps(4)
+    assert int(pipe.scheduler.timesteps[0]) == 999  # trailing: sampling starts at SNR 0
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        "a red circle", num_inference_steps=4, guidance_scale=7.5, width=32, height=32,
+        generator=torch.Generator("cpu").manual_seed(3), output_type="np",
+    ).images  # fmt: skip
+    env = Environment.from_dirs(tmp_path / "models", tmp_path / "out", tmp_path / "in")
+    graph = sd_graph(checkpoint=str(folder), prompt="a red circle", seed=3, steps=4,
+                     width=32, height=32, save=False)  # fmt: skip
+    result = Executor(sd_catalog, env=env, runtime=runtime).run(graph, targets=["decode"])
+    assert result.ok, result.error and result.error.traceback
+    assert_same_pixels(result.values["decode"]["image"].pixels.numpy(), expected)

@@ -1,0 +1,59 @@
+"""The demo trainers' objectives (``nodes.demo.train_demo``): SD 1.x's epsilon schedule, and Lin
+et al.'s zero-terminal-SNR v-prediction, each checked against its paper's formulas written out
+here rather than against the scheduler methods the trainer calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodes.demo.train_demo import (
+    ModelSizes,
+    build_models,
+    diffusion_loss,
+    noise_scheduler,
+    scheduler_overrides,
+)
+
+
+def test_the_zero_snr_schedule_ends_in_pure_noise_and_keeps_sd_s_first_steps() -> None:
+    sd, zero = noise_scheduler(), noise_scheduler("v-zero-snr")
+    assert sd.config.prediction_type == "epsilon"
+    assert sd.alphas_cumprod[-1].item() == pytest.approx(0.0047, abs=1e-4)  # SD's leak at t=999
+    assert zero.config.prediction_type == "v_prediction"
+    assert zero.alphas_cumprod[-1].item() == 0.0
+    # Lin et al.'s rescale keeps the first step's sqrt(alpha_bar) and shifts and scales the rest
+    first_sd, last_sd = sd.alphas_cumprod[0].sqrt(), sd.alphas_cumprod[-1].sqrt()
+    expected = (sd.alphas_cumprod.sqrt() - last_sd) * first_sd / (first_sd - last_sd)
+    torch.testing.assert_close(zero.alphas_cumprod.sqrt(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown objective 'x'"):
+        scheduler_overrides("x")
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v-zero-snr"])
+def test_the_loss_is_the_objective_s_target_under_min_snr(objective: str) -> None:
+    torch.manual_seed(0)
+    models = build_models(ModelSizes.micro(), seed=2)
+    scheduler = noise_scheduler(objective)
+    pixels, ids = torch.rand(2, 3, 32, 32) * 2 - 1, torch.randint(0, 1000, (2, 77))
+    timesteps, noise = torch.tensor([10, 999]), torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        latents = models.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(5))
+        latents = latents * models.vae.config.scaling_factor
+        a = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        context = models.text_encoder(ids)[0]
+        prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
+        # epsilon: the noise; v (Salimans & Ho): sqrt(a) * noise - sqrt(1 - a) * x0
+        target = noise if objective == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
+        per_sample = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
+        snr = a.flatten() / (1 - a.flatten())
+        weight = snr.clamp(max=5.0) / (snr if objective == "epsilon" else snr + 1)
+        for gamma, expected in ((5.0, (per_sample * weight).mean()), (None, per_sample.mean())):
+            got = diffusion_loss(
+                models, scheduler, pixels, ids, generator=torch.Generator().manual_seed(5),
+                snr_gamma=gamma, timesteps=timesteps, noise=noise,
+            )  # fmt: skip
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    if objective == "v-zero-snr":  # at SNR 0 the target is the clean latents, negated
+        torch.testing.assert_close(target[1], -latents[1])
