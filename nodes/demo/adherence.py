@@ -93,6 +93,7 @@ def adherence_workflow(
     lora: str | None = None,
     strength: float = 1.0,
     shift: float = 0.0,
+    rescale: float = 0.0,
 ) -> Workflow:
     """The standard txt2img graph for one caption (target node ``decode``), LoRA optional.
 
@@ -117,7 +118,7 @@ def adherence_workflow(
     neg = b.add("TextEncode", id="neg", text_encoder=text_encoder, text="")
     add_sampling(b, unet, checkpoint.vae, pos.conditioning, neg.conditioning, cfg=cfg,
                  steps=steps, seed=seed, batch_size=batch_size, scheduler=scheduler,
-                 shift=shift)  # fmt: skip
+                 shift=shift, rescale=rescale)  # fmt: skip
     return b.build()
 
 
@@ -134,14 +135,18 @@ def add_sampling(
     batch_size: int = 1,
     scheduler: str = "euler",
     shift: float = 0.0,
+    rescale: float = 0.0,
 ) -> None:
     """The demo's sampling tail, shared by every measured graph so their settings cannot drift:
     Scheduler, CFG, a picture-sized EmptyLatent, Denoise and VAEDecode (id ``decode``).
-    ``shift`` (rectified-flow models only) replaces the model's own timestep shift when not 0."""
+    ``shift`` (rectified-flow models only) replaces the model's own timestep shift when not 0;
+    ``rescale`` is the CFG node's guidance rescale (Lin et al.'s fix for a zero-terminal-SNR
+    model's over-bright strong guidance), set only when not 0 so other graphs stay as they were."""
     shifted = {"shift": shift} if shift else {}
+    rescaled = {"rescale": rescale} if rescale else {}
     sched = b.add("Scheduler", id="sched", unet=unet, name=scheduler, steps=steps, **shifted)
     guider = b.add(
-        "CFG", id="cfg", unet=unet, positive=positive, negative=negative, scale=cfg
+        "CFG", id="cfg", unet=unet, positive=positive, negative=negative, scale=cfg, **rescaled
     )  # fmt: skip
     empty = b.add(
         "EmptyLatent", id="empty", width=IMAGE_SIZE, height=IMAGE_SIZE, batch_size=batch_size
@@ -185,6 +190,8 @@ class AdherenceRunner:
     models_dir: Path | None = None
     shift: float = 0.0
     """The Scheduler's ``shift`` for a rectified-flow model (0: the model's own)."""
+    rescale: float = 0.0
+    """The CFG node's guidance rescale (0: off)."""
     seconds: float = 0.0
     """Wall time spent in workflow runs so far."""
     pictures: int = 0
@@ -242,6 +249,7 @@ class AdherenceRunner:
             lora=self.lora,
             strength=strength,
             shift=self.shift,
+            rescale=self.rescale,
         )
         started = time.perf_counter()
         result = self.executor().run(workflow, targets=["decode"])

@@ -254,6 +254,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
+    parser.add_argument(
+        "--rescale", type=float, default=0.0, help="CFG guidance rescale (0: off; Lin et al.: 0.7)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="scene draw and first Denoise seed")
     parser.add_argument(
         "--per-caption", type=int, default=1, help="pictures per caption, as one Denoise batch"
@@ -290,7 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report
 
     started = time.perf_counter()
-    runner = AdherenceRunner(model, steps=args.steps, scheduler=args.scheduler, device=args.device)
+    runner = AdherenceRunner(
+        model, steps=args.steps, scheduler=args.scheduler, device=args.device, rescale=args.rescale
+    )
     resolved = runner.resolved_model()
     by_cfg: dict[float, list[Sample]] = {}
     seconds: dict[float, float] = {}
@@ -309,7 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_strength: dict[float, list[Sample]] | None = None
     if lora is not None:
         lora_runner = AdherenceRunner(
-            model, lora=lora, steps=args.steps, scheduler=args.scheduler, device=args.device
+            model,
+            lora=lora,
+            steps=args.steps,
+            scheduler=args.scheduler,
+            device=args.device,
+            rescale=args.rescale,
         )
         by_strength = {
             strength: lora_runner.run(
@@ -337,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Settings: {args.n} held-out captions (`sample_scene(random.Random({args.seed}), "
         f"split='held_out')`), {args.per_caption} picture(s) each, Denoise seed {args.seed} + "
         f"caption index (the same at every CFG and strength), {args.scheduler} {args.steps} "
-        f'steps, negative prompt "", 64x64; scored by `nodes.demo.evaluate.score`. '
+        f"steps{f', CFG rescale {args.rescale:g}' if args.rescale else ''}, "
+        f'negative prompt "", 64x64; scored by `nodes.demo.evaluate.score`. '
         f"{minutes:.1f} minutes in all.",
         "",
         "Per CFG scale (accuracy = share of pictures whose reading matches the caption; "

@@ -87,6 +87,9 @@ def test_workflow_is_the_standard_graph() -> None:
     }
     assert plain["neg"]["inputs"]["text"] == ""
     assert plain["cfg"]["inputs"]["scale"] == 2.0 and plain["denoise"]["inputs"]["seed"] == 3
+    assert "rescale" not in plain["cfg"]["inputs"]  # graphs measured before it stay the same
+    rescaled = adherence_workflow("a red circle", model="demo", rescale=0.7).to_json()["nodes"]
+    assert rescaled["cfg"]["inputs"]["rescale"] == 0.7
     styled = adherence_workflow("a red circle", model="demo", lora="/x.safetensors", strength=0.5)
     nodes = styled.to_json()["nodes"]
     assert nodes["lora"]["type"] == "LoadLoRA"
