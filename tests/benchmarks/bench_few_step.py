@@ -5,12 +5,15 @@ Run from the repository root (on demand, not in CI)::
 
     python tests/benchmarks/bench_few_step.py --lora build/demo-lcm/demo-lcm.safetensors
         [--n 200] [--lcm-steps 1 2 4 8] [--base-steps 4 8 20] [--lcm-cfg 1] [--cfg 7.5]
+        [--sampler-only-steps 1 2 4 8]
         [--seed 0] [--threads 1] [--device cpu] [--no-write]
 
 The same ``--n`` held-out captions and Denoise seeds (``seed + i``) go through the standard
 txt2img graph (``nodes.demo.adherence``) for every setting: the base with the ``euler`` scheduler
 at CFG ``--cfg``, the LoRA with the ``lcm`` scheduler at ``--lcm-cfg`` (1: one U-Net pass per
-step, the guidance distilled into the LoRA). Each picture is scored by
+step, the guidance distilled into the LoRA). ``--sampler-only-steps`` adds rows of the base
+with the ``lcm`` scheduler at ``--lcm-cfg`` and no LoRA: what the sampler alone does, so the
+LoRA's own share of the LCM rows shows. Each picture is scored by
 ``nodes.demo.evaluate.score`` (whole caption and per attribute); the wall time per picture is the
 time of the workflow runs after a warm-up run (model loading excluded; each caption's one small
 text-encoder pass included, the same for every setting).
@@ -106,6 +109,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--base-steps", type=int, nargs="*", default=[4, 8, 20],
         help="none to score only the LoRA (screening saves)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sampler-only-steps", type=int, nargs="*", default=[],
+        help="also the base with the lcm scheduler at --lcm-cfg and no LoRA, at these steps",
+    )  # fmt: skip
     parser.add_argument("--cfg", type=float, default=7.5, help="the base's CFG scale")
     parser.add_argument("--lcm-cfg", type=float, default=1.0, help="the LoRA's guidance scale")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         label = f"demo-lcm {steps}"
         results[("lcm", steps)] = measure(runner, scenes, args.lcm_cfg, args.seed, label)
         runner.close()
+    for steps in args.sampler_only_steps:
+        runner = AdherenceRunner(args.model, steps=steps, scheduler="lcm", device=args.device)
+        label = f"no LoRA, lcm {steps}"
+        results[("sampler", steps)] = measure(runner, scenes, args.lcm_cfg, args.seed, label)
+        runner.close()
     minutes = (time.perf_counter() - started) / 60
 
     header = " | ".join(title for _, title in COLUMNS)
@@ -164,7 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "|---" * (len(COLUMNS) + 3) + "|",
     ]
     for (kind, steps), (samples, seconds) in results.items():
-        name = f"base, euler {steps} steps" if kind == "base" else f"demo-lcm, lcm {steps} steps"
+        name = {
+            "base": f"base, euler {steps} steps",
+            "lcm": f"demo-lcm, lcm {steps} steps",
+            "sampler": f"base without the LoRA, lcm {steps} steps",
+        }[kind]
         lines.append(row(name, samples, seconds))
     lines += ["", verdict(results), ""]
     text = "\n".join(lines)

@@ -1,21 +1,26 @@
-"""DDPM against rectified flow at few steps: the U-Net demo (``demo``, epsilon objective) and
-``demo-sd3`` (rectified-flow MM-DiT) on the same held-out captions at 4, 8 and 20 Euler steps.
+"""DDPM against rectified flow at few steps: the U-Net demo (``demo``, epsilon objective),
+``demo-sd3`` (rectified-flow MM-DiT) and the U-Net demo with its LCM-LoRA (``demo-lcm``) on the
+same held-out captions at 4, 8 and 20 steps.
 
 Run from the repository root (on demand, not in CI)::
 
     python tests/benchmarks/bench_flow_vs_ddpm.py [--n 200] [--steps 4 8 20]
         [--unet demo] [--unet-cfg 7.5] [--flow demo-sd3] [--flow-cfg 7] [--flow-shift 0]
+        [--lora nodes/demo/model/demo-lcm.safetensors | --lora none] [--lora-cfg 1]
         [--seed 0] [--threads 1] [--device cpu] [--no-write]
 
 Both models go through the same standard txt2img graph (``nodes.demo.adherence``: LoadCheckpoint,
 TextEncode positive and "", Scheduler ``euler``, CFG, Denoise, VAEDecode): for the U-Net that is
 ``EulerDiscreteScheduler`` over SD's noise schedule, for SD3 the flow-matching Euler
-(``FlowMatchEulerDiscreteScheduler``). The same captions and Denoise seeds (``seed + i``) serve
+(``FlowMatchEulerDiscreteScheduler``). The LCM-LoRA rows are the U-Net demo with ``--lora`` at
+strength 1 and the ``lcm`` scheduler (LCM's multistep consistency sampler, not Euler) at guidance
+``--lora-cfg`` (1: one U-Net pass per step, the guidance distilled into the LoRA), the issue's
+"and the LCM-LoRA where it exists". The same captions and Denoise seeds (``seed + i``) serve
 every setting, so the comparison is paired. Each picture is scored by
 ``nodes.demo.evaluate.score`` (whole caption and per attribute); seconds per picture are the wall
 time of the workflow runs after a warm-up run (model loading excluded). Parameter counts are read
-from the models' safetensors headers. It prints a markdown section and writes it into
-BENCHMARKS.md (``--no-write`` to skip).
+from the models' safetensors headers (the LoRA's added to the U-Net demo's). It prints a markdown
+section and writes it into BENCHMARKS.md (``--no-write`` to skip).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ COLUMNS = (
     ("size_ok", "size"),
     ("position_ok", "position"),
 )
+LCM = "LCM-LoRA on the U-Net (lcm sampler)"
 COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 
 
@@ -74,6 +80,20 @@ def parameters(folder: Path) -> dict[str, int]:
     return counts
 
 
+def lora_parameters(path: Path) -> int:
+    """Parameters of a LoRA file, from its safetensors header (no load)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(path, framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            size = 1
+            for dim in f.get_slice(key).get_shape():
+                size *= dim
+            total += size
+    return total
+
+
 def describe(counts: dict[str, int]) -> str:
     parts = ", ".join(f"{name} {count / 1e6:.2f} M" for name, count in counts.items())
     return f"{sum(counts.values()) / 1e6:.2f} M ({parts})"
@@ -90,7 +110,8 @@ def measure(
         if done == total or done % 25 == 0:
             print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
 
-    samples = runner.run(scenes, cfg=cfg, seed=seed, progress=progress)
+    strength = None if runner.lora is None else 1.0
+    samples = runner.run(scenes, cfg=cfg, seed=seed, progress=progress, strength=strength)
     return samples, runner.seconds / max(1, runner.pictures)
 
 
@@ -109,6 +130,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--flow", default="demo-sd3", help="the rectified-flow model")
     parser.add_argument("--flow-cfg", type=float, default=7.0)
     parser.add_argument("--flow-shift", type=float, default=0.0, help="0: the model's own (3)")
+    parser.add_argument(
+        "--lora", default=str(REPO / "nodes/demo/model/demo-lcm.safetensors"),
+        help="the LCM-LoRA file for the DDPM model ('none': no LCM rows)",
+    )  # fmt: skip
+    parser.add_argument("--lora-cfg", type=float, default=1.0, help="the LCM-LoRA's guidance")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -132,15 +158,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DDPM U-Net": (args.unet, args.unet_cfg, 0.0),
         "rectified-flow MM-DiT": (args.flow, args.flow_cfg, args.flow_shift),
     }
+    lora = None if args.lora.lower() == "none" else Path(args.lora).resolve()
+    if lora is not None:
+        models[LCM] = (args.unet, args.lora_cfg, 0.0)
     results: dict[tuple[str, int], tuple[list[Sample], float]] = {}
     sizes: dict[str, tuple[Path, dict[str, int]]] = {}
-    # steps outermost, so a change of machine load during the run hits both models alike
+    # steps outermost, so a change of machine load during the run hits every model alike
     for steps in args.steps:
         for name, (model, cfg, shift) in models.items():
-            runner = AdherenceRunner(model, steps=steps, device=args.device, shift=shift)
+            if name == LCM:
+                runner = AdherenceRunner(
+                    model, lora=str(lora), steps=steps, scheduler="lcm", device=args.device
+                )
+            else:
+                runner = AdherenceRunner(model, steps=steps, device=args.device, shift=shift)
             if name not in sizes:
                 folder = runner.resolved_model()
-                sizes[name] = (folder, parameters(folder))
+                counts = parameters(folder)
+                if name == LCM:
+                    counts["LoRA"] = lora_parameters(lora)
+                sizes[name] = (folder, counts)
             label = f"{name} {steps}"
             results[(name, steps)] = measure(runner, scenes, cfg, args.seed, label)
             runner.close()
@@ -165,15 +202,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         own = ", shift: the model's own (SD3's 3.0)" if name.startswith("rectified") else ""
         shift_text = f", shift {shift:g}" if shift else own
         where = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+        if name == LCM and lora is not None:
+            file = lora.relative_to(REPO) if lora.is_relative_to(REPO) else lora
+            lines.append(
+                f"- {name}: `{model}` ({where}) + `{file}` at strength 1 "
+                f"({lora_training(lora)}), scheduler `lcm`, guidance {cfg:g}; "
+                f"parameters {describe(counts)}"
+            )
+            continue
         lines.append(
             f"- {name}: `{model}` ({where}), CFG {cfg:g}{shift_text}; parameters {describe(counts)}"
         )
     lines += [
         f"- Settings: {args.n} held-out captions, Denoise seed {args.seed} + caption index for "
         f"every setting, scheduler `euler` (Euler over SD's noise schedule for the U-Net, "
-        f"flow-matching Euler for SD3), 64x64. {minutes:.1f} minutes in all.",
+        f"flow-matching Euler for SD3; `lcm` for the LCM-LoRA rows), 64x64. "
+        f"{minutes:.1f} minutes in all.",
         "",
-        f"| model, Euler steps | pictures | {header} | s/picture |",
+        f"| model, steps | pictures | {header} | s/picture |",
         "|---" * (len(COLUMNS) + 3) + "|",
     ]
     for (name, steps), (samples, seconds) in sorted(
@@ -186,6 +232,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         write_section(args.markdown, SECTION, text)
     return 0
+
+
+def lora_training(path: Path) -> str:
+    """What the LoRA file says about its training (``train_lcm`` writes it), in one line."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        recorded = (f.metadata() or {}).get("nodeflow_training")
+    if recorded is None:
+        return "training not recorded in the file"
+    args = json.loads(recorded)
+    keys = ("step", "batch_size", "rank", "lr", "ema", "guidance_min", "guidance_max")
+    return "nodes.demo.train_lcm: " + ", ".join(f"{k} {args[k]}" for k in keys if k in args)
 
 
 def retention(
