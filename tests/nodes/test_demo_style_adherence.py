@@ -15,15 +15,17 @@ from nodes.loaders import DEMO_LORA
 
 CI_CAPTIONS = 16
 CI_SEED = 0
-FLOORS = {"outline_score": 0.15, "outlined": 10 / 16, "color_ok": 12 / 16, "background_ok": 14 / 16}
-"""demo-style v2 (2026-11-30) scores on these 16 captions at CFG 7.5: mean outline score 0.217,
-12/16 read as outlined, 14/16 shape colour, 16/16 background: two captions of margin on each
-share and about 0.07 on the outline score (its 200-caption figures: BENCHMARKS.md, "demo-style
-v2"). A LoRA that does not load or is not applied falls to the base model's filled shapes (0.0
-here). The first demo-style scores 0.154, 10/16, 11/16, 16/16 here through the current decoder."""
+FLOORS = {"outline_score": 0.15, "outlined": 10 / 16, "color_ok": 14 / 16, "background_ok": 14 / 16}
+"""demo-style v2b (2026-11-30, re-trained on the v2b demo-sd U-Net) scores on these 16 captions at
+CFG 7.5 (``bench_style_lora.py --lora v2b=... --n 16 --seed 0 --strengths 1``): mean outline score
+0.217, 12/16 read as outlined, 16/16 shape colour, 16/16 background: two captions of margin on
+each share and about 0.07 on the outline score (its 200-caption figures: BENCHMARKS.md,
+"demo-style v2"). A LoRA that does not load or is not applied falls to the base model's filled
+shapes (0.000 here). The v2 LoRA trained on the old U-Net scored 0.217, 12/16, 14/16, 16/16 here
+on that U-Net."""
 PLAIN_CEILING = 0.05
-"""At strength 0 the base model draws filled shapes (mean outline score 0.0 here, 0.005 on the
-benchmark's 200 captions)."""
+"""At strength 0 the base model draws filled shapes (mean outline score 0.000 here, 0.006 on the
+benchmark's 200 captions; v2b demo-sd)."""
 
 
 def _summary(strength: float) -> dict[str, Any]:
