@@ -83,9 +83,9 @@ class LocalBlend:
     Why not the latent's own resolution: the paper's mask comes from Stable Diffusion's 16x16
     maps of a 64x64 latent, and its attention store never keeps the full-resolution ones. The
     demo model's U-Net (v2b) has cross-attention at its 16x16 latent's resolution, grown onto
-    it late (``nodes/demo/grow.py``), and those maps do not localise a word: over 20 held-out
-    captions the shape word's map (above its minimum) puts 15.7% of its mass on shapes that
-    cover 15.1% of the picture, against 20.1% in its 8x8 maps (``tests/benchmarks/
+    it late (``nodes/demo/grow.py``), and those maps do not localise a word: over 100 held-out
+    captions the shape word's map (above its minimum) puts 12.4% of its mass on shapes that
+    cover 12.7% of the picture, against 20.7% in its 8x8 maps (``tests/benchmarks/
     bench_map_localisation.py``, BENCHMARKS.md). A mask drawn from them kept 10% of
     the latent cells in ``tests/nodes/test_p2p.py``'s edit and left its circle red; from the 8x8
     maps (what the blend read before that U-Net, its finest then) 45%, and the circle green."""
