@@ -71,13 +71,24 @@ def parse_factors(text: str) -> list[tuple[str, float]]:
 class LocalBlend:
     """Keep the source's latents outside the mask of ``positions`` (per prompt: token positions
     of the chosen words) from step fraction ``start`` on, as the paper's ``LocalBlend``: the
-    words' cross-attention of the largest feature map, averaged over the steps so far, summed
+    words' cross-attention of the largest feature map below the latent's own resolution (the
+    largest of all where every map is at it), averaged over the steps so far, summed
     over the words, max-pooled 3x3, upsampled to the latent, above ``threshold`` of its range,
     the source's or the edit's. The paper divides by the maximum only; a softmax map has a floor
     (the small demo model's maps sit well above zero everywhere), so the range is used: with
     the maximum alone, everything would be above 0.3 and nothing kept. It acts after each step
     whose index over the step count is at least ``start`` (the paper's ``start_blend=0.2``):
-    the first steps' maps are too vague to draw a mask from."""
+    the first steps' maps are too vague to draw a mask from.
+
+    Why not the latent's own resolution: the paper's mask comes from Stable Diffusion's 16x16
+    maps of a 64x64 latent, and its attention store never keeps the full-resolution ones. The
+    demo model's U-Net (v2b) has cross-attention at its 16x16 latent's resolution, grown onto
+    it late (``nodes/demo/grow.py``), and those maps do not localise a word: over 100 held-out
+    captions the shape word's map (above its minimum) puts 12.4% of its mass on shapes that
+    cover 12.7% of the picture, against 20.7% in its 8x8 maps (``tests/benchmarks/
+    bench_map_localisation.py``, BENCHMARKS.md). A mask drawn from them kept 10% of
+    the latent cells in ``tests/nodes/test_p2p.py``'s edit and left its circle red; from the 8x8
+    maps (what the blend read before that U-Net, its finest then) 45%, and the circle green."""
 
     positions: tuple[tuple[int, ...], ...]
     threshold: float = 0.3
@@ -227,7 +238,8 @@ class _Editor:
         blend = self.patch.blend
         if blend is None or not self.blend_sums or sampling.fraction < blend.start:
             return latents
-        (height, width), sums = max(self.blend_sums.items(), key=lambda kv: kv[0][0])
+        below = {size: s for size, s in self.blend_sums.items() if size[0] < latents.shape[-2]}
+        (height, width), sums = max((below or self.blend_sums).items(), key=lambda kv: kv[0][0])
         maps = sums.reshape(sums.shape[0], height, width, sums.shape[-1])
         words = torch.stack(
             [maps[i, :, :, list(p)].sum(dim=-1) for i, p in enumerate(blend.positions)]

@@ -302,4 +302,5 @@ def localisation(runner: EditRunner, scene: Scene, seed: int) -> dict[str, float
         "share_above_min": map_share(store, positions, mask, above_min=True),
         "last_word_share": map_share(store, last, mask),
         "area": float(mask.mean()),
+        "map_size": float(max(height for height, _ in store.maps)),
     }

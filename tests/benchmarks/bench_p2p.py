@@ -332,9 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         mean_above = statistics.fmean(p["share_above_min"] for p in places)
         mean_last = statistics.fmean(p["last_word_share"] for p in places)
         mean_area = statistics.fmean(p["area"] for p in places)
+        size = int(places[0]["map_size"])
         lines += [
             f"Attention-map localisation ({len(places)} held-out captions, RecordAttention, the "
-            f"finest maps (8x8) upsampled to 64x64): the shape word's map puts "
+            f"finest maps ({size}x{size}) upsampled to 64x64): the shape word's map puts "
             f"**{mean_share:.1%}** of its mass inside the drawn shapes ({mean_above:.1%} of the "
             f"mass above the map's minimum), which cover {mean_area:.1%} of the picture (what an "
             f'even map scores). For comparison, the caption\'s last word ("background") puts '

@@ -19,12 +19,13 @@ CASES = 6
 FLOOR_COLOR = 5 / 6
 FLOOR_PSNR = 35.0
 """With crop and stitch (the runner's default, as ``workflows/inpaint.json``) the shipped model
-reads the new colour in all of these 6 scenes (93 of the benchmark's 100 with the VAE decoder of
-2026-11-30, 95 with the old one; BENCHMARKS.md): one scene of margin. The final picture equals
-the source outside the feathered mask (the paste through it); the raw decode there (the crop's
-decode scaled back, over the crop's box) is 23.9-46.7 dB for these scenes (23.9-40.2 dB through
-the old decoder), held to 20 dB: that is what keeping the known latents (the noise mask) buys,
-less what scaling the crop up and back down costs."""
+(the demo v2b U-Net, re-measured 2026-11-30) reads the new colour in all of these 6 scenes (93
+of the benchmark's 100; the old U-Net also 6 of 6 here and 93 of 100, 95 with the old decoder;
+BENCHMARKS.md): one scene of margin. The final picture equals the source outside the feathered
+mask (the paste through it); the raw decode there (the crop's decode scaled back, over the
+crop's box) is 23.8-46.4 dB for these scenes (old U-Net 23.9-46.7 dB, old decoder 23.9-40.2),
+held to 20 dB: that is what keeping the known latents (the noise mask) buys, less what scaling
+the crop up and back down costs."""
 FLOOR_RAW_PSNR = 20.0
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
