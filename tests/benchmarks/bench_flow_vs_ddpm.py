@@ -38,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from bench_few_step import lora_training  # noqa: E402
 from report import machine_summary, utc_date, write_section  # noqa: E402
 
 from nodes.demo.adherence import AdherenceRunner, Sample, held_out_scenes, summarize  # noqa: E402
@@ -206,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file = lora.relative_to(REPO) if lora.is_relative_to(REPO) else lora
             lines.append(
                 f"- {name}: `{model}` ({where}) + `{file}` at strength 1 "
-                f"({lora_training(lora)}), scheduler `lcm`, guidance {cfg:g}; "
+                f"(nodes.demo.train_lcm: {lora_training(str(lora))}), scheduler `lcm`, "
+                f"guidance {cfg:g}; "
                 f"parameters {describe(counts)}"
             )
             continue
@@ -232,21 +234,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         write_section(args.markdown, SECTION, text)
     return 0
-
-
-def lora_training(path: Path) -> str:
-    """What the LoRA file says about its training (``train_lcm`` writes it), in one line."""
-    import json
-
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as f:
-        recorded = (f.metadata() or {}).get("nodeflow_training")
-    if recorded is None:
-        return "training not recorded in the file"
-    args = json.loads(recorded)
-    keys = ("step", "batch_size", "rank", "lr", "ema", "guidance_min", "guidance_max")
-    return "nodes.demo.train_lcm: " + ", ".join(f"{k} {args[k]}" for k in keys if k in args)
 
 
 def retention(
