@@ -3,6 +3,12 @@
 Building from the model's scheduler config keeps what the model was trained with (its beta
 schedule, its prediction type, epsilon or v_prediction, its timestep spacing); the name only
 chooses the sampling algorithm, as diffusers' ``Scheduler.from_config(pipe.scheduler.config)``.
+
+A model trained with zero terminal SNR (``rescale_betas_zero_snr: true``; Lin et al. 2024) is
+refused by the schedulers whose class has no such option (pndm, lms, heun, consistency): they
+would silently sample the unrescaled schedule. The config's own class does not matter: diffusers
+writes the key into a ``PNDMScheduler`` config too, where PNDM ignores it, so the key is what
+the model was trained with and the default, euler, honours it.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ def make_scheduler(
 ) -> Scheduler:
     class_name, overrides = SCHEDULERS[name]
     cls = getattr(hf.diffusers(), class_name)
+    if model_config.get("rescale_betas_zero_snr") and not takes_zero_snr(class_name):
+        raise ValueError(zero_snr_refusal(name, class_name))
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
     if class_name != "DDPMScheduler":
         # A learned variance (Kandinsky 2.2's DDPM) means nothing to other samplers, and a stale
@@ -95,6 +103,22 @@ def make_scheduler(
         steps = len(timesteps)
     return Scheduler(
         name=name, cls=cls, config=config, steps=steps, eta=eta, timesteps=tuple(timesteps)
+    )
+
+
+def takes_zero_snr(class_name: str) -> bool:
+    """Whether a diffusers scheduler class rescales its betas to zero terminal SNR when told."""
+    cls = getattr(hf.diffusers(), class_name)
+    return "rescale_betas_zero_snr" in inspect.signature(cls.__init__).parameters
+
+
+def zero_snr_refusal(name: str, class_name: str) -> str:
+    """Why ``name`` cannot sample a zero-terminal-SNR model, and which schedulers can."""
+    honouring = ", ".join(n for n, (c, _) in SCHEDULERS.items() if takes_zero_snr(c))
+    return (
+        f"scheduler {name!r} ({class_name}) has no zero-terminal-SNR option, and this model's "
+        "scheduler config has rescale_betas_zero_snr: it would sample another noise schedule "
+        f"than the one the model was trained on; use one of {honouring} (or ComfyScheduler)"
     )
 
 
@@ -126,7 +150,9 @@ def scheduler(
 
     ``eta`` is the stochasticity of ddim (its eta) and tcd (its gamma; 0.3 is TCD's usual
     value): 0 is deterministic. ``timesteps`` (e.g. ``22, 0`` for a consistency model's two
-    steps) runs those timesteps instead of ``steps`` evenly spaced ones.
+    steps) runs those timesteps instead of ``steps`` evenly spaced ones. A model trained with
+    zero terminal SNR (``rescale_betas_zero_snr``) refuses pndm, lms, heun and consistency,
+    which have no such schedule.
 
     For rectified-flow models (SD3, Flux) the names mean their flow-matching forms (euler, heun,
     dpmpp_2m, unipc), and ``shift`` moves the timesteps toward noise: 0 keeps the model's own
