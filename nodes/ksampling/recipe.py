@@ -22,8 +22,12 @@ ComfyScheduleName = Literal[
     "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
 ]  # fmt: skip
 
-MODEL_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type")
-"""What the recipe takes from the model's scheduler config: its noise levels and prediction."""
+MODEL_KEYS = (
+    "beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type",
+    "rescale_betas_zero_snr",
+)  # fmt: skip
+"""What the recipe takes from the model's scheduler config: its noise levels (zero terminal SNR
+included) and prediction."""
 
 
 def make_comfy_scheduler(

@@ -45,7 +45,8 @@ class KSamplerScheduler:
     """One run of a ComfyUI sampler over a ComfyUI schedule (state: make one per run).
 
     Config keys: ``sampler``, ``schedule``, ``prediction_type``, the model's beta settings
-    (``beta_schedule``, ``beta_start``, ``beta_end``, ``num_train_timesteps``; a flow model:
+    (``beta_schedule``, ``beta_start``, ``beta_end``, ``num_train_timesteps``,
+    ``rescale_betas_zero_snr``; a flow model:
     ``flow_shift`` and ``shift`` instead), and KSamplerAdvanced's ``end_at_step`` (None: the
     end), ``full_denoise`` (set the last sigma to 0 after cutting at ``end_at_step``) and
     ``add_noise``.

@@ -5,6 +5,12 @@ The model was trained on 1000 (or so) timesteps; timestep ``t`` has noise level
 the sigmas and their logs in float32; a model call rounds a sigma to the timestep whose log-sigma
 is nearest, and a fractional timestep maps back by interpolating log-sigma. Doing the same here,
 rather than diffusers' float32 betas, is what makes the schedules equal ComfyUI's to the last bit.
+
+A model trained with zero terminal SNR (``rescale_betas_zero_snr: true`` in its scheduler config;
+Lin et al. 2024) has its table rescaled as ComfyUI's ``zsnr`` rescales it, in float64 before the
+float32 rounding: sqrt(alphabar) shifted so that the last one is 0 and scaled so that the first
+one keeps its value; the last alphabar is then set to a small constant instead of 0, so the
+largest sigma is finite (about 4519) and the model is first called at pure noise, timestep 999.
 """
 
 from __future__ import annotations
@@ -40,6 +46,21 @@ def _betas(config: dict[str, Any]) -> Any:
     )
 
 
+ZERO_SNR_LAST_ALPHABAR = 4.8973451890853435e-08
+"""The last timestep's alphabar after a zero-terminal-SNR rescale: ComfyUI's constant (the
+rescale makes it 0, an infinite sigma)."""
+
+
+def zero_terminal_snr(sigmas: Any) -> Any:
+    """The sigma table of the same betas rescaled to zero terminal SNR (float64 in and out)."""
+    root = (1.0 / (1.0 + sigmas * sigmas)).sqrt()  # sqrt(alphabar), timestep 0 first
+    first, last = float(root[0]), float(root[-1])
+    root = (root - last) * (first / (first - last))
+    alphabar = root * root
+    alphabar[-1] = ZERO_SNR_LAST_ALPHABAR
+    return ((1.0 - alphabar) / alphabar).sqrt()
+
+
 @dataclass(frozen=True, eq=False)
 class DiscreteSigmas:
     """The sigma of every training timestep, ascending (index = timestep)."""
@@ -49,11 +70,14 @@ class DiscreteSigmas:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DiscreteSigmas:
-        """From a diffusers scheduler config (its beta schedule and range)."""
+        """From a diffusers scheduler config (its beta schedule and range, and
+        ``rescale_betas_zero_snr``)."""
         import torch
 
         alphas_cumprod = torch.cumprod(1.0 - _betas(config), dim=0)
         sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        if config.get("rescale_betas_zero_snr"):
+            sigmas = zero_terminal_snr(sigmas)
         return cls(sigmas=sigmas.float(), log_sigmas=sigmas.log().float())
 
     @property

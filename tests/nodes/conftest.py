@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,40 @@ def pipe(tiny_path: Path) -> Any:
     )
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+ZERO_SNR = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+            "timestep_spacing": "trailing"}  # fmt: skip
+"""What a zero-terminal-SNR v-prediction model's scheduler config says (Lin et al. 2024; an SD
+2.1 or 1.5 zero-SNR fine-tune, demo v2z)."""
+
+
+@pytest.fixture(scope="session")
+def zero_snr_models(tmp_path_factory: pytest.TempPathFactory, tiny_path: Path) -> Path:
+    """A models folder of two copies of the tiny SD model, only their scheduler configs edited:
+    ``tiny-zsnr`` says ``ZERO_SNR``, ``tiny-vpred`` the same without ``rescale_betas_zero_snr``.
+    Both keep tiny's PNDMScheduler class, as a fine-tune saved with SD 1.5's scheduler does
+    (diffusers writes the key there too). Kept apart from ``models_dir``, whose listings other
+    tests read."""
+    root = tmp_path_factory.mktemp("zero-snr-models")
+    without = {k: v for k, v in ZERO_SNR.items() if k != "rescale_betas_zero_snr"}
+    for name, keys in (("tiny-zsnr", ZERO_SNR), ("tiny-vpred", without)):
+        folder = root / "checkpoints" / name
+        shutil.copytree(tiny_path, folder)
+        config_file = folder / "scheduler" / "scheduler_config.json"
+        config = json.loads(config_file.read_text()) | keys
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return root
+
+
+@pytest.fixture
+def make_zero_snr_executor(
+    sd_catalog: Catalog, runtime: Runtime, zero_snr_models: Path, tmp_path: Path
+) -> Callable[..., Executor]:
+    """``make_executor`` over ``zero_snr_models``."""
+
+    def make(**kwargs: Any) -> Executor:
+        env = Environment.from_dirs(zero_snr_models, tmp_path / "output", tmp_path / "input")
+        return Executor(sd_catalog, env=env, runtime=runtime, **kwargs)
+
+    return make

@@ -163,12 +163,16 @@ def nodeflow_latents(make_executor, seed: int, **scheduler: Any) -> Any:
 
 
 def run_graph(
-    make_executor, seed: int, scheduler: dict[str, Any], second: dict[str, Any] | None = None
+    make_executor,
+    seed: int,
+    scheduler: dict[str, Any],
+    second: dict[str, Any] | None = None,
+    checkpoint: str = "tiny",
 ) -> dict[str, Any]:
     """txt2img with ComfyScheduler; with ``second`` (``scheduler``, ``strength``, ``seed``), a
     second Denoise continues from the first one's latents."""
     b = WorkflowBuilder()
-    model = b.add("LoadCheckpoint", id="model", path="tiny")
+    model = b.add("LoadCheckpoint", id="model", path=checkpoint)
     pos = b.add("TextEncode", id="pos", text_encoder=model.text_encoder, text=PROMPT)
     neg = b.add("TextEncode", id="neg", text_encoder=model.text_encoder, text=NEGATIVE)
     sched = b.add("ComfyScheduler", id="sched", unet=model.unet, **scheduler)
@@ -347,3 +351,67 @@ def test_first_noise_is_one_seeded_cpu_randn_over_the_whole_batch(denoiser, pipe
     expected = noise * torch.sqrt(1.0 + denoiser.sigma_max**2.0)
     assert torch.allclose(actual, expected, rtol=1e-6, atol=0)
     assert not torch.equal(actual[0], actual[1])
+
+
+COMFY_ZSNR_LAST_ALPHABAR = 4.8973451890853435e-08
+"""ComfyUI's ``zsnr``: the last alphabar after the rescale (which makes it 0)."""
+
+
+@pytest.fixture(scope="module")
+def v_zero_snr_denoiser(k, pipe) -> Any:
+    """k-diffusion's discrete v denoiser over the tiny U-Net on SD's betas rescaled to zero
+    terminal SNR by diffusers' own ``rescale_zero_terminal_snr``, the last sigma from ComfyUI's
+    constant alphabar: what ComfyUI's ModelSamplingDiscrete(v_prediction, zsnr) samples."""
+    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+
+    config = pipe.scheduler.config
+    betas = (
+        torch.linspace(
+            config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps,
+            dtype=torch.float64,
+        ) ** 2
+    )  # fmt: skip
+    alphas_cumprod = torch.cumprod(1 - rescale_zero_terminal_snr(betas), dim=0)
+    alphas_cumprod[-1] = COMFY_ZSNR_LAST_ALPHABAR
+
+    class UNetV(k.external.DiscreteVDDPMDenoiser):
+        def get_v(self, x, t, cond):
+            return self.inner_model(x, t, encoder_hidden_states=cond).sample
+
+    wrapped = UNetV(pipe.unet, alphas_cumprod, quantize=True)
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+    wrapped.register_buffer("sigmas", sigmas.float())
+    wrapped.register_buffer("log_sigmas", sigmas.log().float())
+    return wrapped
+
+
+@pytest.mark.parametrize(("sampler", "schedule"), [("euler", "normal"), ("dpmpp_2m", "karras")])
+def test_a_zero_snr_v_model_samples_comfyuis_zsnr_schedule(
+    k, v_zero_snr_denoiser, pipe, make_zero_snr_executor, sampler, schedule
+):
+    """A model whose scheduler config says ``rescale_betas_zero_snr`` (and v_prediction) samples
+    through ComfyScheduler over the rescaled sigmas, from sigma_max ~4519 at timestep 999, as
+    k-diffusion's v denoiser does over diffusers' rescale; the same weights with the key removed
+    sample another picture, and both are finite."""
+    seed = 4242
+    sigmas = comfy_sigmas(k, v_zero_snr_denoiser, schedule, sampler, STEPS)
+    assert float(sigmas[0]) == pytest.approx(4518.76, abs=0.01)
+    expected = reference_latents(k, v_zero_snr_denoiser, pipe, sampler, sigmas, seed)
+    settings = {"sampler_name": sampler, "scheduler": schedule, "steps": STEPS}
+    values = run_graph(make_zero_snr_executor, seed, settings, checkpoint="tiny-zsnr")
+    actual = values["denoise"]["latent"].samples
+    assert torch.isfinite(actual).all() and float(expected.abs().max()) > 0.1
+    # The first latents are ~4519 x the noise, whose float32 rounding (ulp ~5e-4) the first
+    # step carries on at sigma_1 / sigma_0: the latents agree to 1.6e-5 of their largest value
+    # here (dpmpp_2m/karras; 9e-6 euler/normal), not assert_same_picture's 1e-5; bound 5e-5.
+    # The pictures agree within DESIGN.md's 1e-4 (measured 2.0e-5 and 4.8e-6).
+    relative = float((actual - expected).abs().max() / expected.abs().max())
+    assert relative <= 5e-5, f"latents differ by {relative:.3g} of their largest value"
+    image = float((decoded(pipe, actual) - decoded(pipe, expected)).abs().max())
+    assert image <= TOLERANCE, f"max |difference| on the image {image:.3g}"
+    without = run_graph(make_zero_snr_executor, seed, settings, checkpoint="tiny-vpred")
+    plain = without["denoise"]["latent"].samples
+    assert torch.isfinite(plain).all()
+    # measured: 0.040 of the largest value (euler/normal), 2.3 (dpmpp_2m/karras); floor 0.01
+    changed = float((plain - actual).abs().max() / actual.abs().max())
+    assert changed > 0.01, f"the key removed changes the latents by only {changed:.3g}"

@@ -116,3 +116,55 @@ def test_first_noise_is_scaled_like_comfyui(table):
     latent, noise = torch.zeros(1, 4, 2, 2), torch.ones(1, 4, 2, 2)
     noised = scheduler.add_noise(latent, noise, scheduler.timesteps[1:2])
     assert torch.allclose(noised, noise * scheduler.sigmas[0])
+
+
+COMFY_LAST_ALPHABAR = 4.8973451890853435e-08
+"""ComfyUI's ``rescale_zero_terminal_snr_sigmas``: the last alphabar after the rescale."""
+
+
+def zero_snr_reference_table() -> torch.Tensor:
+    """diffusers' own ``rescale_zero_terminal_snr`` over SD 1.5's float64 betas, as sigmas, the
+    last one from ComfyUI's constant alphabar (the rescale's own last alphabar is 0)."""
+    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    alphabar = torch.cumprod(1.0 - rescale_zero_terminal_snr(betas), dim=0)
+    assert float(alphabar[-1]) == 0.0
+    alphabar[-1] = COMFY_LAST_ALPHABAR
+    return ((1.0 - alphabar) / alphabar).sqrt()
+
+
+ZERO_SNR = SD15 | {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}
+
+
+def test_a_zero_snr_models_table_is_the_rescaled_schedule_with_comfyuis_last_sigma(table):
+    rescaled = DiscreteSigmas.from_config(ZERO_SNR)
+    expected = zero_snr_reference_table().float()
+    torch.testing.assert_close(rescaled.sigmas, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(rescaled.log_sigmas, expected.log(), rtol=1e-6, atol=1e-6)
+    assert float(rescaled.sigma_max) == pytest.approx(4518.76, abs=0.01)  # 14.61 unrescaled
+    assert float(rescaled.sigma_min) == pytest.approx(float(table.sigma_min), rel=1e-6)
+    off = DiscreteSigmas.from_config(ZERO_SNR | {"rescale_betas_zero_snr": False})
+    assert torch.equal(off.sigmas, table.sigmas)
+
+
+def test_a_zero_snr_model_is_first_called_at_pure_noise_and_the_recipe_keeps_the_key():
+    from nodes.ksampling.recipe import make_comfy_scheduler
+    from nodes.tiny import family_config
+
+    model_config = family_config("sd1", "scheduler") | ZERO_SNR | {"timestep_spacing": "trailing"}
+    recipe = make_comfy_scheduler(model_config, "euler", "normal", 4)
+    assert recipe.config["rescale_betas_zero_snr"] is True
+    scheduler = recipe.create()
+    scheduler.set_timesteps(4)
+    assert scheduler.timesteps.tolist() == [999.0, 666.0, 333.0, 0.0]
+    sigma_max = float(zero_snr_reference_table().float()[-1])
+    assert float(scheduler.sigmas[0]) == pytest.approx(sigma_max, rel=1e-6)
+    assert float(scheduler.init_noise_sigma) == pytest.approx((1 + sigma_max**2) ** 0.5, rel=1e-6)
+    # v-prediction at sigma_max: the denoised prediction is about -v, finite
+    x, v = torch.randn(1, 4, 2, 2) * float(scheduler.init_noise_sigma), torch.randn(1, 4, 2, 2)
+    step = scheduler.step(v, scheduler.timesteps[0], x)
+    assert torch.isfinite(step.prev_sample).all()
+    torch.testing.assert_close(step.pred_original_sample, -v, rtol=0, atol=1e-3)
+    plain = make_comfy_scheduler(family_config("sd1", "scheduler"), "euler", "normal", 4).create()
+    assert float(plain.table.sigma_max) == pytest.approx(14.614641, abs=1e-6)
