@@ -92,6 +92,7 @@ def nodeflow_nodes() -> list[object]:
         schedulers.scheduler,
         ksampling.comfy_scheduler,
         model_sampling.flow_shift,
+        model_sampling.model_sampling_discrete,
         guidance.cfg,
         classifier_guidance.load_classifier_node,
         classifier_guidance.classifier_guidance,

@@ -14,6 +14,7 @@ from typing import Any
 from nodes.comfy.build import ComfyNode, Link, link
 from nodes.comfy.samplers import map_sampler
 from nodes.ksampling.flow_sigmas import flux_resolution_shift
+from nodes.ksampling.model_sampling import COMFY_ONLY_SAMPLING
 
 Translator = Callable[[ComfyNode], list[Link | None]]
 
@@ -71,6 +72,7 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "ModelSamplingSD3": ("shift",),
     "CLIPTextEncodeFlux": ("clip_l", "t5xxl", "guidance"),
     "ModelSamplingFlux": ("max_shift", "base_shift", "width", "height"),
+    "ModelSamplingDiscrete": ("sampling", "zsnr"),
     "EmptySD3LatentImage": ("width", "height", "batch_size"),
 }  # fmt: skip
 
@@ -546,6 +548,20 @@ def model_sampling_flux(n: ComfyNode) -> list[Link | None]:
     return [link(main, "unet")]
 
 
+def model_sampling_discrete(n: ComfyNode) -> list[Link | None]:
+    """The prediction type and zero terminal SNR set on the model; ComfyUI's lcm, x0 and
+    img_to_img samplings have no equivalent and are refused by name."""
+    sampling = n.value("sampling", "eps")
+    if sampling in COMFY_ONLY_SAMPLING:
+        n.issue(
+            "sampling",
+            "unsupported_value",
+            f"sampling {sampling!r} is not supported here (eps and v_prediction are)",
+        )
+    inputs = {"unet": n.link("model"), "sampling": sampling, "zsnr": n.value("zsnr", False)}
+    return [link(n.add("ModelSamplingDiscrete", inputs), "unet")]
+
+
 def clip_text_encode_flux(n: ComfyNode) -> list[Link | None]:
     """One prompt for both of Flux's encoders, then FluxGuidance: expressible when ComfyUI's two
     texts are the same (the usual case); different texts are refused, not merged."""
@@ -628,6 +644,7 @@ TRANSLATORS: dict[str, Translator] = {
     "ModelSamplingSD3": model_sampling_sd3,
     "CLIPTextEncodeFlux": clip_text_encode_flux,
     "ModelSamplingFlux": model_sampling_flux,
+    "ModelSamplingDiscrete": model_sampling_discrete,
     "EmptySD3LatentImage": lambda n: _sized_latent(n, 1024),
 }
 
@@ -637,7 +654,6 @@ NOT_YET: dict[str, str] = {
     "ConditioningSetArea": "area conditioning is not expressible yet",
     "CLIPTextEncodeSDXLRefiner": "the SDXL refiner is not supported yet",
     "CheckpointLoader": "config-file checkpoints: use CheckpointLoaderSimple",
-    "ModelSamplingDiscrete": "model sampling overrides are not expressible yet",
     "VAEEncodeForInpaint": "inpainting is not supported yet",
     "UpscaleModelLoader": "upscale models (ESRGAN and the like) are not supported yet",
     "ImageUpscaleWithModel": "upscale models (ESRGAN and the like) are not supported yet",

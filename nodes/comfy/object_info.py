@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from nodeflow import Environment
 from nodes.comfy.mapping import DUAL_CLIP_TYPES, TRANSLATORS, WEIGHT_DTYPES
 from nodes.comfy.samplers import COMFY_SCHEDULERS, NEAR_SAMPLERS, SAMPLERS
 from nodes.files import FILE_KINDS
+from nodes.ksampling.model_sampling import DiscreteSampling
 
 INT_MAX = 0xFFFFFFFFFFFFFFFF
 Input = tuple[str, Any, dict[str, Any]]
@@ -484,6 +485,16 @@ def _sd3_flux() -> dict[str, tuple[str, list[Input], list[str], list[str]]]:
                 ("base_shift", "FLOAT", {"default": 0.5, **shift}),
                 ("width", "INT", {**size, "step": 8}),
                 ("height", "INT", {**size, "step": 8}),
+            ],
+            ["MODEL"],
+            [],
+        ),
+        "ModelSamplingDiscrete": (
+            "advanced/model",
+            [
+                ("model", "MODEL", {}),
+                ("sampling", list(get_args(DiscreteSampling)), {}),
+                ("zsnr", "BOOLEAN", {"default": False}),
             ],
             ["MODEL"],
             [],

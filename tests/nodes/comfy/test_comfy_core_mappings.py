@@ -259,9 +259,45 @@ def test_model_sampling_nodes_become_a_flow_shift_on_the_model(kind, inputs, shi
     assert nodes["3-sched"]["inputs"]["unet"] == {"from": "20.unet"}
 
 
+@pytest.mark.parametrize(("sampling", "zsnr"), [("v_prediction", True), ("eps", False)])
+def test_model_sampling_discrete_sets_the_prediction_and_zero_snr_on_the_model(sampling, zsnr):
+    """ComfyUI's ModelSamplingDiscrete patches the MODEL: here the same-named node rides on the
+    UNet, and the KSampler's scheduler and CFG take its output."""
+    prompt = txt2img()
+    prompt["20"] = {
+        "class_type": "ModelSamplingDiscrete",
+        "inputs": {"model": ["4", 0], "sampling": sampling, "zsnr": zsnr},
+    }
+    prompt["3"]["inputs"]["model"] = ["20", 0]
+    nodes = nodes_of(prompt)
+    assert nodes["20"] == {
+        "type": "ModelSamplingDiscrete",
+        "inputs": {"unet": {"from": "4.unet"}, "sampling": sampling, "zsnr": zsnr},
+    }
+    assert nodes["3-sched"]["inputs"]["unet"] == {"from": "20.unet"}
+    assert nodes["3-cfg"]["inputs"]["unet"] == {"from": "20.unet"}
+
+
+@pytest.mark.parametrize("sampling", ["lcm", "x0", "img_to_img"])
+def test_model_sampling_discretes_other_samplings_are_refused_by_name(sampling):
+    prompt = txt2img()
+    prompt["20"] = {
+        "class_type": "ModelSamplingDiscrete",
+        "inputs": {"model": ["4", 0], "sampling": sampling, "zsnr": False},
+    }
+    prompt["3"]["inputs"]["model"] = ["20", 0]
+    with pytest.raises(WorkflowInvalid) as raised:
+        load_document(prompt, LOADERS)
+    [issue] = raised.value.issues
+    assert (issue.node, issue.input, issue.code) == ("20", "sampling", "unsupported_value")
+    assert repr(sampling) in issue.message and "eps and v_prediction" in issue.message
+
+
 @pytest.mark.parametrize(
     ("kind", "values", "expected"),
     [
+        ("ModelSamplingDiscrete", ["v_prediction", True], {"sampling": "v_prediction",
+                                                           "zsnr": True}),
         ("ControlNetApplyAdvanced", [0.5, 0.1, 0.8],
          {"strength": 0.5, "start_percent": 0.1, "end_percent": 0.8}),
         ("ControlNetApply", [0.6], {"strength": 0.6}),

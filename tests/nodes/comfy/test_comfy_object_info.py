@@ -79,6 +79,11 @@ COMFYUI = {
         [],
         ["MODEL"],
     ),
+    "ModelSamplingDiscrete": (
+        [("model", "MODEL", None), ("sampling", list, None), ("zsnr", "BOOLEAN", False)],
+        [],
+        ["MODEL"],
+    ),
     "EmptySD3LatentImage": (
         [("width", "INT", 1024), ("height", "INT", 1024), ("batch_size", "INT", 1)],
         [],
