@@ -8,7 +8,8 @@ A model trained with zero terminal SNR (``rescale_betas_zero_snr: true``; Lin et
 refused by the schedulers whose class has no such option (pndm, lms, heun, consistency): they
 would silently sample the unrescaled schedule. The config's own class does not matter: diffusers
 writes the key into a ``PNDMScheduler`` config too, where PNDM ignores it, so the key is what
-the model was trained with and the default, euler, honours it.
+the model was trained with and the default, euler, honours it. Such a model predicting epsilon
+is refused by ddpm, ddim, lcm and tcd, whose last alphabar is then exactly 0 (a NaN first step).
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ def make_scheduler(
         if "use_karras_sigmas" not in inspect.signature(cls.__init__).parameters:
             raise ValueError(f"scheduler {name!r} ({class_name}) has no Karras sigmas option")
         config["use_karras_sigmas"] = True
-    config = dict(cls.from_config(config).config)  # normalised: defaults filled
+    built = cls.from_config(config)
+    config = dict(built.config)  # normalised: defaults filled
+    epsilon = config.get("prediction_type") == "epsilon"
+    if epsilon and config.get("rescale_betas_zero_snr") and float(built.alphas_cumprod[-1]) == 0:
+        raise ValueError(zero_snr_epsilon_refusal(name, class_name))
     # Keys the class does not take (a PNDM config's ``skip_prk_steps`` under ``lcm``) are ignored
     # by ``from_config``, which also logs a warning about them on every ``Scheduler.create``, once
     # per picture; dropping them here builds the same scheduler without that cost and noise.
@@ -119,6 +124,17 @@ def zero_snr_refusal(name: str, class_name: str) -> str:
         f"scheduler {name!r} ({class_name}) has no zero-terminal-SNR option, and this model's "
         "scheduler config has rescale_betas_zero_snr: it would sample another noise schedule "
         f"than the one the model was trained on; use one of {honouring} (or ComfyScheduler)"
+    )
+
+
+def zero_snr_epsilon_refusal(name: str, class_name: str) -> str:
+    """Why ``name`` cannot sample a zero-terminal-SNR model that predicts the noise."""
+    return (
+        f"scheduler {name!r} ({class_name}) cannot sample a zero-terminal-SNR model that "
+        "predicts epsilon: its last timestep is pure noise (alphabar exactly 0), where a noise "
+        "prediction says nothing of the picture and its step divides by zero; such models "
+        "predict v (prediction_type v_prediction), or use euler, euler_ancestral, dpmpp_2m, "
+        "dpmpp_2m_sde or unipc, which stop just short of pure noise"
     )
 
 

@@ -47,7 +47,9 @@ def model_sampling_discrete(
     timestep is pure noise), whatever its scheduler config says (ComfyUI's ModelSamplingDiscrete).
 
     Both Scheduler and ComfyScheduler sample with it; with ``zsnr`` on, the Scheduler node
-    refuses pndm, lms, heun and consistency, which have no zero-terminal-SNR schedule."""
+    refuses pndm, lms, heun and consistency, which have no zero-terminal-SNR schedule, and its
+    timesteps are spaced ``trailing``, so that they too start at pure noise (timestep 999), as
+    ComfyScheduler's schedules do."""
     if unet.family.comfy_flow_sampling(unet) is not None:
         raise ValueError(
             "ModelSamplingDiscrete sets a diffusion model's sampling; this model is a "
@@ -57,4 +59,6 @@ def model_sampling_discrete(
         "prediction_type": PREDICTIONS[sampling],
         "rescale_betas_zero_snr": zsnr,
     }
+    if zsnr:  # Lin et al.: a zero-SNR schedule is sampled from its last timestep
+        config["timestep_spacing"] = "trailing"
     return dataclasses.replace(unet, scheduler_config=config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.schedulers import make_scheduler, parse_timesteps
+from nodes.schedulers import SCHEDULERS, make_scheduler, parse_timesteps
 from nodes.tiny import family_config
 
 SD1 = family_config("sd1", "scheduler")
@@ -144,3 +144,38 @@ def test_a_pndm_config_with_the_key_is_a_zero_snr_model_and_the_default_euler_ho
     assert made.timesteps.tolist() == [999, 749, 499, 249]  # trailing: from pure noise
     with pytest.raises(ValueError, match=r"'pndm' \(PNDMScheduler\)"):
         scheduler(unet, name="pndm")
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [("ddpm", True), ("ddim", True), ("lcm", True), ("tcd", True), ("euler", False),
+     ("euler_ancestral", False), ("dpmpp_2m", False), ("dpmpp_2m_sde", False), ("unipc", False)],
+)  # fmt: skip
+def test_an_epsilon_model_with_zero_snr_is_refused_where_the_first_step_would_be_nan(name, refused):
+    """Zero terminal SNR makes the last alphabar 0 in DDPM, DDIM, LCM and TCD (the others stop
+    at 2**-24): there a noise prediction cannot give the picture. diffusers' own scheduler,
+    stepped at timestep 999 on a noise prediction, shows it; the recipe refuses those by name."""
+    import inspect
+
+    import diffusers
+
+    config = SD1 | ZERO_SNR | {"prediction_type": "epsilon"}
+    class_name, overrides = SCHEDULERS[name]
+    straight = getattr(diffusers, class_name).from_config(config | overrides)
+    straight.set_timesteps(4)
+    assert int(straight.timesteps[0]) == 999
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 4, 4, generator=generator) * straight.init_noise_sigma
+    eps = torch.randn(1, 4, 4, 4, generator=generator)
+    extra = (
+        {"generator": generator}
+        if "generator" in inspect.signature(straight.step).parameters
+        else {}
+    )
+    stepped = straight.step(eps, straight.timesteps[0], sample, **extra).prev_sample
+    assert bool(torch.isfinite(stepped).all()) is not refused
+    if refused:
+        with pytest.raises(ValueError, match=rf"'{name}' \({class_name}\).*epsilon"):
+            make_scheduler(name, config, 4)
+    else:
+        make_scheduler(name, config, 4)

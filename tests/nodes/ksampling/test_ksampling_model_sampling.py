@@ -104,15 +104,34 @@ def test_zero_snr_set_by_the_node_refuses_pndm_by_name(make_zero_snr_executor, z
 
 
 def test_the_model_and_its_config_are_left_as_they_were():
-    config = {"prediction_type": "epsilon", "beta_schedule": "scaled_linear"}
+    """zsnr on also spaces the diffusers schedulers' timesteps ``trailing`` (from timestep 999,
+    pure noise, where ComfyScheduler's schedules start too); off, the model's spacing stays."""
+    config = {"prediction_type": "epsilon", "timestep_spacing": "leading"}
     unet = UNet(model=object(), scheduler_config=config)
     changed = model_sampling_discrete(unet, sampling="v_prediction", zsnr=True)
     assert changed.model is unet.model
-    assert changed.scheduler_config == config | {
+    assert changed.scheduler_config == {
         "prediction_type": "v_prediction",
         "rescale_betas_zero_snr": True,
+        "timestep_spacing": "trailing",
     }
-    assert unet.scheduler_config == {"prediction_type": "epsilon", "beta_schedule": "scaled_linear"}
+    assert unet.scheduler_config == {"prediction_type": "epsilon", "timestep_spacing": "leading"}
+    off = model_sampling_discrete(unet, sampling="v_prediction", zsnr=False)
+    assert off.scheduler_config["timestep_spacing"] == "leading"
+    assert off.scheduler_config["rescale_betas_zero_snr"] is False
+
+
+def test_zero_snr_set_on_an_sd_config_makes_euler_start_at_pure_noise():
+    from nodes.schedulers import make_scheduler
+    from nodes.tiny import family_config
+
+    unet = UNet(model=None, scheduler_config=family_config("sd1", "scheduler"))
+    assert unet.scheduler_config["timestep_spacing"] == "leading"
+    changed = model_sampling_discrete(unet, sampling="v_prediction", zsnr=True)
+    scheduler = make_scheduler("euler", changed.scheduler_config, 4).create()
+    scheduler.set_timesteps(4)
+    assert scheduler.timesteps.tolist() == [999, 749, 499, 249]
+    assert float(scheduler.alphas_cumprod[-1]) <= 2**-24
 
 
 def test_a_rectified_flow_model_is_refused_with_what_to_use_instead():
