@@ -79,9 +79,9 @@ def _pipeline_name(path: Path, class_name: str) -> str:
     unet = json.loads((path / "unet" / "config.json").read_text())
     scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     name = "SD 2.x" if unet.get("use_linear_projection") else "SD 1.x"
-    if scheduler.get("prediction_type") == "v_prediction":
-        name += " (v-prediction)"
-    return name
+    traits = ["v-prediction"] if scheduler.get("prediction_type") == "v_prediction" else []
+    traits += ["zero terminal SNR"] if scheduler.get("rescale_betas_zero_snr") else []
+    return f"{name} ({', '.join(traits)})" if traits else name
 
 
 def _size(path: Path) -> int:

@@ -40,6 +40,7 @@ from nodes.single_file import (
     openclip_text_state,
     stored_architecture,
     unet_family,
+    unet_scheduler_config,
 )
 from nodes.types import VAE, TextEncoder, UNet
 
@@ -551,7 +552,7 @@ def _load_unet(location: Path, dtype: Any, prediction: str, allow_pickle: bool) 
     stored = stored_architecture(file)
     model = build_unet(state, found.family, stored=stored.get("unet"))
     chosen = found.prediction_type if prediction == "auto" else prediction
-    scheduler = family_config(found.family, "scheduler") | {"prediction_type": chosen}
+    scheduler = unet_scheduler_config(found.family, chosen or "epsilon", found.zero_snr)
     vae_levels = len(stored["vae"]["block_out_channels"]) if "vae" in stored else 4
     return UNet(
         model,

@@ -229,6 +229,9 @@ class Detected:
     layout: str = ""
     """"ldm" (original), "diffusers", "hf" (transformers CLIP), "openclip", "kohya" or "peft"."""
     prediction_type: str | None = None
+    zero_snr: bool = False
+    """Trained with zero terminal SNR: the file has a ``ztsnr`` key (the marker ComfyUI reads,
+    beside ``v_pred``, in zero-SNR v-prediction checkpoints)."""
 
     def describe(self) -> str:
         family = FAMILY_NAMES.get(self.family or "", "")
@@ -242,6 +245,8 @@ class Detected:
         }[self.kind].strip()
         if self.prediction_type == "v_prediction":
             words += ", v-prediction"
+        if self.zero_snr:
+            words += ", zero terminal SNR"
         if self.layout and self.kind not in ("lora", "unknown"):
             words += f" [{self.layout} layout]"
         return words
@@ -282,13 +287,11 @@ def detect(file: CheckpointFile) -> Detected:
         else:
             family = unet_family(keys, file.shape, UNET_PREFIX)
         kind = "checkpoint" if _has(keys, VAE_PREFIX) else "unet"
-        return Detected(kind, family, "ldm", prediction_type(file, family))
+        return _unet_detected(file, kind, family, "ldm")
     if "input_blocks.0.0.weight" in keys:
-        family = unet_family(keys, file.shape, "")
-        return Detected("unet", family, "ldm", prediction_type(file, family))
+        return _unet_detected(file, "unet", unet_family(keys, file.shape, ""), "ldm")
     if "conv_in.weight" in keys and _has(keys, "down_blocks."):
-        family = unet_family(keys, file.shape, "")
-        return Detected("unet", family, "diffusers", prediction_type(file, family))
+        return _unet_detected(file, "unet", unet_family(keys, file.shape, ""), "diffusers")
     if _has(keys, "encoder.down.") or _has(keys, VAE_PREFIX):
         return Detected("vae", layout="ldm")
     if _has(keys, "encoder.down_blocks."):
@@ -298,6 +301,22 @@ def detect(file: CheckpointFile) -> Detected:
     if "token_embedding.weight" in keys and _has(keys, "transformer.resblocks."):
         return Detected("text_encoder", layout="openclip")
     return Detected("unknown")
+
+
+def _unet_detected(file: CheckpointFile, kind: Any, family: Family, layout: str) -> Detected:
+    zero_snr = "ztsnr" in file.keys
+    return Detected(kind, family, layout, prediction_type(file, family), zero_snr)
+
+
+ZERO_SNR_SAMPLING = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+"""Scheduler config keys of a model trained with zero terminal SNR (Lin et al. 2024): the
+rescaled betas, and timesteps from the last one (pure noise), as diffusers recommends."""
+
+
+def unet_scheduler_config(family: Family, prediction: str, zero_snr: bool) -> dict[str, Any]:
+    """The scheduler config of a single-file U-Net: its family's, with what the file says."""
+    config = family_config(family, "scheduler") | {"prediction_type": prediction}
+    return (config | ZERO_SNR_SAMPLING) if zero_snr else config
 
 
 def prediction_type(file: CheckpointFile, family: Family) -> str:
@@ -542,10 +561,11 @@ class LoadedCheckpoint:
     vae: Any
     text_encoders: list[Any]
     tokenizers: list[Any]
+    zero_snr: bool = False
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
-        return family_config(self.family, "scheduler") | {"prediction_type": self.prediction_type}
+        return unet_scheduler_config(self.family, self.prediction_type, self.zero_snr)
 
 
 def load_checkpoint_file(
@@ -611,4 +631,6 @@ def load_checkpoint_file(
     )
     vae = build_vae(vae_to_diffusers(file.read(VAE_PREFIX, dtype)), family, stored.get("vae"))
     chosen = found.prediction_type if prediction == "auto" else prediction
-    return LoadedCheckpoint(family, chosen or "epsilon", unet, vae, text_encoders, tokenizers)
+    return LoadedCheckpoint(
+        family, chosen or "epsilon", unet, vae, text_encoders, tokenizers, found.zero_snr
+    )

@@ -48,3 +48,11 @@ def test_a_file_of_a_built_in_name_is_listed_instead_and_json_marks_built_ins(tm
         "architecture": BUILT_IN_CHECKPOINTS["demo-sdxl"],
         "built_in": True,
     }
+
+
+def test_a_zero_snr_folder_says_so(zero_snr_models, capsys):
+    assert main(["models", "list", "--models-dir", str(zero_snr_models)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    zsnr, vpred = rows["checkpoints/tiny-zsnr"], rows["checkpoints/tiny-vpred"]
+    assert "SD 1.x (v-prediction, zero terminal SNR) diffusers folder" in zsnr
+    assert "SD 1.x (v-prediction) diffusers folder" in vpred

@@ -192,6 +192,32 @@ def test_prediction_markers(models_dir: Path, tmp_path: Path) -> None:
     assert found(sidecar) == "epsilon"
 
 
+def test_a_ztsnr_key_marks_a_zero_terminal_snr_model_for_both_loaders(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """ComfyUI's marker of a zero-SNR v-prediction checkpoint: ``v_pred`` and ``ztsnr`` keys.
+    LoadCheckpoint and LoadUNet then give the scheduler config a zero-SNR model's folder says
+    (rescaled betas, trailing timesteps), so both scheduler nodes sample its schedule."""
+    from nodes.loaders import _load_unet
+
+    source = models_dir / "checkpoints" / "tiny.safetensors"
+    marked = _copy_unet_file(
+        source, tmp_path / "zsnr.safetensors", v_pred=torch.tensor([]), ztsnr=torch.tensor([])
+    )
+    found = detect(CheckpointFile(marked))
+    assert (found.prediction_type, found.zero_snr) == ("v_prediction", True)
+    assert "v-prediction, zero terminal SNR" in found.describe()
+    expected = family_config("sd1", "scheduler") | {
+        "prediction_type": "v_prediction",
+        "rescale_betas_zero_snr": True,
+        "timestep_spacing": "trailing",
+    }
+    assert load_checkpoint_file(marked, torch.float32).scheduler_config == expected
+    assert _load_unet(marked, torch.float32, "auto", False).scheduler_config == expected
+    plain = load_checkpoint_file(source, torch.float32).scheduler_config
+    assert "rescale_betas_zero_snr" not in plain and not detect(CheckpointFile(source)).zero_snr
+
+
 def test_prediction_override_reaches_the_scheduler(make_executor) -> None:
     result = make_executor().run(
         sd_graph(checkpoint="tiny.safetensors", prediction="v_prediction", save=False, steps=1),
