@@ -60,6 +60,7 @@ __all__ = [
     "diffusion_loss",
     "diffusion_step",
     "noise_scheduler",
+    "objective_of",
     "save_diffusers_folder",
     "vae_step",
 ]
@@ -220,6 +221,46 @@ def noise_scheduler(objective: str = "epsilon") -> DDPMScheduler:
     """The training noise schedule, built from the same ``sd1`` config the model ships with."""
     config = family_config("sd1", "scheduler") | scheduler_overrides(objective)
     return DDPMScheduler.from_config(config)
+
+
+SD_SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end")
+"""The keys that make a scheduler config SD 1.x's betas (``noise_scheduler``'s, before an
+objective's rescale): a base model whose config differs in one trains on another schedule."""
+
+
+def objective_of(model_folder: Path) -> str:
+    """The objective (one of ``OBJECTIVES``) a diffusers model folder was trained with, read from
+    its ``scheduler/scheduler_config.json``: what a trainer that starts from the model (a LoRA,
+    an LCM distillation) must noise and regress with, so it teaches the base what it already
+    predicts. Refuses, naming the file and the key, a config these trainers do not handle: other
+    betas than SD 1.x's, or a prediction type and zero-SNR flag that are neither ``epsilon`` on
+    SD's schedule nor ``v_prediction`` with ``rescale_betas_zero_snr``."""
+    path = Path(model_folder) / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; the base model's objective is read from it")
+    config = json.loads(path.read_text())
+    sd = family_config("sd1", "scheduler")
+    for key in SD_SCHEDULE_KEYS:
+        if config.get(key) != sd[key]:
+            raise ValueError(
+                f"{path}: {key} is {config.get(key)!r}; the trainers handle SD 1.x's betas only "
+                f"({', '.join(f'{k} {sd[k]!r}' for k in SD_SCHEDULE_KEYS)})"
+            )
+    if config.get("trained_betas") is not None:
+        raise ValueError(f"{path}: trained_betas is set; the trainers handle SD 1.x's betas only")
+    prediction = config.get("prediction_type", "epsilon")
+    zero_snr = config.get("rescale_betas_zero_snr", False)
+    for objective in OBJECTIVES:
+        wanted = scheduler_overrides(objective)
+        if (prediction, zero_snr) == (
+            wanted.get("prediction_type", "epsilon"), wanted.get("rescale_betas_zero_snr", False)
+        ):  # fmt: skip
+            return objective
+    raise ValueError(
+        f"{path}: prediction_type {prediction!r} with rescale_betas_zero_snr {zero_snr!r}; the "
+        "trainers handle 'epsilon' without zero terminal SNR (objective epsilon) or "
+        "'v_prediction' with it (objective v-zero-snr)"
+    )
 
 
 @dataclass

@@ -17,6 +17,18 @@ on the teacher's DDIM result; the loss is the pseudo-Huber distance. The LoRA is
 kohya layout (``nodes.demo.train_lora.kohya_state``), so ``LoadLoRA`` reads it, and inference
 is the ``lcm`` scheduler at guidance 1 (the guidance is distilled into the LoRA).
 
+The teacher's objective is its folder's (``train_demo.objective_of``): epsilon on SD 1.x's
+schedule, or v-prediction with zero terminal SNR (``train_grow --objective v-zero-snr``). The
+noising, the DDIM step and the student's ``x0`` all use that schedule's alphas-cumprod, and a
+v-prediction U-Net's output is turned into ``x0 = alpha x - sigma v`` and ``eps = sigma x +
+alpha v`` (as diffusers' LCM distillation script does), which divide by nothing: at t = 999 of a
+zero-SNR schedule alpha is 0, ``x0 = -v`` and ``eps = x``. Only epsilon divides by alpha (``x0 =
+(x - sigma eps) / alpha``), and only on SD's schedule, whose alpha is 0.068 at t = 999;
+``objective_of`` refuses epsilon with zero SNR. The run folder gets the scheduler the LoRA samples
+with (``<out>/scheduler/scheduler_config.json``, an ``LCMScheduler`` config with the base's
+``prediction_type``, ``rescale_betas_zero_snr`` and ``timestep_spacing``), and the LoRA file
+names its objective in its metadata (``nodeflow_objective``).
+
 Every ``--save-every`` steps the run's whole state goes to ``<out>/state.safetensors`` (online
 and EMA pairs, AdamW moments) and ``<out>/state.json`` (step, data and noise RNG states), no
 pickle; starting again with the same ``--out`` continues from there, and the steps after a
@@ -26,6 +38,7 @@ resume are the steps an uninterrupted run would have taken.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import time
@@ -38,10 +51,24 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nodes.demo.lora_layers import TARGETS, ConvLoraPair, LoraPair, target_names
-from nodes.demo.train_demo import Batcher, choose_device, load_base, noise_scheduler
+from nodes.demo.train_demo import (
+    Batcher,
+    choose_device,
+    load_base,
+    noise_scheduler,
+    objective_of,
+    scheduler_overrides,
+)
 from nodes.demo.train_lora import kohya_state
 
-__all__ = ["boundary_scalings", "ddim_solver_timesteps", "learning_rate", "main"]
+__all__ = [
+    "boundary_scalings",
+    "ddim_solver_timesteps",
+    "lcm_scheduler_config",
+    "learning_rate",
+    "main",
+    "x0_and_eps",
+]
 
 SIGMA_DATA = 0.5
 TIMESTEP_SCALING = 10.0
@@ -62,6 +89,23 @@ def ddim_solver_timesteps(train_steps: int, solver_steps: int) -> torch.Tensor:
     ``original_inference_steps`` grid samples from, so training and sampling share one grid."""
     skip = train_steps // solver_steps
     return torch.arange(1, solver_steps + 1) * skip - 1
+
+
+def lcm_scheduler_config(objective: str, solver_steps: int = 50) -> Any:
+    """The ``LCMScheduler`` a LoRA distilled from a base trained on ``objective`` samples with
+    (nodeflow's ``lcm`` scheduler builds the same from the base's config): SD 1.x's betas, the
+    objective's keys (``prediction_type``, ``rescale_betas_zero_snr``, ``timestep_spacing``;
+    ``train_demo.scheduler_overrides``) and the solver's grid (``original_inference_steps``).
+    LCM's grid, ``k - 1, ..., 999``, ends at t = 999, so under zero terminal SNR sampling starts
+    from pure noise whatever the spacing."""
+    from diffusers import LCMScheduler
+
+    from nodes.tiny import family_config
+
+    config = family_config("sd1", "scheduler") | scheduler_overrides(objective)
+    accepted = inspect.signature(LCMScheduler.__init__).parameters  # not PNDM's skip_prk_steps
+    config = {k: v for k, v in config.items() if k in accepted}
+    return LCMScheduler.from_config(config | {"original_inference_steps": solver_steps})
 
 
 class DualLora(nn.Module):
@@ -120,10 +164,18 @@ class DualLora(nn.Module):
         return {name: self.online[name.replace(".", "/")] for name in self.names}
 
 
-def _x0(eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+def x0_and_eps(
+    output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor, velocity: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean latents and the noise that a U-Net ``output`` at ``x``, timesteps ``t`` predicts
+    under the schedule ``alphas`` (cumulative): from epsilon, ``x0 = (x - sigma eps) / alpha``;
+    from v (``velocity``), ``x0 = alpha x - sigma v`` and ``eps = sigma x + alpha v``, with no
+    division, so exact where alpha is 0 (the last timestep under zero terminal SNR)."""
     alpha = alphas[t].sqrt()[:, None, None, None]
     sigma = (1 - alphas[t]).sqrt()[:, None, None, None]
-    return (x - sigma * eps) / alpha
+    if velocity:
+        return alpha * x - sigma * output, sigma * x + alpha * output
+    return (x - sigma * output) / alpha, output
 
 
 def distillation_loss(
@@ -136,8 +188,10 @@ def distillation_loss(
     solver: torch.Tensor,
     args: argparse.Namespace,
     generator: torch.Generator,
+    velocity: bool = False,
 ) -> torch.Tensor:
-    """One batch's consistency distillation loss (see the module docstring)."""
+    """One batch's consistency distillation loss (see the module docstring); ``alphas`` is the
+    teacher's schedule (cumulative) and ``velocity`` whether it predicts v (else epsilon)."""
     batch, device = latents.shape[0], latents.device
     skip = int(solver[1] - solver[0])
     index = torch.randint(0, len(solver), (batch,), generator=generator, device=device)
@@ -153,8 +207,8 @@ def distillation_loss(
 
     lora.mode = "online"
     c_skip, c_out = boundary_scalings(start)
-    eps = unet(noisy, start, encoder_hidden_states=context).sample
-    prediction = c_skip * noisy + c_out * _x0(eps, noisy, start, alphas)
+    output = unet(noisy, start, encoder_hidden_states=context).sample
+    prediction = c_skip * noisy + c_out * x0_and_eps(output, noisy, start, alphas, velocity)[0]
 
     with torch.no_grad():
         lora.mode = "off"  # the teacher: the demo U-Net, guided
@@ -163,15 +217,17 @@ def distillation_loss(
             encoder_hidden_states=torch.cat([context, empty.expand_as(context)]),
         ).sample  # fmt: skip
         cond, uncond = both.chunk(2)
-        eps_teacher = uncond + scale * (cond - uncond)
-        x0_teacher = _x0(eps_teacher, noisy, start, alphas)
+        # guided in the U-Net's own output; x0 and eps are affine in it, so this is guiding each
+        guided = uncond + scale * (cond - uncond)
+        x0_teacher, eps_teacher = x0_and_eps(guided, noisy, start, alphas, velocity)
         a_prev = alphas[previous].sqrt()[:, None, None, None]
         s_prev = (1 - alphas[previous]).sqrt()[:, None, None, None]
         solved = a_prev * x0_teacher + s_prev * eps_teacher  # one DDIM step, t -> t - k
         lora.mode = "ema"  # the target: the EMA LoRA at t - k
         c_skip_prev, c_out_prev = boundary_scalings(previous)
-        eps_target = unet(solved, previous, encoder_hidden_states=context).sample
-        target = c_skip_prev * solved + c_out_prev * _x0(eps_target, solved, previous, alphas)
+        output = unet(solved, previous, encoder_hidden_states=context).sample
+        x0_target = x0_and_eps(output, solved, previous, alphas, velocity)[0]
+        target = c_skip_prev * solved + c_out_prev * x0_target
     lora.mode = "online"
     huber = args.huber_c
     return (((prediction.float() - target.float()) ** 2 + huber**2).sqrt() - huber).mean()
@@ -230,8 +286,10 @@ def _save(
     generator: torch.Generator,
     args: argparse.Namespace,
     seconds: float,
+    objective: str = "epsilon",
 ) -> None:
-    """The whole run state, as tensors and JSON (no pickle), written then renamed into place."""
+    """The whole run state, as tensors and JSON (no pickle), written then renamed into place;
+    the LoRA's metadata names the teacher's objective (the schedule it samples with)."""
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (("online", lora.online), ("ema", lora.ema)):
         for key, value in module.state_dict().items():
@@ -257,7 +315,8 @@ def _save(
     (out / "state.json.tmp").write_text(json.dumps(meta))
     (out / "state.safetensors.tmp").replace(out / "state.safetensors")
     (out / "state.json.tmp").replace(out / "state.json")
-    metadata = {"format": "pt", "nodeflow_training": json.dumps(meta["args"] | {"step": step})}
+    metadata = {"format": "pt", "nodeflow_training": json.dumps(meta["args"] | {"step": step}),
+                "nodeflow_objective": objective}  # fmt: skip
     weights = kohya_state(lora.pairs())
     save_file(weights, out / "demo-lcm.safetensors", metadata=metadata)
     if args.keep_saves:
@@ -295,13 +354,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = choose_device(args.device)
     torch.manual_seed(args.seed)
+    objective = objective_of(args.base)
     models = load_base(args.base, device)
     lora = DualLora(models.unet, args.rank, args.alpha, target_names(args.targets))
     optimizer = torch.optim.AdamW(lora.online.parameters(), lr=args.lr, weight_decay=0.0)
     batches = Batcher(args.seed + 500, dropout=0.0)
     generator = torch.Generator(device).manual_seed(args.seed)
     step, seconds = _resume(args.out, lora, optimizer, batches, generator)
-    alphas = noise_scheduler().alphas_cumprod.to(device)
+    teacher = noise_scheduler(objective)
+    alphas = teacher.alphas_cumprod.to(device)
+    velocity = teacher.config.prediction_type == "v_prediction"
+    lcm_scheduler_config(objective, args.ddim_steps).save_pretrained(args.out / "scheduler")
     solver = ddim_solver_timesteps(len(alphas), args.ddim_steps)
     with torch.no_grad():
         empty = models.text_encoder(batches.tokens([""]).to(device))[0]
@@ -314,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             latents = posterior.sample(generator) * models.vae.config.scaling_factor
             context = models.text_encoder(ids.to(device))[0]
         loss = distillation_loss(
-            models.unet, lora, latents, context, empty, alphas, solver, args, generator
+            models.unet, lora, latents, context, empty, alphas, solver, args, generator, velocity
         )
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
@@ -330,9 +393,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"lcm {step:6d}  loss {losses[-1]:.5f}  {per_step:.3f} s/step", flush=True)
         if step % args.save_every == 0 or step == args.steps:
             _save(args.out, step, lora, optimizer, batches, generator, args,
-                  time.perf_counter() - started)  # fmt: skip
+                  time.perf_counter() - started, objective)  # fmt: skip
     summary = {
         "step": step,
+        "objective": objective,
         "modules": len(lora.names),
         "minutes": (time.perf_counter() - started) / 60,
         "last_losses": losses[-5:],

@@ -15,6 +15,12 @@ captions do not name the style, the LoRA alone carries it, and its strength can 
 ``nodes.demo.evaluate`` (outline score rising with strength). The file is written in kohya layout
 (``lora_unet_<module>.lora_down/lora_up.weight`` + ``.alpha``), the layout model sites serve and
 ``nodes.lora`` reads; ``up`` starts at zero as in PEFT, so training starts from the base model.
+
+The LoRA trains on its base's objective, read from the base folder's scheduler config
+(``train_demo.objective_of``): epsilon on SD 1.x's schedule with Min-SNR weighting, as the shipped
+demo was trained, or, for a zero-terminal-SNR v-prediction base (``train_grow --objective
+v-zero-snr``), noise on the rescaled schedule and the v target, unweighted as that base was
+trained. The objective is written into the file's metadata (``nodeflow_objective``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from nodes.demo.train_demo import (
     diffusion_step,
     load_base,
     noise_scheduler,
+    objective_of,
 )
 
 __all__ = ["LoraPair", "add_lora", "kohya_state", "load_base", "save_lora"]
@@ -77,15 +84,19 @@ def kohya_state(pairs: Mapping[str, LoraPair | ConvLoraPair]) -> dict[str, torch
 
 
 def save_lora(
-    pairs: Mapping[str, LoraPair | ConvLoraPair], path: Path, args: argparse.Namespace, step: int
+    pairs: Mapping[str, LoraPair | ConvLoraPair],
+    path: Path,
+    args: argparse.Namespace,
+    step: int,
+    objective: str = "epsilon",
 ) -> None:
-    """Write the pairs in kohya layout (fp16) with the run's arguments and step as metadata."""
+    """Write the pairs in kohya layout (fp16) with the run's arguments, step and the base's
+    objective (``train_demo.OBJECTIVES``: the schedule the LoRA goes with) as metadata."""
     training = {k: str(v) for k, v in vars(args).items()} | {"step": step}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        kohya_state(pairs), path,
-        metadata={"format": "pt", "nodeflow_training": json.dumps(training)},
-    )  # fmt: skip
+    metadata = {"format": "pt", "nodeflow_training": json.dumps(training),
+                "nodeflow_objective": objective}  # fmt: skip
+    save_file(kohya_state(pairs), path, metadata=metadata)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -124,26 +135,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = choose_device(args.device)
     torch.manual_seed(args.seed)
+    objective = objective_of(args.base)
     models = load_base(args.base, device)
     pairs = add_lora(models.unet, args.rank, args.alpha, target_names(args.targets))
     holder = nn.ModuleList(pairs.values())
     optimizer, parameters = adamw([holder], args.lr, weight_decay=0.0)
-    scheduler = noise_scheduler()
+    scheduler = noise_scheduler(objective)
+    # as the base was trained (train_grow): Min-SNR for epsilon, a plain v loss for zero SNR
+    snr_gamma = 5.0 if objective == "epsilon" else None
     batches = Batcher(args.seed + 300, style="outlined")
     generator = torch.Generator(device).manual_seed(args.seed)
     started = time.perf_counter()
     for step in range(args.steps):
         pixels, ids, _ = batches(args.batch_size)
         loss = diffusion_step(
-            models, scheduler, pixels.to(device), ids, optimizer, parameters, generator=generator
-        )
+            models, scheduler, pixels.to(device), ids, optimizer, parameters,
+            generator=generator, snr_gamma=snr_gamma,
+        )  # fmt: skip
         if step % args.log_every == 0 or step == args.steps - 1:
             per_step = (time.perf_counter() - started) / (step + 1)
             print(f"lora {step:6d}  loss {loss:.5f}  {per_step:.3f} s/step", flush=True)
         if args.save_every and (step + 1) % args.save_every == 0:
-            save_lora(pairs, save_path(args.out, step + 1), args, step + 1)
-    save_lora(pairs, args.out, args, args.steps)
-    summary = {"modules": len(pairs), "minutes": (time.perf_counter() - started) / 60}
+            save_lora(pairs, save_path(args.out, step + 1), args, step + 1, objective)
+    save_lora(pairs, args.out, args, args.steps, objective)
+    summary = {
+        "modules": len(pairs),
+        "objective": objective,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
     print(json.dumps(summary), flush=True)
     return summary
 

@@ -125,3 +125,154 @@ def test_resnet_targets_train_conv_pairs_that_load_lora_computes_alike(train_lcm
         got = fresh(sample, timestep, encoder_hidden_states=context).sample
     assert (expected - plain).abs().max() > 1e-2  # the pairs change the output
     assert (got - expected).abs().max() < 1e-4
+
+
+# --- the teacher's objective (train_demo.objective_of) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory) -> dict[str, Path]:
+    from objective_bases import write_bases
+
+    return write_bases(tmp_path_factory.mktemp("objective-bases"))
+
+
+def _micro_run(train_lcm, base: Path, out: Path, steps: int) -> dict:
+    return train_lcm.main(
+        ["--base", str(base), "--out", str(out), "--steps", str(steps), "--batch-size", "2",
+         "--rank", "2", "--save-every", "100", "--threads", "1", "--device", "cpu",
+         "--log-every", "100"]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v-zero-snr"])
+def test_the_distillation_loss_follows_the_teachers_objective(
+    train_lcm, bases, objective, tmp_path, monkeypatch
+):
+    """``main`` hands the loss the base's schedule and prediction type, and the loss is LCM's,
+    recomputed here from the formulas: x_t = sqrt(abar) x0 + sqrt(1 - abar) eps; the teacher's
+    x0 and eps from its output (epsilon: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), the loss
+    as before this change; v: x0 = sqrt(abar) x_t - sqrt(1 - abar) v, eps = sqrt(1 - abar) x_t +
+    sqrt(abar) v), each guided; one DDIM step to t - k; the consistency function c_skip x +
+    c_out x0 of the online LoRA at t and of the EMA LoRA at t - k; the pseudo-Huber distance.
+    The solver's grid here is {499, 999}, so t = 999 (abar = 0 under zero SNR) is drawn."""
+    from objective_bases import sd_alphas_cumprod
+
+    from nodes.demo.train_demo import load_base
+
+    zero = objective == "v-zero-snr"
+    abar = sd_alphas_cumprod(zero_terminal_snr=zero)
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen["alphas"], seen["velocity"] = args[5], args[9]
+        return real(*args, **kwargs)
+
+    real = train_lcm.distillation_loss
+    monkeypatch.setattr(train_lcm, "distillation_loss", spy)
+    assert _micro_run(train_lcm, bases[objective], tmp_path / "run", 1)["objective"] == objective
+    monkeypatch.undo()
+    torch.testing.assert_close(seen["alphas"], abar)
+    assert seen["velocity"] is zero
+    assert zero == (abar[-1].item() == 0.0)
+
+    torch.manual_seed(0)
+    unet = load_base(bases[objective], torch.device("cpu")).unet
+    lora = train_lcm.DualLora(unet, 2, 2.0)
+    with torch.no_grad():  # online, EMA and teacher (no LoRA) all differ
+        for pairs in (lora.online, lora.ema):
+            for pair in pairs.values():
+                pair.up.weight.normal_(0, 0.1)
+    args = train_lcm.parse_args(["--base", "b", "--out", "o"])
+    latents, context, empty = torch.randn(4, 4, 8, 8), torch.randn(4, 77, 8), torch.randn(1, 77, 8)
+    solver = torch.tensor([499, 999])
+    with torch.no_grad():
+        got = train_lcm.distillation_loss(
+            unet, lora, latents, context, empty, abar, solver, args,
+            torch.Generator().manual_seed(7), zero,
+        )  # fmt: skip
+
+        generator = torch.Generator().manual_seed(7)
+        start = solver[torch.randint(0, 2, (4,), generator=generator)]
+        previous = (start - 500).clamp(min=0)  # the grid starts at k - 1: its step ends at 0
+        eps = torch.randn(latents.shape, generator=generator)
+        scale = (5.0 + 4.0 * torch.rand((4,), generator=generator)).view(-1, 1, 1, 1)
+        assert 999 in start.tolist()
+
+        def coefficients(t):
+            return abar[t].sqrt().view(-1, 1, 1, 1), (1 - abar[t]).sqrt().view(-1, 1, 1, 1)
+
+        def x0_eps(output, x, t):
+            a, s = coefficients(t)
+            if zero:
+                return a * x - s * output, s * x + a * output
+            return (x - s * output) / a, output
+
+        def consistency(x, t, x0):  # LCM's boundary scalings: sigma_data 0.5, t scaled by 10
+            scaled = 10.0 * t.float().view(-1, 1, 1, 1)
+            return 0.25 / (scaled**2 + 0.25) * x + scaled / (scaled**2 + 0.25).sqrt() * x0
+
+        def run(mode, x, t, ctx):
+            lora.mode = mode
+            return unet(x, t, encoder_hidden_states=ctx).sample
+
+        a, s = coefficients(start)
+        noisy = a * latents + s * eps
+        student = consistency(
+            noisy, start, x0_eps(run("online", noisy, start, context), noisy, start)[0]
+        )
+        x0_c, eps_c = x0_eps(run("off", noisy, start, context), noisy, start)
+        x0_u, eps_u = x0_eps(run("off", noisy, start, empty.expand_as(context)), noisy, start)
+        x0 = x0_u + scale * (x0_c - x0_u)
+        eps_guided = eps_u + scale * (eps_c - eps_u)
+        a_prev, s_prev = coefficients(previous)
+        solved = a_prev * x0 + s_prev * eps_guided
+        target_x0 = x0_eps(run("ema", solved, previous, context), solved, previous)[0]
+        target = consistency(solved, previous, target_x0)
+        expected = (((student - target) ** 2 + 0.001**2).sqrt() - 0.001).mean()
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_zero_snr_lcm_lora_says_its_schedule_and_samples_through_load_lora(
+    train_lcm, bases, tmp_path, sd_catalog, runtime
+):
+    """Two steps distilled from the zero-SNR v-prediction micro base: the run folder's scheduler
+    is LCM's with the base's keys, the file names the objective, and ``LoadLoRA`` applies it in
+    a 2-step ``lcm`` graph at guidance 1 on that base (changing its pictures)."""
+    import json
+
+    import numpy as np
+    from objective_bases import sample_with_lora
+    from safetensors import safe_open
+
+    base = bases["v-zero-snr"]
+    summary = _micro_run(train_lcm, base, tmp_path / "run", 2)
+    assert summary["step"] == 2 and summary["objective"] == "v-zero-snr"
+    config = json.loads((tmp_path / "run" / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "LCMScheduler"
+    assert config["prediction_type"] == "v_prediction" and config["rescale_betas_zero_snr"]
+    assert config["timestep_spacing"] == "trailing" and config["original_inference_steps"] == 50
+    lora_file = tmp_path / "run" / "demo-lcm.safetensors"
+    with safe_open(lora_file, framework="pt") as f:
+        assert f.metadata()["nodeflow_objective"] == "v-zero-snr"
+    sample = {"scheduler": "lcm", "scale": 1.0}
+    with_lora = sample_with_lora(sd_catalog, runtime, base, lora_file, tmp_path, 1.0, **sample)
+    without = sample_with_lora(sd_catalog, runtime, base, lora_file, tmp_path, 0.0, **sample)
+    print(
+        f"LCM-LoRA at strength 1 vs 0: max pixel difference {np.abs(with_lora - without).max():.2e}"
+    )
+    assert np.isfinite(with_lora).all() and np.abs(with_lora - without).max() > 0
+
+
+def test_an_epsilon_teacher_with_zero_snr_is_refused_naming_its_config(train_lcm, bases, tmp_path):
+    import shutil
+
+    from objective_bases import edit_scheduler_config
+
+    folder = tmp_path / "eps-zero-snr"
+    shutil.copytree(bases["epsilon"], folder)
+    path = edit_scheduler_config(folder, {"rescale_betas_zero_snr": True})
+    with pytest.raises(ValueError, match="rescale_betas_zero_snr True") as refused:
+        _micro_run(train_lcm, folder, tmp_path / "run", 1)
+    assert str(path) in str(refused.value) and not (tmp_path / "run").exists()

@@ -4,16 +4,23 @@ here rather than against the scheduler methods the trainer calls."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from objective_bases import V_ZERO_SNR_KEYS, edit_scheduler_config
 
 from nodes.demo.train_demo import (
     ModelSizes,
     build_models,
     diffusion_loss,
     noise_scheduler,
+    objective_of,
     scheduler_overrides,
 )
+from nodes.loaders import demo_model
+from nodes.tiny import family_config
 
 
 def test_the_zero_snr_schedule_ends_in_pure_noise_and_keeps_sd_s_first_steps() -> None:
@@ -57,3 +64,52 @@ def test_the_loss_is_the_objective_s_target_under_min_snr(objective: str) -> Non
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
     if objective == "v-zero-snr":  # at SNR 0 the target is the clean latents, negated
         torch.testing.assert_close(target[1], -latents[1])
+
+
+def _scheduler_folder(root: Path, config: dict) -> Path:
+    (root / "scheduler").mkdir(parents=True)
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    return root
+
+
+def test_the_objective_is_read_from_the_model_folder(tmp_path: Path) -> None:
+    assert objective_of(demo_model()) == "epsilon"  # the shipped demo (v2b)
+    sd = {k: v for k, v in family_config("sd1", "scheduler").items() if k != "prediction_type"}
+    assert objective_of(_scheduler_folder(tmp_path / "no-key", sd)) == "epsilon"  # the default
+    zero = _scheduler_folder(
+        tmp_path / "v", sd | V_ZERO_SNR_KEYS | {"_class_name": "DDIMScheduler"}
+    )
+    assert objective_of(zero) == "v-zero-snr"
+    # the timestep spacing is a sampling choice: it does not change what the model was taught
+    edit_scheduler_config(zero, {"timestep_spacing": "leading"})
+    assert objective_of(zero) == "v-zero-snr"
+
+
+@pytest.mark.parametrize(
+    "changes, drop, key",
+    [
+        ({"prediction_type": "v_prediction"}, (), "rescale_betas_zero_snr False"),
+        ({"rescale_betas_zero_snr": True}, (), "prediction_type 'epsilon'"),
+        ({"prediction_type": "sample"}, (), "prediction_type 'sample'"),
+        (V_ZERO_SNR_KEYS | {"prediction_type": "epsilon"}, (), "rescale_betas_zero_snr True"),
+        ({"beta_schedule": "linear"}, (), "beta_schedule is 'linear'"),
+        ({"beta_end": 0.02}, (), "beta_end is 0.02"),
+        ({"num_train_timesteps": 500}, (), "num_train_timesteps is 500"),
+        ({}, ("beta_start",), "beta_start is None"),
+        ({"trained_betas": [0.1] * 1000}, (), "trained_betas is set"),
+    ],
+)
+def test_a_config_the_trainers_do_not_handle_is_refused_naming_file_and_key(
+    tmp_path: Path, changes: dict, drop: tuple, key: str
+) -> None:
+    folder = _scheduler_folder(tmp_path, family_config("sd1", "scheduler"))
+    path = edit_scheduler_config(folder, changes, drop)
+    with pytest.raises(ValueError, match=key) as refused:
+        objective_of(folder)
+    assert str(path) in str(refused.value)
+
+
+def test_a_folder_without_a_scheduler_config_is_refused_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file") as refused:
+        objective_of(tmp_path)
+    assert str(tmp_path / "scheduler" / "scheduler_config.json") in str(refused.value)
