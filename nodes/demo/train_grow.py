@@ -156,7 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--v-gamma", type=float, metavar="GAMMA",
                         help="v-zero-snr only: weight the v loss by min(1, GAMMA / (SNR + 1)), "
                              "capping the nearly-noiseless steps' weight as Min-SNR does "
-                             "(nodes.demo.train_demo.diffusion_loss); default: the plain v loss")  # fmt: skip
+                             "(train_demo.diffusion_loss); default: the plain v loss")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
