@@ -352,6 +352,7 @@ def diffusion_loss(
     timesteps: torch.Tensor | None = None,
     sample_weights: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    v_gamma: float | None = None,
 ) -> torch.Tensor:
     """The diffusion loss on a batch (epsilon or v, as the scheduler's ``prediction_type``
     says), with optional Min-SNR-gamma weighting.
@@ -364,7 +365,15 @@ def diffusion_loss(
     ``timesteps`` (one per picture) replaces the uniform draw, for a trainer that biases it;
     ``sample_weights`` (one per picture) multiply each picture's loss on top of Min-SNR;
     ``noise`` (the latents' shape) replaces the Gaussian draw and is what the U-Net predicts.
+
+    ``v_gamma`` (v only, instead of ``snr_gamma``) weights the v loss by min(1, gamma / (SNR + 1)).
+    Measured on the clean latents' error, a plain v loss weighs a timestep by SNR + 1 (over 1,000
+    at t = 0) where epsilon with Min-SNR-5 weighs it by min(SNR, 5): the plain v loss spends its
+    gradient on the nearly-noiseless steps. This caps that weight at gamma as Min-SNR does, while
+    the noisy steps (SNR + 1 <= gamma, SNR 0 included) keep the plain v weight Lin et al. train.
     """
+    if v_gamma is not None and snr_gamma is not None:
+        raise ValueError("give snr_gamma or v_gamma, not both")
     device = pixels.device
     with torch.no_grad():
         latents = models.vae.encode(pixels).latent_dist.sample(generator)
@@ -388,6 +397,12 @@ def diffusion_loss(
         alphas = scheduler.alphas_cumprod.to(device)[timesteps]
         snr = alphas / (1 - alphas)
         per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / (snr + 1 if velocity else snr)
+    if v_gamma is not None:
+        if not velocity:
+            raise ValueError("v_gamma weights a v-prediction loss; this scheduler predicts epsilon")
+        alphas = scheduler.alphas_cumprod.to(device)[timesteps]
+        snr = alphas / (1 - alphas)
+        per_sample = per_sample * torch.clamp(v_gamma / (snr + 1), max=1.0)
     if sample_weights is not None:
         per_sample = per_sample * sample_weights.to(device)
     return per_sample.mean()
@@ -407,6 +422,7 @@ def diffusion_step(
     sample_weights: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     snr_gamma: float | None = 5.0,
+    v_gamma: float | None = None,
 ) -> float:
     """One optimiser step on the diffusion loss (the core of both trainers); returns the loss."""
     loss = diffusion_loss(
@@ -419,6 +435,7 @@ def diffusion_step(
         timesteps=timesteps,
         sample_weights=sample_weights,
         noise=noise,
+        v_gamma=v_gamma,
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

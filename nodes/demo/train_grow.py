@@ -93,6 +93,7 @@ SAME_RUN = (
     "layout_weight",
     "layout_noise",
     "objective",
+    "v_gamma",
 )
 """Arguments a resumed run must share with the saved one (the rest, such as ``--steps``,
 ``--threads`` or the evaluation settings, may change between sessions)."""
@@ -105,6 +106,7 @@ ADDED_LATER = {
     "layout_weight": "None",
     "layout_noise": "0.0",
     "objective": "epsilon",
+    "v_gamma": "None",
 }
 """Defaults of ``SAME_RUN`` arguments newer than some saved states (the demo-v2 run's), which
 such a state was made with, so it still resumes."""
@@ -151,6 +153,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="epsilon: SD 1.x's; v-zero-snr: zero terminal SNR, v-prediction, "
                              "trailing steps, plain v loss (Lin et al. 2024); the saved folder's "
                              "scheduler config carries it")  # fmt: skip
+    parser.add_argument("--v-gamma", type=float, metavar="GAMMA",
+                        help="v-zero-snr only: weight the v loss by min(1, GAMMA / (SNR + 1)), "
+                             "capping the nearly-noiseless steps' weight as Min-SNR does "
+                             "(train_demo.diffusion_loss); default: the plain v loss")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -163,7 +169,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-cfg", type=float, nargs="+", default=[4.0, 7.5])
     parser.add_argument("--stop-at", type=int, help="save and stop after this step")
     parser.add_argument("--fp32", action="store_true", help="save the models in fp32")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.v_gamma is not None and args.objective != "v-zero-snr":
+        parser.error("--v-gamma weights the v loss: it needs --objective v-zero-snr")
+    return args
 
 
 def _log(message: str) -> None:
@@ -399,6 +408,7 @@ class GrowRun:
                 sample_weights=weights,
                 noise=noise,
                 snr_gamma=snr_gamma,
+                v_gamma=args.v_gamma,
             )
             if self.ema is not None:
                 self.ema.update()

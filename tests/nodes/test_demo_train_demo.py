@@ -113,3 +113,33 @@ def test_a_folder_without_a_scheduler_config_is_refused_naming_the_file(tmp_path
     with pytest.raises(ValueError, match="no such file") as refused:
         objective_of(tmp_path)
     assert str(tmp_path / "scheduler" / "scheduler_config.json") in str(refused.value)
+
+
+def test_v_gamma_caps_the_nearly_noiseless_steps_and_keeps_the_noisy_ones_plain() -> None:
+    """``v_gamma``: the v loss times min(1, gamma / (SNR + 1)), the weight written out here."""
+    torch.manual_seed(0)
+    models = build_models(ModelSizes.micro(), seed=2)
+    scheduler = noise_scheduler("v-zero-snr")
+    pixels, ids = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randint(0, 1000, (3, 77))
+    timesteps, noise = torch.tensor([10, 600, 999]), torch.randn(3, 4, 16, 16)
+    with torch.no_grad():
+        latents = models.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(5))
+        latents = latents * models.vae.config.scaling_factor
+        a = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        context = models.text_encoder(ids)[0]
+        prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
+        target = a.sqrt() * noise - (1 - a).sqrt() * latents
+        per_sample = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
+        snr = a.flatten() / (1 - a.flatten())
+        weight = torch.minimum(torch.ones(3), 5.0 / (snr + 1))
+        assert weight[0] < 0.06 and weight[1] == 1.0 and weight[2] == 1.0  # t=10 capped only
+        got = diffusion_loss(
+            models, scheduler, pixels, ids, generator=torch.Generator().manual_seed(5),
+            snr_gamma=None, v_gamma=5.0, timesteps=timesteps, noise=noise,
+        )  # fmt: skip
+        torch.testing.assert_close(got, (per_sample * weight).mean(), rtol=1e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="not both"):
+            diffusion_loss(models, scheduler, pixels, ids, snr_gamma=5.0, v_gamma=5.0)
+        with pytest.raises(ValueError, match="predicts epsilon"):
+            diffusion_loss(models, noise_scheduler(), pixels, ids, snr_gamma=None, v_gamma=5.0)

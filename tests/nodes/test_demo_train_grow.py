@@ -127,3 +127,11 @@ def test_a_v_zero_snr_run_ships_its_schedule_and_samples_as_diffusers_does(
     result = Executor(sd_catalog, env=env, runtime=runtime).run(graph, targets=["decode"])
     assert result.ok, result.error and result.error.traceback
     assert_same_pixels(result.values["decode"]["image"].pixels.numpy(), expected)
+
+
+def test_v_gamma_is_for_a_v_run_and_part_of_the_run_s_identity(micro_v1, tmp_path):
+    with pytest.raises(SystemExit):
+        parse_args(grow_args(micro_v1, tmp_path / "eps", "--v-gamma", "5"))
+    main(grow_args(micro_v1, tmp_path / "v", "--objective", "v-zero-snr", "--stop-at", "1"))
+    with pytest.raises(SystemExit, match=r"--v-gamma None -> 5\.0"):
+        main(grow_args(micro_v1, tmp_path / "v", "--objective", "v-zero-snr", "--v-gamma", "5"))
