@@ -75,6 +75,14 @@ PEFT_PREFIXES: dict[str, Target] = {
 }
 METADATA_KEY = "lora_adapter_metadata"
 """Where diffusers' ``save_lora_weights`` keeps the PEFT ``LoraConfig`` (``lora_base.py``)."""
+OBJECTIVE_KEY = "nodeflow_objective"
+"""Header metadata in which nodeflow's LoRA trainers (``nodes.demo.train_lora``, ``train_lcm``)
+name the objective their base predicts, so a LoRA is not put on a model that predicts another."""
+OBJECTIVES: dict[str, tuple[str, bool]] = {
+    "epsilon": ("epsilon", False),
+    "v-zero-snr": ("v_prediction", True),
+}
+"""A named objective -> the (``prediction_type``, ``rescale_betas_zero_snr``) of its base."""
 SGM_BLOCKS = ("input_blocks_", "middle_block_", "output_blocks_")
 UNMATCHED_SHOWN = 5
 
@@ -160,6 +168,9 @@ class LoraFile:
 
     source: str
     entries: tuple[LoraEntry, ...]
+    objective: str | None = None
+    """The base's objective the file names (``OBJECTIVE_KEY``); None for files that name none,
+    which is every file not written by nodeflow's trainers."""
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -315,7 +326,32 @@ def parse_lora_state(
         entries.append(LoraEntry(target, module, kohya, group["key"], LoraWeights(down, up, alpha)))
     if not entries:
         raise ValueError(f"{name}: has no LoRA weights")
-    return LoraFile(source=source, entries=tuple(entries))
+    objective = (metadata or {}).get(OBJECTIVE_KEY)
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(
+            f"{name}: {OBJECTIVE_KEY} {objective!r} is not one this loader knows "
+            f"({', '.join(OBJECTIVES)})"
+        )
+    return LoraFile(source=source, entries=tuple(entries), objective=objective)
+
+
+def check_objective(lora: LoraFile, scheduler_config: Mapping[str, Any]) -> None:
+    """Refuse a U-Net LoRA trained on a base of another objective: an epsilon LoRA on a
+    v-prediction model (or the reverse) shifts its output in the wrong units, which samples
+    without error into a wrong picture."""
+    if lora.objective is None:
+        return
+    prediction, zero_snr = OBJECTIVES[lora.objective]
+    model = (
+        scheduler_config.get("prediction_type", "epsilon"),
+        bool(scheduler_config.get("rescale_betas_zero_snr", False)),
+    )
+    if model != (prediction, zero_snr):
+        raise ValueError(
+            f"{Path(lora.source).name}: trained on a {lora.objective!r} base (prediction_type "
+            f"{prediction!r}, rescale_betas_zero_snr {zero_snr}); this model has prediction_type "
+            f"{model[0]!r}, rescale_betas_zero_snr {model[1]}"
+        )
 
 
 # --- resolving against a model -------------------------------------------------------------
@@ -658,6 +694,8 @@ def apply_lora(
     if model_2 is not None:
         models["text_encoder_2"] = model_2
     resolved = resolve_lora(lora, models)
+    if resolved.get("unet") and strength_unet != 0:
+        check_objective(lora, unet.scheduler_config)
 
     def add(patches: tuple[Any, ...], target: Target, strength: float) -> tuple[Any, ...]:
         weights = resolved.get(target)

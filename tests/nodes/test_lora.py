@@ -489,3 +489,50 @@ def test_an_sdxl_lora_on_an_sd1_model_fails_naming_the_file(tiny_sdxl, pipe):
     _, files = tiny_sdxl
     with pytest.raises(ValueError, match=r"first_kohya.safetensors does not fit this model"):
         _resolve(files["kohya"], pipe)
+
+
+def _with_objective(source: Path, objective: str) -> Path:
+    """A copy of ``source`` whose header names the objective its base predicts, as
+    ``nodes.demo.train_lora`` writes it."""
+    from safetensors import safe_open
+
+    with safe_open(str(source), framework="pt") as f:
+        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - not a dict
+        metadata = f.metadata() or {}
+    path = source.with_name(f"{source.stem}-{objective}.safetensors")
+    save_file(state, path, metadata={**metadata, "nodeflow_objective": objective})
+    return path
+
+
+def test_a_lora_for_a_base_of_another_objective_is_refused_naming_the_file(make_executor, loras):
+    """The tiny model predicts epsilon: a LoRA naming a v-prediction zero-SNR base is refused
+    (the U-Net part; a text-encoder-only use is allowed), one naming epsilon draws as the same
+    file without the name does, and a name the loader does not know is refused."""
+    executor = make_executor()
+    v_file = _with_objective(loras["kohya"], "v-zero-snr")
+    result = executor.run(lora_graph([(v_file.name, 1.0, 1.0)]), targets=["decode"])
+    assert not result.ok and result.error.node == "lora0"
+    assert v_file.name in result.error.message and "'v-zero-snr'" in result.error.message
+    assert "prediction_type 'epsilon'" in result.error.message
+    assert executor.run(lora_graph([(v_file.name, 0.0, 1.0)]), targets=["decode"]).ok
+
+    eps_file = _with_objective(loras["kohya"], "epsilon")
+    expected = nodeflow_image(executor, [(loras["kohya"].name, 1.0, 1.0)])
+    np.testing.assert_array_equal(nodeflow_image(executor, [(eps_file.name, 1.0, 1.0)]), expected)
+
+    odd = _with_objective(loras["kohya"], "x0")
+    result = executor.run(lora_graph([(odd.name, 1.0, 1.0)]), targets=["decode"])
+    assert not result.ok and result.error.node == "lora0"
+    assert "nodeflow_objective 'x0'" in result.error.message
+
+
+def test_the_objective_check_reads_the_model_s_config_as_overridden():
+    """``check_objective`` against a scheduler config: what ModelSamplingDiscrete writes counts."""
+    from nodes.lora import LoraFile, check_objective
+
+    v_lora = LoraFile(source="/x/style.safetensors", entries=(), objective="v-zero-snr")
+    check_objective(v_lora, {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True})
+    for config in ({}, {"prediction_type": "v_prediction"}, {"rescale_betas_zero_snr": True}):
+        with pytest.raises(ValueError, match=r"style\.safetensors: trained on a 'v-zero-snr'"):
+            check_objective(v_lora, config)
+    check_objective(LoraFile(source="/x/a.safetensors", entries=()), {"prediction_type": "x"})
