@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -206,6 +207,30 @@ def wait_for(
     raise AssertionError(f"{run_id} never reached {statuses}")
 
 
+def submit_and_wait_for_node(port: int, workflow: dict, node: str, timeout: float = 30) -> str:
+    """Submit ``workflow`` and return its run id once ``node`` has started, as the websocket
+    tells it: a run's "running" status comes before its first node starts, and on a loaded
+    machine a stop between the two finds no node to name."""
+    import aiohttp
+
+    async def scenario() -> str:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/api/ws") as ws:
+            async with session.post(f"{base}/api/runs", json={"workflow": workflow}) as response:
+                assert response.status == 201
+                run_id = (await response.json())["run_id"]
+            async for message in ws:
+                data = message.json()
+                if data.get("run_id") == run_id and (data["type"], data.get("node")) == (
+                    "node.started",
+                    node,
+                ):
+                    return run_id
+        raise AssertionError(f"the websocket closed before {node!r} started")
+
+    return asyncio.run(asyncio.wait_for(scenario(), timeout))
+
+
 def open_silent_websocket(port: int) -> socket.socket:
     """A websocket client that connects and then never reads or answers (a hung browser tab)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -268,8 +293,7 @@ def test_sigterm_stops_an_idle_server_at_once(serve, install_plugin):
 def test_sigterm_interrupts_the_running_run_and_records_it_interrupted(serve, tmp_path):
     port = free_port()
     server = serve(port)
-    run_id = submit(port, SLOW)
-    wait_for(port, run_id, {"running"})
+    run_id = submit_and_wait_for_node(port, SLOW, "w")
     seconds = server.stop()
     assert server.process.returncode == 0, server.output()
     assert seconds < 6, f"SIGTERM took {seconds:.1f}s:\n{server.output()}"  # about 1 s idle
