@@ -48,6 +48,7 @@ from nodes.demo.adherence import (  # noqa: E402
     DEFAULT_STEPS,
     AdherenceRunner,
     Sample,
+    accuracy,
     held_out_scenes,
     summarize,
 )
@@ -160,6 +161,34 @@ def cfg_table(by_cfg: dict[float, list[Sample]], seconds: dict[float, float]) ->
             f"| {cfg:g} | {len(samples)} | {cells} | {summary['outline_score']:.3f} "
             f"| {seconds[cfg] / max(1, len(samples)):.2f} |"
         )
+    return "\n".join(lines)
+
+
+KINDS = ("one shape", "one shape, positioned", "two shapes", "three shapes")
+
+
+def caption_kind(scene: Any) -> str:
+    """Which of ``KINDS`` a held-out scene's caption is: where a model loses whole captions
+    differs by kind (position only matters for a positioned single shape; crowding for three)."""
+    if scene.count == 1:
+        return KINDS[1] if scene.position is not None else KINDS[0]
+    return KINDS[scene.count]
+
+
+def kind_table(by_cfg: dict[float, list[Sample]]) -> str:
+    """Whole-caption and shape accuracy per CFG, split by ``caption_kind``."""
+    counts = {kind: 0 for kind in KINDS}
+    for sample in next(iter(by_cfg.values()), []):
+        counts[caption_kind(sample.scene)] += 1
+    header = " | ".join(f"{kind} ({counts[kind]})" for kind in KINDS)
+    lines = [f"| CFG | {header} |", "|---" * (len(KINDS) + 1) + "|"]
+    for cfg, samples in by_cfg.items():
+        cells = []
+        for kind in KINDS:
+            chosen = [s for s in samples if caption_kind(s.scene) == kind]
+            whole, shape = accuracy(chosen, "caption_ok"), accuracy(chosen, "shape_ok")
+            cells.append(f"{percent(whole)} / {percent(shape)}")
+        lines.append(f"| {cfg:g} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -355,6 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "position only over captions that name one):",
         "",
         cfg_table(by_cfg, seconds),
+        "",
+        "Whole caption / shape accuracy by the caption's kind (captions of each kind in brackets):",
+        "",
+        kind_table(by_cfg),
         "",
     ]
     if by_strength is not None:

@@ -38,3 +38,29 @@ def test_a_plain_run_keeps_its_one_line(tmp_path: Path) -> None:
     line = bench_adherence.training_summary(tmp_path)
     assert line.startswith("50 VAE + 300 diffusion steps at batch 8, seed 1")
     assert "3.0 minutes in all" in line and "then the VAE decoder fine-tuned: `python -m x`" in line
+
+
+def test_the_kind_table_splits_whole_captions_by_count_and_position() -> None:
+    """Four scenes, one of each kind, read right or wrong by hand; the table's cells are the
+    whole-caption / shape shares of each kind's pictures."""
+    from nodes.demo.adherence import Sample
+    from nodes.demo.dataset import Scene
+
+    def sample(scene: Scene, whole: bool, shape: bool) -> Sample:
+        result = {"caption_ok": whole, "shape_ok": shape}
+        return Sample(scene, "", 0, 0, 4.0, None, result)
+
+    one = Scene("circle", "red", "white", "large", 1)
+    placed = Scene("circle", "red", "white", "large", 1, position="left")
+    two = Scene("square", "blue", "white", "small", 2)
+    three = Scene("triangle", "green", "white", "small", 3)
+    samples = [sample(one, True, True), sample(placed, False, True), sample(placed, True, True),
+               sample(two, False, False), sample(three, True, True)]  # fmt: skip
+    assert [bench_adherence.caption_kind(s.scene) for s in samples[:2]] == [
+        "one shape", "one shape, positioned"
+    ]  # fmt: skip
+    table = bench_adherence.kind_table({4.0: samples}).splitlines()
+    assert table[0] == (
+        "| CFG | one shape (1) | one shape, positioned (2) | two shapes (1) | three shapes (1) |"
+    )
+    assert table[2] == "| 4 | 100.0% / 100.0% | 50.0% / 100.0% | 0.0% / 0.0% | 100.0% / 100.0% |"
