@@ -5,7 +5,9 @@ here rather than against the scheduler methods the trainer calls."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -37,33 +39,66 @@ def test_the_zero_snr_schedule_ends_in_pure_noise_and_keeps_sd_s_first_steps() -
         scheduler_overrides("x")
 
 
-@pytest.mark.parametrize("objective", ["epsilon", "v-zero-snr"])
-def test_the_loss_is_the_objective_s_target_under_min_snr(objective: str) -> None:
+@dataclass
+class WrittenOut:
+    """A micro model's batch and its per-picture squared error on the objective's target, noised
+    and computed from the formulas here, not by the trainer's scheduler calls."""
+
+    models: Any
+    scheduler: Any
+    pixels: torch.Tensor
+    ids: torch.Tensor
+    noise: torch.Tensor
+    latents: torch.Tensor
+    target: torch.Tensor
+    per_sample: torch.Tensor
+    snr: torch.Tensor
+    timesteps: torch.Tensor
+
+    def loss(self, **weights: Any) -> torch.Tensor:
+        """``diffusion_loss`` on the same batch, noise and timesteps, with these weightings."""
+        return diffusion_loss(
+            self.models, self.scheduler, self.pixels, self.ids,
+            generator=torch.Generator().manual_seed(5), timesteps=self.timesteps,
+            noise=self.noise, **weights,
+        )  # fmt: skip
+
+
+def written_out(objective: str, timesteps: list[int]) -> WrittenOut:
     torch.manual_seed(0)
     models = build_models(ModelSizes.micro(), seed=2)
     scheduler = noise_scheduler(objective)
-    pixels, ids = torch.rand(2, 3, 32, 32) * 2 - 1, torch.randint(0, 1000, (2, 77))
-    timesteps, noise = torch.tensor([10, 999]), torch.randn(2, 4, 16, 16)
+    n = len(timesteps)
+    pixels, ids = torch.rand(n, 3, 32, 32) * 2 - 1, torch.randint(0, 1000, (n, 77))
+    steps, noise = torch.tensor(timesteps), torch.randn(n, 4, 16, 16)
     with torch.no_grad():
         latents = models.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(5))
         latents = latents * models.vae.config.scaling_factor
-        a = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        a = scheduler.alphas_cumprod[steps].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         context = models.text_encoder(ids)[0]
-        prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
+        prediction = models.unet(noisy, steps, encoder_hidden_states=context).sample
         # epsilon: the noise; v (Salimans & Ho): sqrt(a) * noise - sqrt(1 - a) * x0
         target = noise if objective == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
         per_sample = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
-        snr = a.flatten() / (1 - a.flatten())
-        weight = snr.clamp(max=5.0) / (snr if objective == "epsilon" else snr + 1)
-        for gamma, expected in ((5.0, (per_sample * weight).mean()), (None, per_sample.mean())):
-            got = diffusion_loss(
-                models, scheduler, pixels, ids, generator=torch.Generator().manual_seed(5),
-                snr_gamma=gamma, timesteps=timesteps, noise=noise,
-            )  # fmt: skip
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    snr = a.flatten() / (1 - a.flatten())
+    return WrittenOut(
+        models, scheduler, pixels, ids, noise, latents, target, per_sample, snr, timesteps=steps
+    )
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v-zero-snr"])
+def test_the_loss_is_the_objective_s_target_under_min_snr(objective: str) -> None:
+    batch = written_out(objective, [10, 999])
+    snr = batch.snr
+    weight = snr.clamp(max=5.0) / (snr if objective == "epsilon" else snr + 1)
+    with torch.no_grad():
+        for gamma, expected in (
+            (5.0, (batch.per_sample * weight).mean()), (None, batch.per_sample.mean())
+        ):  # fmt: skip
+            torch.testing.assert_close(batch.loss(snr_gamma=gamma), expected, rtol=1e-5, atol=1e-7)
     if objective == "v-zero-snr":  # at SNR 0 the target is the clean latents, negated
-        torch.testing.assert_close(target[1], -latents[1])
+        torch.testing.assert_close(batch.target[1], -batch.latents[1])
 
 
 def _scheduler_folder(root: Path, config: dict) -> Path:
@@ -117,29 +152,14 @@ def test_a_folder_without_a_scheduler_config_is_refused_naming_the_file(tmp_path
 
 def test_v_gamma_caps_the_nearly_noiseless_steps_and_keeps_the_noisy_ones_plain() -> None:
     """``v_gamma``: the v loss times min(1, gamma / (SNR + 1)), the weight written out here."""
-    torch.manual_seed(0)
-    models = build_models(ModelSizes.micro(), seed=2)
-    scheduler = noise_scheduler("v-zero-snr")
-    pixels, ids = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randint(0, 1000, (3, 77))
-    timesteps, noise = torch.tensor([10, 600, 999]), torch.randn(3, 4, 16, 16)
+    batch = written_out("v-zero-snr", [10, 600, 999])
+    weight = torch.minimum(torch.ones(3), 5.0 / (batch.snr + 1))
+    assert weight[0] < 0.06 and weight[1] == 1.0 and weight[2] == 1.0  # t=10 capped only
     with torch.no_grad():
-        latents = models.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(5))
-        latents = latents * models.vae.config.scaling_factor
-        a = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        context = models.text_encoder(ids)[0]
-        prediction = models.unet(noisy, timesteps, encoder_hidden_states=context).sample
-        target = a.sqrt() * noise - (1 - a).sqrt() * latents
-        per_sample = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
-        snr = a.flatten() / (1 - a.flatten())
-        weight = torch.minimum(torch.ones(3), 5.0 / (snr + 1))
-        assert weight[0] < 0.06 and weight[1] == 1.0 and weight[2] == 1.0  # t=10 capped only
-        got = diffusion_loss(
-            models, scheduler, pixels, ids, generator=torch.Generator().manual_seed(5),
-            snr_gamma=None, v_gamma=5.0, timesteps=timesteps, noise=noise,
-        )  # fmt: skip
-        torch.testing.assert_close(got, (per_sample * weight).mean(), rtol=1e-5, atol=1e-7)
+        got = batch.loss(snr_gamma=None, v_gamma=5.0)
+        torch.testing.assert_close(got, (batch.per_sample * weight).mean(), rtol=1e-5, atol=1e-7)
+        models, pixels, ids = batch.models, batch.pixels, batch.ids
         with pytest.raises(ValueError, match="not both"):
-            diffusion_loss(models, scheduler, pixels, ids, snr_gamma=5.0, v_gamma=5.0)
+            diffusion_loss(models, batch.scheduler, pixels, ids, snr_gamma=5.0, v_gamma=5.0)
         with pytest.raises(ValueError, match="predicts epsilon"):
             diffusion_loss(models, noise_scheduler(), pixels, ids, snr_gamma=None, v_gamma=5.0)

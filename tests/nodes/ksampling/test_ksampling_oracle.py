@@ -48,6 +48,25 @@ DROPS_PENULTIMATE = {"dpm_2", "dpm_2_ancestral"}
 SCHEDULES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"]
 
 
+def sd_betas(config: Any) -> torch.Tensor:
+    """SD's scaled-linear betas in float64, as ComfyUI builds them."""
+    return (
+        torch.linspace(
+            config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps,
+            dtype=torch.float64,
+        ) ** 2
+    )  # fmt: skip
+
+
+def with_comfy_sigmas(wrapped: Any, alphas_cumprod: torch.Tensor) -> Any:
+    """``wrapped`` with its sigma tables held as ComfyUI holds them: computed from float64
+    alphas-cumprod, stored in float32."""
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+    wrapped.register_buffer("sigmas", sigmas.float())
+    wrapped.register_buffer("log_sigmas", sigmas.log().float())
+    return wrapped
+
+
 @pytest.fixture(scope="module")
 def k() -> Any:
     return kdiffusion_shim.load()
@@ -59,12 +78,7 @@ def denoiser(k, pipe) -> Any:
     (computed in float64, stored in float32)."""
     config = pipe.scheduler.config
     assert config.beta_schedule == "scaled_linear"
-    betas = (
-        torch.linspace(
-            config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps,
-            dtype=torch.float64,
-        ) ** 2
-    )  # fmt: skip
+    betas = sd_betas(config)
     alphas_cumprod = torch.cumprod(1 - betas, dim=0)
 
     class UNetEps(k.external.DiscreteEpsDDPMDenoiser):
@@ -72,10 +86,7 @@ def denoiser(k, pipe) -> Any:
             return self.inner_model(x, t, encoder_hidden_states=cond).sample
 
     wrapped = UNetEps(pipe.unet, alphas_cumprod, quantize=True)
-    sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-    wrapped.register_buffer("sigmas", sigmas.float())
-    wrapped.register_buffer("log_sigmas", sigmas.log().float())
-    return wrapped
+    return with_comfy_sigmas(wrapped, alphas_cumprod)
 
 
 def reference_schedule(k, denoiser, name: str, steps: int) -> Any:
@@ -365,12 +376,7 @@ def v_zero_snr_denoiser(k, pipe) -> Any:
     from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
 
     config = pipe.scheduler.config
-    betas = (
-        torch.linspace(
-            config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps,
-            dtype=torch.float64,
-        ) ** 2
-    )  # fmt: skip
+    betas = sd_betas(config)
     alphas_cumprod = torch.cumprod(1 - rescale_zero_terminal_snr(betas), dim=0)
     alphas_cumprod[-1] = COMFY_ZSNR_LAST_ALPHABAR
 
@@ -379,10 +385,7 @@ def v_zero_snr_denoiser(k, pipe) -> Any:
             return self.inner_model(x, t, encoder_hidden_states=cond).sample
 
     wrapped = UNetV(pipe.unet, alphas_cumprod, quantize=True)
-    sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-    wrapped.register_buffer("sigmas", sigmas.float())
-    wrapped.register_buffer("log_sigmas", sigmas.log().float())
-    return wrapped
+    return with_comfy_sigmas(wrapped, alphas_cumprod)
 
 
 @pytest.mark.parametrize(("sampler", "schedule"), [("euler", "normal"), ("dpmpp_2m", "karras")])
