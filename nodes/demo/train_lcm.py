@@ -25,7 +25,7 @@ alpha v`` (as diffusers' LCM distillation script does), which divide by nothing:
 zero-SNR schedule alpha is 0, ``x0 = -v`` and ``eps = x``. Only epsilon divides by alpha (``x0 =
 (x - sigma eps) / alpha``), and only on SD's schedule, whose alpha is 0.068 at t = 999;
 ``objective_of`` refuses epsilon with zero SNR. The run folder gets the scheduler the LoRA samples
-with (``<out>/scheduler/scheduler_config.json``, an ``LCMScheduler`` config with the base's
+with (``<out>/scheduler/scheduler_config.json``, an ``LCMScheduler`` config with the objective's
 ``prediction_type``, ``rescale_betas_zero_snr`` and ``timestep_spacing``), and the LoRA file
 names its objective in its metadata (``nodeflow_objective``).
 
@@ -310,6 +310,7 @@ def _save(
         "adam_steps": moments,
         "data_rng": batches.rng.getstate(),
         "seconds": seconds,
+        "objective": objective,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     (out / "state.json.tmp").write_text(json.dumps(meta))
@@ -324,12 +325,25 @@ def _save(
 
 
 def _resume(
-    out: Path, lora: DualLora, optimizer: Any, batches: Batcher, generator: torch.Generator
+    out: Path,
+    lora: DualLora,
+    optimizer: Any,
+    batches: Batcher,
+    generator: torch.Generator,
+    objective: str = "epsilon",
 ) -> tuple[int, float]:
-    """Restore a saved state; returns (step, seconds so far), (0, 0) for a new run."""
+    """Restore a saved state; returns (step, seconds so far), (0, 0) for a new run. A run saved
+    on a teacher of another objective is refused: continuing it would distil the old LoRA
+    against the new schedule and label it with the new objective."""
     if not (out / "state.json").is_file():
         return 0, 0.0
     meta = json.loads((out / "state.json").read_text())
+    saved = meta.get("objective", "epsilon")  # states older than the key were all epsilon
+    if saved != objective:
+        raise ValueError(
+            f"{out / 'state.json'}: this run was distilled from a {saved!r} teacher; --base is "
+            f"{objective!r}. Use another --out for a new run."
+        )
     tensors = load_file(out / "state.safetensors")
     for prefix, module in (("online", lora.online), ("ema", lora.ema)):
         module.load_state_dict(
@@ -360,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(lora.online.parameters(), lr=args.lr, weight_decay=0.0)
     batches = Batcher(args.seed + 500, dropout=0.0)
     generator = torch.Generator(device).manual_seed(args.seed)
-    step, seconds = _resume(args.out, lora, optimizer, batches, generator)
+    step, seconds = _resume(args.out, lora, optimizer, batches, generator, objective)
     teacher = noise_scheduler(objective)
     alphas = teacher.alphas_cumprod.to(device)
     velocity = teacher.config.prediction_type == "v_prediction"

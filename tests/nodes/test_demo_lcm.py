@@ -276,3 +276,11 @@ def test_an_epsilon_teacher_with_zero_snr_is_refused_naming_its_config(train_lcm
     with pytest.raises(ValueError, match="rescale_betas_zero_snr True") as refused:
         _micro_run(train_lcm, folder, tmp_path / "run", 1)
     assert str(path) in str(refused.value) and not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_on_one_objective_is_not_continued_on_another(train_lcm, bases, tmp_path):
+    _micro_run(train_lcm, bases["epsilon"], tmp_path / "run", 1)
+    assert (tmp_path / "run" / "state.json").is_file()
+    with pytest.raises(ValueError, match="'epsilon' teacher; --base is 'v-zero-snr'") as refused:
+        _micro_run(train_lcm, bases["v-zero-snr"], tmp_path / "run", 2)
+    assert str(tmp_path / "run" / "state.json") in str(refused.value)
