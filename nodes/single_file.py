@@ -304,8 +304,10 @@ def detect(file: CheckpointFile) -> Detected:
 
 
 def _unet_detected(file: CheckpointFile, kind: Any, family: Family, layout: str) -> Detected:
-    zero_snr = "ztsnr" in file.keys
-    return Detected(kind, family, layout, prediction_type(file, family), zero_snr)
+    prediction = prediction_type(file, family)
+    # ComfyUI reads ``ztsnr`` only beside a v-prediction marker: epsilon at SNR 0 predicts nothing
+    zero_snr = "ztsnr" in file.keys and prediction == "v_prediction"
+    return Detected(kind, family, layout, prediction, zero_snr)
 
 
 ZERO_SNR_SAMPLING = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}

@@ -216,6 +216,11 @@ def test_a_ztsnr_key_marks_a_zero_terminal_snr_model_for_both_loaders(
     assert _load_unet(marked, torch.float32, "auto", False).scheduler_config == expected
     plain = load_checkpoint_file(source, torch.float32).scheduler_config
     assert "rescale_betas_zero_snr" not in plain and not detect(CheckpointFile(source)).zero_snr
+    # as in ComfyUI, ``ztsnr`` counts only beside ``v_pred``: an epsilon model stays as it was
+    alone = _copy_unet_file(source, tmp_path / "ztsnr-only.safetensors", ztsnr=torch.tensor([]))
+    found = detect(CheckpointFile(alone))
+    assert (found.prediction_type, found.zero_snr) == ("epsilon", False)
+    assert load_checkpoint_file(alone, torch.float32).scheduler_config == plain
 
 
 def test_prediction_override_reaches_the_scheduler(make_executor) -> None:
