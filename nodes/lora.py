@@ -335,23 +335,29 @@ def parse_lora_state(
     return LoraFile(source=source, entries=tuple(entries), objective=objective)
 
 
+def config_objective(scheduler_config: Mapping[str, Any]) -> str | None:
+    """The named objective (``OBJECTIVES``) a scheduler config's prediction type and zero-SNR
+    flag make, or None for a pair no name stands for."""
+    pair = (
+        scheduler_config.get("prediction_type", "epsilon"),
+        bool(scheduler_config.get("rescale_betas_zero_snr", False)),
+    )
+    return next((name for name, named in OBJECTIVES.items() if named == pair), None)
+
+
 def check_objective(lora: LoraFile, scheduler_config: Mapping[str, Any]) -> None:
     """Refuse a U-Net LoRA trained on a base of another objective: an epsilon LoRA on a
     v-prediction model (or the reverse) shifts its output in the wrong units, which samples
     without error into a wrong picture."""
-    if lora.objective is None:
+    if lora.objective is None or config_objective(scheduler_config) == lora.objective:
         return
     prediction, zero_snr = OBJECTIVES[lora.objective]
-    model = (
-        scheduler_config.get("prediction_type", "epsilon"),
-        bool(scheduler_config.get("rescale_betas_zero_snr", False)),
+    raise ValueError(
+        f"{Path(lora.source).name}: trained on a {lora.objective!r} base (prediction_type "
+        f"{prediction!r}, rescale_betas_zero_snr {zero_snr}); this model has prediction_type "
+        f"{scheduler_config.get('prediction_type', 'epsilon')!r}, rescale_betas_zero_snr "
+        f"{bool(scheduler_config.get('rescale_betas_zero_snr', False))}"
     )
-    if model != (prediction, zero_snr):
-        raise ValueError(
-            f"{Path(lora.source).name}: trained on a {lora.objective!r} base (prediction_type "
-            f"{prediction!r}, rescale_betas_zero_snr {zero_snr}); this model has prediction_type "
-            f"{model[0]!r}, rescale_betas_zero_snr {model[1]}"
-        )
 
 
 # --- resolving against a model -------------------------------------------------------------

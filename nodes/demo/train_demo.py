@@ -50,6 +50,7 @@ from nodes.clip_vocab import (
     write_clip_tokenizer,
 )
 from nodes.demo.dataset import Scene, Split, Style, caption, render, sample_scene
+from nodes.lora import config_objective
 from nodes.tiny import family_config
 
 __all__ = [
@@ -248,14 +249,11 @@ def objective_of(model_folder: Path) -> str:
             )
     if config.get("trained_betas") is not None:
         raise ValueError(f"{path}: trained_betas is set; the trainers handle SD 1.x's betas only")
+    objective = config_objective(config)
+    if objective in OBJECTIVES:
+        return objective
     prediction = config.get("prediction_type", "epsilon")
     zero_snr = config.get("rescale_betas_zero_snr", False)
-    for objective in OBJECTIVES:
-        wanted = scheduler_overrides(objective)
-        if (prediction, zero_snr) == (
-            wanted.get("prediction_type", "epsilon"), wanted.get("rescale_betas_zero_snr", False)
-        ):  # fmt: skip
-            return objective
     raise ValueError(
         f"{path}: prediction_type {prediction!r} with rescale_betas_zero_snr {zero_snr!r}; the "
         "trainers handle 'epsilon' without zero terminal SNR (objective epsilon) or "

@@ -163,3 +163,16 @@ def test_v_gamma_caps_the_nearly_noiseless_steps_and_keeps_the_noisy_ones_plain(
             diffusion_loss(models, batch.scheduler, pixels, ids, snr_gamma=5.0, v_gamma=5.0)
         with pytest.raises(ValueError, match="predicts epsilon"):
             diffusion_loss(models, noise_scheduler(), pixels, ids, snr_gamma=None, v_gamma=5.0)
+
+
+def test_each_training_objective_has_the_name_lora_files_use() -> None:
+    """``nodes.lora.OBJECTIVES`` (what LoadLoRA checks) and ``scheduler_overrides`` (what the
+    trainers noise with) are one mapping: each objective's config reads back as its name."""
+    from nodes.demo.train_demo import OBJECTIVES
+    from nodes.lora import OBJECTIVES as LORA_OBJECTIVES
+    from nodes.lora import config_objective
+
+    assert set(OBJECTIVES) == set(LORA_OBJECTIVES)
+    for objective in OBJECTIVES:
+        config = family_config("sd1", "scheduler") | scheduler_overrides(objective)
+        assert config_objective(config) == objective
