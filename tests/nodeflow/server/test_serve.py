@@ -216,6 +216,8 @@ def submit_and_wait_for_node(port: int, workflow: dict, node: str, timeout: floa
     async def scenario() -> str:
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/api/ws") as ws:
+            # the server lists a client once it has sent its hello: events before that are lost
+            assert (await ws.receive_json())["type"] == "hello"
             async with session.post(f"{base}/api/runs", json={"workflow": workflow}) as response:
                 assert response.status == 201
                 run_id = (await response.json())["run_id"]
