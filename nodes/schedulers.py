@@ -128,13 +128,20 @@ def zero_snr_refusal(name: str, class_name: str) -> str:
 
 
 def zero_snr_epsilon_refusal(name: str, class_name: str) -> str:
-    """Why ``name`` cannot sample a zero-terminal-SNR model that predicts the noise."""
+    """Why ``name`` cannot sample a zero-terminal-SNR model that predicts the noise, and which
+    schedulers can (those whose rescaled schedule stops just short of pure noise)."""
+    short = []
+    for other, (other_class, _) in SCHEDULERS.items():
+        if takes_zero_snr(other_class):
+            built = getattr(hf.diffusers(), other_class)(rescale_betas_zero_snr=True)
+            if float(built.alphas_cumprod[-1]) > 0:
+                short.append(other)
     return (
         f"scheduler {name!r} ({class_name}) cannot sample a zero-terminal-SNR model that "
         "predicts epsilon: its last timestep is pure noise (alphabar exactly 0), where a noise "
         "prediction says nothing of the picture and its step divides by zero; such models "
-        "predict v (prediction_type v_prediction), or use euler, euler_ancestral, dpmpp_2m, "
-        "dpmpp_2m_sde or unipc, which stop just short of pure noise"
+        f"predict v (prediction_type v_prediction), or use {', '.join(short)}, which stop just "
+        "short of pure noise"
     )
 
 
