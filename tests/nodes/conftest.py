@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from objective_bases import V_ZERO_SNR_KEYS
 
 from nodeflow.context import Environment
 from nodeflow.executor import Executor
@@ -84,22 +85,17 @@ def pipe(tiny_path: Path) -> Any:
     return pipeline
 
 
-ZERO_SNR = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
-            "timestep_spacing": "trailing"}  # fmt: skip
-"""What a zero-terminal-SNR v-prediction model's scheduler config says (Lin et al. 2024; an SD
-2.1 or 1.5 zero-SNR fine-tune, demo v2z)."""
-
-
 @pytest.fixture(scope="session")
 def zero_snr_models(tmp_path_factory: pytest.TempPathFactory, tiny_path: Path) -> Path:
     """A models folder of two copies of the tiny SD model, only their scheduler configs edited:
-    ``tiny-zsnr`` says ``ZERO_SNR``, ``tiny-vpred`` the same without ``rescale_betas_zero_snr``.
+    ``tiny-zsnr`` says ``V_ZERO_SNR_KEYS``, ``tiny-vpred`` the same without
+    ``rescale_betas_zero_snr``.
     Both keep tiny's PNDMScheduler class, as a fine-tune saved with SD 1.5's scheduler does
     (diffusers writes the key there too). Kept apart from ``models_dir``, whose listings other
     tests read."""
     root = tmp_path_factory.mktemp("zero-snr-models")
-    without = {k: v for k, v in ZERO_SNR.items() if k != "rescale_betas_zero_snr"}
-    for name, keys in (("tiny-zsnr", ZERO_SNR), ("tiny-vpred", without)):
+    without = {k: v for k, v in V_ZERO_SNR_KEYS.items() if k != "rescale_betas_zero_snr"}
+    for name, keys in (("tiny-zsnr", V_ZERO_SNR_KEYS), ("tiny-vpred", without)):
         folder = root / "checkpoints" / name
         shutil.copytree(tiny_path, folder)
         config_file = folder / "scheduler" / "scheduler_config.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from objective_bases import V_ZERO_SNR_KEYS
 
 from nodes.schedulers import SCHEDULERS, make_scheduler, parse_timesteps
 from nodes.tiny import family_config
@@ -68,8 +69,7 @@ def test_keys_the_scheduler_ignores_are_dropped_once_not_warned_about_per_pictur
     assert made.timesteps.tolist() == straight.timesteps.tolist()
 
 
-ZERO_SNR = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
-            "timestep_spacing": "trailing"}  # fmt: skip
+ZERO_SNR = V_ZERO_SNR_KEYS
 """What a zero-terminal-SNR model's scheduler config says (Lin et al. 2024; demo v2z's)."""
 HONOURING = ["ddpm", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "unipc",
              "lcm", "tcd"]  # fmt: skip
