@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from nodeflow import node
+from nodes.single_file import ZERO_SNR_SAMPLING
 from nodes.types import UNet
 
 DiscreteSampling = Literal["eps", "v_prediction"]
@@ -57,8 +58,8 @@ def model_sampling_discrete(
         )
     config = unet.scheduler_config | {
         "prediction_type": PREDICTIONS[sampling],
-        "rescale_betas_zero_snr": zsnr,
+        "rescale_betas_zero_snr": False,
     }
-    if zsnr:  # Lin et al.: a zero-SNR schedule is sampled from its last timestep
-        config["timestep_spacing"] = "trailing"
+    if zsnr:  # Lin et al.: the rescaled betas, sampled from the last timestep (pure noise)
+        config |= ZERO_SNR_SAMPLING
     return dataclasses.replace(unet, scheduler_config=config)
